@@ -1,0 +1,145 @@
+"""Codec throughput: mlxquant (NumPy; MLX where present) vs gguf-py vs ggml's C reference.
+
+For every type: quantize and dequantize throughput in million weights per second on a 4096x4096
+float32 normal matrix and on one real SmolLM2 tensor, all implementations in one run. Prints a
+markdown table with ratios to ggml (``ggml_quantize_chunk`` in one call, and ``to_float``) and
+writes JSON.
+
+    python benchmarks/codecs.py [--types Q4_K,Q6_K] [--size 4096] [--json out.json] [--imatrix]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+import mlxquant
+from mlxquant.testing.inputs import real_families
+from mlxquant.testing.oracle import get_oracle
+
+TYPES = (
+    "F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 MXFP4"
+).split()
+
+
+def _best(fn, min_time: float = 0.3, max_reps: int = 3) -> float:
+    """Best wall time of up to ``max_reps`` calls (stop once ``min_time`` has been spent)."""
+    best, spent, reps = float("inf"), 0.0, 0
+    while reps < max_reps and (reps == 0 or spent < min_time):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best, spent, reps = min(best, dt), spent + dt, reps + 1
+    return best
+
+
+def _gguf_py(qtype: str):
+    try:
+        from gguf import GGMLQuantizationType
+        from gguf.quants import dequantize, quantize
+
+        gt = GGMLQuantizationType[qtype]
+    except Exception:
+        return None, None
+    x0 = np.zeros((1, 256), np.float32)
+    try:
+        quantize(x0, gt)
+        q = lambda x: quantize(x, gt)  # noqa: E731
+    except Exception:
+        q = None
+    d = lambda data, shape: dequantize(data, gt)  # noqa: E731
+    return q, d
+
+
+def bench_matrix(x: np.ndarray, qtype: str, imatrix: np.ndarray | None, backends: list[str]) -> dict:
+    o = get_oracle()
+    n = x.size / 1e6
+    row: dict[str, float | None] = {}
+    ref = o.quantize(x, qtype, imatrix=imatrix)
+    row["ggml_q"] = n / _best(lambda: o.quantize(x, qtype, imatrix=imatrix))
+    row["ggml_dq"] = n / _best(lambda: o.dequantize(ref, qtype, x.shape)) if o.traits(qtype)["has_to_float"] else None
+    for b in backends:
+        if b not in mlxquant.codecs_for(qtype) and not (b == "numpy"):
+            row[f"{b}_q"] = row[f"{b}_dq"] = None
+            continue
+        try:
+            ours = mlxquant.quantize(x, qtype, imatrix=imatrix, backend=b)
+        except mlxquant.QuantTypeError:
+            row[f"{b}_q"] = row[f"{b}_dq"] = None
+            continue
+        row[f"{b}_exact"] = bool(np.array_equal(np.asarray(ours), ref))
+        row[f"{b}_q"] = n / _best(lambda: mlxquant.quantize(x, qtype, imatrix=imatrix, backend=b))
+        row[f"{b}_dq"] = n / _best(lambda: mlxquant.dequantize(ref, qtype, x.shape, backend=b))
+    gq, gd = _gguf_py(qtype)
+    row["ggufpy_q"] = n / _best(lambda: gq(x)) if gq and imatrix is None else None
+    row["ggufpy_dq"] = n / _best(lambda: gd(ref, x.shape)) if gd else None
+    return row
+
+
+def _fmt(v, ref=None) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    s = f"{v:.1f}"
+    if ref:
+        s += f" ({v / ref:.2f}×)"
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--types", default=",".join(TYPES))
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--imatrix", action="store_true", help="also time the imatrix paths")
+    ap.add_argument("--backends", default="numpy")
+    ap.add_argument("--json", default="benchmarks/results/codecs.json")
+    args = ap.parse_args(argv)
+    backends = args.backends.split(",")
+    rng = np.random.default_rng(0)
+    mats = {f"normal {args.size}x{args.size}": rng.standard_normal((args.size, args.size)).astype(np.float32)}
+    real = real_families(rows=576, cols=1536)
+    key = "smollm2:blk.15.ffn_down.weight"
+    if key in real:
+        mats[f"SmolLM2 {key.split(':')[1]} 576x1536"] = real[key]
+    results = []
+    for mname, x in mats.items():
+        wsets = [None]
+        if args.imatrix:
+            wsets.append(np.exp(rng.standard_normal(x.shape[1])).astype(np.float32))
+        for qtype in args.types.split(","):
+            for w in wsets:
+                if w is not None and not mlxquant.get_type(qtype).uses_imatrix:
+                    continue
+                r = bench_matrix(x, qtype, w, backends)
+                r.update(matrix=mname, type=qtype, imatrix=w is not None)
+                results.append(r)
+                print(f"  {mname} {qtype}{' +imatrix' if w is not None else ''}: done", file=sys.stderr)
+    cols = ["matrix", "type", "imatrix", "ggml q", "ggml dq"]
+    for b in backends:
+        cols += [f"{b} exact", f"{b} q (×ggml)", f"{b} dq (×ggml)"]
+    cols += ["gguf-py q (×ggml)", "gguf-py dq (×ggml)"]
+    print(f"\nMillion weights/s; threads={os.environ.get('MLXQUANT_THREADS', os.cpu_count())}, "
+          f"{platform.machine()} {platform.system()}\n")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in results:
+        cells = [r["matrix"], r["type"], "yes" if r["imatrix"] else "no", _fmt(r["ggml_q"]), _fmt(r["ggml_dq"])]
+        for b in backends:
+            cells += [_fmt(r.get(f"{b}_exact")), _fmt(r.get(f"{b}_q"), r["ggml_q"]), _fmt(r.get(f"{b}_dq"), r["ggml_dq"])]
+        cells += [_fmt(r["ggufpy_q"], r["ggml_q"]), _fmt(r["ggufpy_dq"], r["ggml_dq"])]
+        print("| " + " | ".join(cells) + " |")
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"threads": os.environ.get("MLXQUANT_THREADS", os.cpu_count()), "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

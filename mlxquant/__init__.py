@@ -1,0 +1,19 @@
+"""mlxquant: quantize and convert language models between MLX and GGUF, bit-exact with llama.cpp."""
+
+from .errors import MlxquantError, QuantInputError, QuantTypeError
+from .quant import TYPES, QuantType, codecs_for, dequantize, get_type, quantize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "quantize",
+    "dequantize",
+    "get_type",
+    "codecs_for",
+    "TYPES",
+    "QuantType",
+    "MlxquantError",
+    "QuantInputError",
+    "QuantTypeError",
+    "__version__",
+]

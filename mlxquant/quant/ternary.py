@@ -1,0 +1,122 @@
+"""Ternary types for BitNet b1.58 / TriLM weights: TQ1_0 (1.6875 bpw) and TQ2_0 (2.0625 bpw).
+
+Both store one fp16 scale per 256 weights, ``d = max|x|``, and a trit ``round(x/d) + 1`` in
+{0, 1, 2} per weight (``lroundf``: halves away from zero). They differ only in packing. ggml's
+``quantize_tq*_0`` ignore the importance matrix and call the ``_ref`` quantizer on the whole
+chunk, so :meth:`Codec.encode_blocks` is the only quantizer needed.
+
+TQ1_0 block (54 bytes, 256 weights)::
+
+    byte  0 ........ 31 32 ...... 47 48 .. 51 52  53
+          | qs[0:32]    | qs[32:48]  | qh[0:4] | d:f16 |
+    qs[m]      (m < 32)  holds x[m + 32n],        n = 0..4   (5 trits, n = 0 most significant)
+    qs[32+m]   (m < 16)  holds x[160 + m + 16n],  n = 0..4
+    qh[j]      (j < 4)   holds x[240 + j + 4n],   n = 0..3   (4 trits, then * 3)
+    a byte with trits t0..t4 (t0 most significant) stores ceil(256 * sum(t_n 3^(4-n)) / 243);
+    trit n comes back as ((uint8)(byte * 3^n) * 3) >> 8.
+
+TQ2_0 block (66 bytes, 256 weights)::
+
+    byte  0 ............... 63 64  65
+          | qs[0:64]           | d:f16 |
+    qs[32h + m], bits 2l..2l+1 (h < 2, m < 32, l < 4) = trit of x[128h + 32l + m]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .codec import Codec
+from .fp4 import abs_max
+from .numeric import fp16_bytes, fp16_from_bytes
+
+_F32 = np.float32
+_CEIL_TAB = ((np.arange(256) * 256 + 242) // 243).astype(np.uint8)   # only 0..242 occur
+
+
+def _scale_and_trits(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 256) float32 -> (fp16 scale bytes (n, 2), trits (n, 256) uint8 in {0, 1, 2}).
+
+    ``xi = lroundf(x * id) + 1`` with ``id = 1/d`` (0 when ``d == 0``). ``|x * id| <= 1`` up to
+    rounding, so ``lroundf`` is 1 for ``v >= 0.5`` and -1 for ``v <= -0.5``. Where ``id``
+    overflowed (``d`` below 2**-128) every ``v`` is ±inf or NaN, and glibc's ``lroundf`` gives
+    LONG_MIN, whose low 32 bits plus one make the trit 1: the whole block is 1s.
+    """
+    d = abs_max(x)                                             # (n,) amax
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        inv = np.where(d != 0, _F32(1) / d, _F32(0)).astype(_F32)
+        v = x * inv[:, None]                                   # (n, 256) float32
+        trits = (v >= _F32(0.5)).view(np.uint8) + np.uint8(1)
+        trits -= (v <= _F32(-0.5)).view(np.uint8)
+        dh = fp16_bytes(d)
+    trits[np.isinf(inv)] = 1
+    return dh, trits
+
+
+def _pack_base3(t: np.ndarray, extra: bool = False) -> np.ndarray:
+    """(n, k, m) trits along axis 1 (first most significant) -> (n, m) uint8 bytes.
+
+    The base-3 number (at most 242, uint8 as in C) is times 3 for ``extra`` (qh), and a byte
+    stores ``ceil(q * 256 / 243)``.
+    """
+    q = t[:, 0].copy()
+    for i in range(1, t.shape[1]):
+        q *= np.uint8(3)
+        q += t[:, i]
+    if extra:
+        q *= np.uint8(3)
+    return _CEIL_TAB[q]
+
+
+def _unpack_base3(b: np.ndarray, n_trits: int) -> np.ndarray:
+    """(..., m) uint8 bytes -> (..., n_trits, m) trits minus one (-1, 0, 1) as int16."""
+    pow3 = np.array([1, 3, 9, 27, 81][:n_trits], dtype=np.uint8)
+    q = b[..., None, :] * pow3[:, None]                        # uint8, wraps mod 256 as in C
+    return ((q.astype(np.uint16) * 3) >> 8).astype(np.int16) - 1
+
+
+class TQ1_0(Codec, qtype="TQ1_0"):
+    @classmethod
+    def encode_blocks(cls, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        dh, t = _scale_and_trits(x)                            # (n, 2), (n, 256)
+        out = np.empty((n, 54), dtype=np.uint8)
+        out[:, 0:32] = _pack_base3(t[:, 0:160].reshape(n, 5, 32))
+        out[:, 32:48] = _pack_base3(t[:, 160:240].reshape(n, 5, 16))
+        out[:, 48:52] = _pack_base3(t[:, 240:256].reshape(n, 4, 4), extra=True)
+        out[:, 52:54] = dh
+        return out
+
+    @classmethod
+    def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
+        n = blocks.shape[0]
+        d = fp16_from_bytes(blocks[:, 52:54])                  # (n,)
+        t = np.empty((n, 256), dtype=np.int16)
+        t[:, 0:160] = _unpack_base3(blocks[:, 0:32], 5).reshape(n, 160)
+        t[:, 160:240] = _unpack_base3(blocks[:, 32:48], 5).reshape(n, 80)
+        t[:, 240:256] = _unpack_base3(blocks[:, 48:52], 4).reshape(n, 16)
+        with np.errstate(invalid="ignore"):
+            return t.astype(_F32) * d[:, None]
+
+
+class TQ2_0(Codec, qtype="TQ2_0"):
+    @classmethod
+    def encode_blocks(cls, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        dh, t = _scale_and_trits(x)
+        t = t.reshape(n, 2, 4, 32)                              # (n, h, l, m)
+        qs = t[:, :, 0] | (t[:, :, 1] << 2) | (t[:, :, 2] << 4) | (t[:, :, 3] << 6)
+        out = np.empty((n, 66), dtype=np.uint8)
+        out[:, 0:64] = qs.reshape(n, 64)
+        out[:, 64:66] = dh
+        return out
+
+    @classmethod
+    def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
+        n = blocks.shape[0]
+        d = fp16_from_bytes(blocks[:, 64:66])
+        qs = blocks[:, 0:64].reshape(n, 2, 1, 32)
+        shifts = np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]
+        t = ((qs >> shifts) & 3).astype(np.int16) - 1          # (n, 2, 4, 32)
+        with np.errstate(invalid="ignore"):
+            return t.reshape(n, 256).astype(_F32) * d[:, None]

@@ -1,0 +1,29 @@
+"""Shared fixtures. On CI (CI=true) nothing that the set-up installs may be skipped: a missing
+oracle or model is a failure there, not a skip."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, what: str) -> None:
+    """Skip locally when ``what`` is missing; fail on CI, where the set-up must provide it."""
+    if condition:
+        return
+    if ON_CI:
+        pytest.fail(f"{what} is missing on CI: the test set-up must install it")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    from mlxquant.testing.oracle import OracleUnavailable, get_oracle
+
+    try:
+        return get_oracle()
+    except OracleUnavailable as e:
+        need(False, f"llama.cpp oracle ({e})")
