@@ -2,12 +2,17 @@
 
 from .errors import MlxquantError, QuantInputError, QuantTypeError
 from .quant import TYPES, QuantType, codecs_for, dequantize, get_type, quantize
+from .convert import ConversionReport, convert
+from .formats.inspect import inspect
 
 __version__ = "0.1.0"
 
 __all__ = [
     "quantize",
     "dequantize",
+    "convert",
+    "ConversionReport",
+    "inspect",
     "get_type",
     "codecs_for",
     "TYPES",

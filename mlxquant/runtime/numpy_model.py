@@ -1,0 +1,266 @@
+"""The NumPy float32 forward pass: llama, qwen2, qwen3, gemma2, gemma3 on any CPU.
+
+Weights come from :class:`~mlxquant.runtime.weights.Weights` in Hugging Face layout (RoPE in the
+"rotate half" form), the model's conventions from :class:`~mlxquant.runtime.spec.ModelSpec`.
+Matrix products go to NumPy's BLAS (``x @ W.T`` on a row-major ``(out, in)`` weight needs no
+copy); every activation stays float32, softmax and norms are computed in float32 as llama.cpp does.
+
+Per block (gemma's extra "sandwich" norms in brackets)::
+
+    a = attn(norm(h));            h = h + [post_attn_norm](a)
+    m = mlp([pre_ffn_]norm(h));   h = h + [post_ffn_norm](m)
+
+Long inputs are processed in batches of ``batch`` tokens (default 512) through the KV cache, so the
+attention scores of one batch, ``(heads, batch, context)`` float32, bound the scratch memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .spec import ModelSpec
+from .weights import Weights
+
+_GELU_C = np.float32(math.sqrt(2.0 / math.pi))
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """``x / sqrt(mean(x^2) + eps) * w`` over the last axis (float32)."""
+    ms = np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float32)
+    return x * (1.0 / np.sqrt(ms + np.float32(eps))) * w
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (np.float32(1.0) + np.exp(-x))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(_GELU_C * (x + np.float32(0.044715) * x * x * x)))
+
+
+def rope_tables(inv_freq: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin, float32 ``(T, head_dim // 2)``, angles computed in float64."""
+    ang = positions.astype(np.float64)[:, None] * inv_freq[None, :]
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate-half RoPE on ``x`` of shape ``(heads, T, head_dim)``."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+class KVCache:
+    """Per-layer keys and values, float32 ``(kv_heads, capacity, head_dim)``, grown by doubling.
+
+    ``offset`` is the number of positions stored (the position of the next token)."""
+
+    def __init__(self, spec: ModelSpec, capacity: int = 256):
+        self.spec = spec
+        self.offset = 0
+        shape = (spec.n_kv_heads, max(1, capacity), spec.head_dim)
+        self.k = [np.zeros(shape, np.float32) for _ in range(spec.n_layers)]
+        self.v = [np.zeros(shape, np.float32) for _ in range(spec.n_layers)]
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[1]
+
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` more positions."""
+        need = self.offset + n
+        if need <= self.capacity:
+            return
+        cap = max(need, 2 * self.capacity)
+        for store in (self.k, self.v):
+            for i, a in enumerate(store):
+                b = np.zeros((a.shape[0], cap, a.shape[2]), np.float32)
+                b[:, : self.offset] = a[:, : self.offset]
+                store[i] = b
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
+
+
+@dataclass
+class _Layer:
+    """The float32 tensors of one block (borrowed from :class:`Weights`)."""
+
+    attn_norm: np.ndarray
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    o: np.ndarray
+    ffn_norm: np.ndarray
+    gate: np.ndarray
+    up: np.ndarray
+    down: np.ndarray
+    q_bias: np.ndarray | None = None
+    k_bias: np.ndarray | None = None
+    v_bias: np.ndarray | None = None
+    o_bias: np.ndarray | None = None
+    q_norm: np.ndarray | None = None
+    k_norm: np.ndarray | None = None
+    post_attn_norm: np.ndarray | None = None
+    post_ffn_norm: np.ndarray | None = None
+
+
+class NumpyModel:
+    """A model ready to run: :meth:`forward` maps token ids to next-token logits.
+
+    Args:
+        weights: the opened model (:func:`~mlxquant.runtime.weights.open_weights`).
+        spec: its :class:`ModelSpec`.
+        batch: tokens per forward batch (default 512).
+    """
+
+    backend = "numpy"
+
+    def __init__(self, weights: Weights, spec: ModelSpec, batch: int = 512, tokenizer: Any = None):
+        self.weights, self.spec, self.batch = weights, spec, max(1, int(batch))
+        self.tokenizer = tokenizer
+
+    def new_cache(self, capacity: int = 256) -> KVCache:
+        return KVCache(self.spec, capacity)
+
+    # -- weights ---------------------------------------------------------------------------
+    def _norm_w(self, name: str) -> np.ndarray:
+        w = self.weights.get(name)
+        return w + np.float32(self.spec.norm_offset) if self.spec.norm_offset else w
+
+    def _layer(self, i: int) -> _Layer:
+        p = f"model.layers.{i}."
+        g = self.weights.get_optional
+        gemma = self.spec.sandwich_norms
+        return _Layer(
+            attn_norm=self._norm_w(p + "input_layernorm.weight"),
+            q=self.weights.get(p + "self_attn.q_proj.weight"),
+            k=self.weights.get(p + "self_attn.k_proj.weight"),
+            v=self.weights.get(p + "self_attn.v_proj.weight"),
+            o=self.weights.get(p + "self_attn.o_proj.weight"),
+            ffn_norm=self._norm_w(p + ("pre_feedforward_layernorm.weight" if gemma
+                                       else "post_attention_layernorm.weight")),
+            gate=self.weights.get(p + "mlp.gate_proj.weight"),
+            up=self.weights.get(p + "mlp.up_proj.weight"),
+            down=self.weights.get(p + "mlp.down_proj.weight"),
+            q_bias=g(p + "self_attn.q_proj.bias"), k_bias=g(p + "self_attn.k_proj.bias"),
+            v_bias=g(p + "self_attn.v_proj.bias"), o_bias=g(p + "self_attn.o_proj.bias"),
+            q_norm=self._norm_w(p + "self_attn.q_norm.weight") if self.spec.qk_norm else None,
+            k_norm=self._norm_w(p + "self_attn.k_norm.weight") if self.spec.qk_norm else None,
+            post_attn_norm=self._norm_w(p + "post_attention_layernorm.weight") if gemma else None,
+            post_ffn_norm=self._norm_w(p + "post_feedforward_layernorm.weight") if gemma else None,
+        )
+
+    def _output(self) -> np.ndarray:
+        w = self.weights.get_optional("lm_head.weight")
+        return self.weights.get("model.embed_tokens.weight") if w is None else w
+
+    # -- forward ---------------------------------------------------------------------------
+    def _attention(self, i: int, L: _Layer, x: np.ndarray, cache: KVCache, p0: int) -> np.ndarray:
+        s = self.spec
+        T = x.shape[0]
+        q = x @ L.q.T
+        k = x @ L.k.T
+        v = x @ L.v.T
+        if L.q_bias is not None:
+            q += L.q_bias
+        if L.k_bias is not None:
+            k += L.k_bias
+        if L.v_bias is not None:
+            v += L.v_bias
+        q = q.reshape(T, s.n_heads, s.head_dim).transpose(1, 0, 2)  # (H, T, D)
+        k = k.reshape(T, s.n_kv_heads, s.head_dim).transpose(1, 0, 2)  # (KV, T, D)
+        v = v.reshape(T, s.n_kv_heads, s.head_dim).transpose(1, 0, 2)
+        if L.q_norm is not None:
+            q = rms_norm(q, L.q_norm, s.eps)
+            k = rms_norm(k, L.k_norm, s.eps)
+        cos, sin = rope_tables(s.inv_freq[i], np.arange(p0, p0 + T))
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        cache.k[i][:, p0:p0 + T] = k
+        cache.v[i][:, p0:p0 + T] = v
+        S = p0 + T
+        keys, vals = cache.k[i][:, :S], cache.v[i][:, :S]  # (KV, S, D)
+        g = s.n_heads // s.n_kv_heads
+        qg = q.reshape(s.n_kv_heads, g * T, s.head_dim) * np.float32(s.attn_scale)
+        scores = (qg @ keys.transpose(0, 2, 1)).reshape(s.n_kv_heads, g, T, S)
+        if s.attn_softcap:
+            cap = np.float32(s.attn_softcap)
+            scores = np.tanh(scores / cap) * cap
+        qpos = np.arange(p0, S)[:, None]
+        kpos = np.arange(S)[None, :]
+        masked = kpos > qpos
+        if s.window[i] is not None:
+            masked |= (qpos - kpos) >= s.window[i]
+        scores[..., masked] = -np.inf
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        out = (scores.reshape(s.n_kv_heads, g * T, S) @ vals).reshape(s.n_heads, T, s.head_dim)
+        out = out.transpose(1, 0, 2).reshape(T, s.n_heads * s.head_dim)
+        y = out @ L.o.T
+        if L.o_bias is not None:
+            y += L.o_bias
+        return y
+
+    def _mlp(self, L: _Layer, x: np.ndarray) -> np.ndarray:
+        gate = x @ L.gate.T
+        act = silu(gate) if self.spec.activation == "silu" else gelu_tanh(gate)
+        return (act * (x @ L.up.T)) @ L.down.T
+
+    def _block(self, i: int, h: np.ndarray, cache: KVCache, p0: int) -> np.ndarray:
+        s, L = self.spec, self._layer(i)
+        a = self._attention(i, L, rms_norm(h, L.attn_norm, s.eps), cache, p0)
+        if L.post_attn_norm is not None:
+            a = rms_norm(a, L.post_attn_norm, s.eps)
+        h = h + a
+        m = self._mlp(L, rms_norm(h, L.ffn_norm, s.eps))
+        if L.post_ffn_norm is not None:
+            m = rms_norm(m, L.post_ffn_norm, s.eps)
+        return h + m
+
+    def _step(self, tokens: np.ndarray, cache: KVCache, want: slice) -> np.ndarray:
+        s = self.spec
+        p0 = cache.offset
+        cache.reserve(len(tokens))
+        emb = self.weights.get("model.embed_tokens.weight")
+        if tokens.min() < 0 or tokens.max() >= emb.shape[0]:
+            raise ValueError(f"token id out of range 0..{emb.shape[0] - 1}")
+        h = emb[tokens].astype(np.float32)
+        if s.embed_scale:
+            h *= np.float32(s.embed_scale)
+        for i in range(s.n_layers):
+            h = self._block(i, h, cache, p0)
+        cache.offset = p0 + len(tokens)
+        h = h[want]
+        if h.shape[0] == 0:
+            return np.zeros((0, self._output().shape[0]), np.float32)
+        norm = self._norm_w("model.norm.weight")
+        logits = rms_norm(h, norm, s.eps) @ self._output().T
+        if s.final_softcap:
+            cap = np.float32(s.final_softcap)
+            logits = np.tanh(logits / cap) * cap
+        return logits
+
+    def forward(self, tokens: np.ndarray | list[int], cache: KVCache | None = None,
+                logits_from: int = 0) -> np.ndarray:
+        """Logits ``(T - logits_from, vocab)`` float32 for the next token after each of ``tokens``
+        from position ``logits_from`` on (``logits_from = len(tokens) - 1``: the last only).
+
+        ``cache`` (from :meth:`new_cache`) holds earlier positions and receives these; without
+        one, a fresh cache is used (a single sequence starting at position 0)."""
+        toks = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if toks.size == 0:
+            raise ValueError("forward() needs at least one token")
+        cache = cache if cache is not None else self.new_cache(len(toks))
+        outs = []
+        for b0 in range(0, len(toks), self.batch):
+            part = toks[b0:b0 + self.batch]
+            lo = max(0, logits_from - b0)
+            outs.append(self._step(part, cache, slice(lo, len(part))))
+        return np.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]

@@ -1,0 +1,203 @@
+"""Weights for the runtime: any model mlxquant reads, as float32 tensors in Hugging Face layout.
+
+:func:`open_weights` opens a GGUF file (any tensor type, decoded by mlxquant's codecs), a Hugging
+Face folder, or an MLX folder (when :mod:`mlxquant.formats.mlx_folder` is available) and returns a
+:class:`Weights`: a config.json-style dict plus ``get(hf_name)``. GGUF tensors are mapped back to
+HF names and layout by the architecture module (Q/K un-permuted, gemma norms minus one), so one
+forward pass serves every source.
+
+Memory: decoded tensors are kept while their total stays within ``budget`` bytes (default: half of
+the memory available when the model is opened); tensors past the budget are decoded again each time
+they are needed, i.e. per layer during the forward pass, so a model whose float32 weights would not
+fit still runs (slower).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import FormatError
+from ..models import get_architecture, get_architecture_by_gguf
+from ..models.base import Architecture
+
+log = logging.getLogger(__name__)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process (Linux ``MemAvailable``; 8 GiB when unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+class Weights:
+    """Float32 tensors by Hugging Face name, decoded on demand, cached within a byte budget.
+
+    Attributes:
+        path: the model file or folder.
+        format: ``"gguf"``, ``"hf"`` or ``"mlx"``.
+        config: config.json-style hyper-parameters (for GGUF: rebuilt from the metadata).
+        arch: the :class:`~mlxquant.models.base.Architecture`.
+        metadata: GGUF metadata ({} for folders), for the tokenizer.
+        file_bytes: size on disk (file, or every file of the folder).
+        parameters: number of weights (elements of all tensors).
+        float_bytes: bytes of all tensors decoded to float32.
+    """
+
+    def __init__(self, path: Path, fmt: str, config: dict[str, Any], arch: Architecture,
+                 loaders: dict[str, tuple[Callable[[], np.ndarray], int]],
+                 metadata: dict[str, Any], file_bytes: int, stored_bytes: int,
+                 budget: int | None = None):
+        self.path, self.format, self.config, self.arch = path, fmt, config, arch
+        self.metadata = metadata
+        self.file_bytes = file_bytes
+        self.stored_bytes = stored_bytes
+        self._loaders = loaders
+        self.parameters = sum(n for _, n in loaders.values())
+        self.float_bytes = 4 * self.parameters
+        self.budget = int(available_memory() // 2) if budget is None else int(budget)
+        self._cache: dict[str, np.ndarray] = {}
+        self._cached_bytes = 0
+        if self.float_bytes > self.budget:
+            log.info("%s: float32 weights (%.0f MB) exceed the memory budget (%.0f MB): "
+                     "decoding per layer on demand", path, self.float_bytes / 1e6, self.budget / 1e6)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """8 x stored tensor bytes / weights (as llama.cpp reports BPW)."""
+        return 8 * self.stored_bytes / self.parameters if self.parameters else 0.0
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._loaders
+
+    def names(self) -> list[str]:
+        return list(self._loaders)
+
+    def get(self, name: str) -> np.ndarray:
+        """Tensor ``name`` (HF name) as float32 (read-only use: callers must not modify it)."""
+        hit = self._cache.get(name)
+        if hit is not None:
+            return hit
+        try:
+            load, n = self._loaders[name]
+        except KeyError:
+            raise FormatError(f"{self.path}: no tensor {name!r}") from None
+        arr = np.ascontiguousarray(load(), dtype=np.float32)
+        if self._cached_bytes + arr.nbytes <= self.budget:
+            self._cache[name] = arr
+            self._cached_bytes += arr.nbytes
+        return arr
+
+    def get_optional(self, name: str) -> np.ndarray | None:
+        return self.get(name) if name in self._loaders else None
+
+
+def _gguf(path: Path, budget: int | None) -> Weights:
+    from ..formats.gguf_read import GGUFModel
+
+    g = GGUFModel(path)
+    arch = get_architecture_by_gguf(g.architecture or "")
+    shapes = {t.name: t.shape for t in g.tensors}
+    rope_freqs = g.tensor("rope_freqs.weight") if "rope_freqs.weight" in g else None
+    try:
+        cfg = arch.hparams_from_gguf(g.metadata, shapes, rope_freqs)
+    except (KeyError, TypeError, ValueError) as e:
+        raise FormatError(f"{path}: incomplete {arch.name} hyper-parameters in the metadata ({e})") from None
+    loaders: dict[str, tuple[Callable[[], np.ndarray], int]] = {}
+    stored = 0
+    for t in g.tensors:
+        hf_name = arch.tensor_name_from_gguf(t.name)
+        stored += t.nbytes
+        if hf_name is None:
+            continue
+
+        def load(gname: str = t.name) -> np.ndarray:
+            return arch.tensor_from_gguf(gname, g.tensor(gname), cfg)
+
+        loaders[hf_name] = (load, t.n_elements)
+    return Weights(path, "gguf", cfg, arch, loaders, dict(g.metadata), g.header.file_size, stored, budget)
+
+
+def _hf(path: Path, budget: int | None) -> Weights:
+    from ..formats.hf import HFModel
+
+    m = HFModel(path)
+    arch = get_architecture(m.config)
+    loaders: dict[str, tuple[Callable[[], np.ndarray], int]] = {}
+    stored = 0
+    files = set()
+    for name in m.tensor_names:
+        info = m.info(name)
+        files.add(info.file)
+        stored += info.end - info.start
+        if arch.skips_hf_tensor(arch.normalize_hf_name(name)):
+            continue
+        loaders[arch.normalize_hf_name(name)] = (lambda n=name: m.tensor(n),
+                                                 int(np.prod(info.shape, dtype=np.int64)))
+    file_bytes = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return Weights(path, "hf", dict(m.config), arch, loaders, {}, file_bytes, stored, budget)
+
+
+def _mlx(path: Path, budget: int | None) -> Weights:
+    """An MLX folder through the colleague's reader, when it exists (quantized linears are
+    dequantized by it to float32)."""
+    try:
+        from ..formats import mlx_folder  # type: ignore[attr-defined]
+    except ImportError:
+        raise FormatError(f"{path}: MLX quantized folders need mlxquant.formats.mlx_folder, "
+                          "which this installation lacks") from None
+    reader = getattr(mlx_folder, "MLXModel", None)
+    if reader is None:
+        raise FormatError(f"{path}: mlxquant.formats.mlx_folder has no MLXModel reader")
+    m = reader(path)
+    arch = get_architecture(m.config)
+    loaders = {arch.normalize_hf_name(n): (lambda n=n: m.tensor(n), int(np.prod(m.shape(n))))
+               for n in m.tensor_names}
+    file_bytes = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return Weights(path, "mlx", dict(m.config), arch, loaders, {}, file_bytes, file_bytes, budget)
+
+
+def is_mlx_folder(path: Path) -> bool:
+    """A folder whose config.json has a ``quantization`` block (mlx-lm's quantized layout)."""
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("quantization"), dict)
+
+
+def open_weights(path: str | os.PathLike, budget: int | None = None) -> Weights:
+    """Open a model for the runtime.
+
+    Args:
+        path: GGUF file, Hugging Face folder, or MLX (quantized) folder.
+        budget: bytes of decoded float32 weights to keep in memory (default: half the available
+            memory); the rest is decoded per layer on each use.
+
+    Raises:
+        FileNotFoundError, FormatError, UnsupportedArchitectureError.
+    """
+    from ..formats.inspect import detect_format
+
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "gguf":
+        return _gguf(p, budget)
+    if is_mlx_folder(p):
+        return _mlx(p, budget)
+    return _hf(p, budget)
