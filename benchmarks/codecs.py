@@ -68,14 +68,25 @@ def bench_matrix(x: np.ndarray, qtype: str, imatrix: np.ndarray | None, backends
         if b not in mlxquant.codecs_for(qtype) and not (b == "numpy"):
             row[f"{b}_q"] = row[f"{b}_dq"] = None
             continue
+        xin, refin = x, ref
+        if b == "mlx":  # the MLX path's own input: arrays already in (unified) memory
+            import mlx.core as mx
+
+            xin, refin = mx.array(x), mx.array(ref)
+            sync = mx.eval
+        else:
+            sync = lambda a: a  # noqa: E731
         try:
-            ours = mlxquant.quantize(x, qtype, imatrix=imatrix, backend=b)
+            t0 = time.perf_counter()
+            ours = mlxquant.quantize(xin, qtype, imatrix=imatrix, backend=b)
+            sync(ours)
+            row[f"{b}_first_s"] = time.perf_counter() - t0
         except mlxquant.QuantTypeError:
             row[f"{b}_q"] = row[f"{b}_dq"] = None
             continue
-        row[f"{b}_exact"] = bool(np.array_equal(np.asarray(ours), ref))
-        row[f"{b}_q"] = n / _best(lambda: mlxquant.quantize(x, qtype, imatrix=imatrix, backend=b))
-        row[f"{b}_dq"] = n / _best(lambda: mlxquant.dequantize(ref, qtype, x.shape, backend=b))
+        row[f"{b}_exact"] = bool(np.array_equal(np.array(ours), ref))
+        row[f"{b}_q"] = n / _best(lambda: sync(mlxquant.quantize(xin, qtype, imatrix=imatrix, backend=b)))
+        row[f"{b}_dq"] = n / _best(lambda: sync(mlxquant.dequantize(refin, qtype, x.shape, backend=b)))
     gq, gd = _gguf_py(qtype)
     row["ggufpy_q"] = n / _best(lambda: gq(x)) if gq and imatrix is None else None
     row["ggufpy_dq"] = n / _best(lambda: gd(ref, x.shape)) if gd else None
@@ -98,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--imatrix", action="store_true", help="also time the imatrix paths")
-    ap.add_argument("--backends", default="numpy")
+    ap.add_argument("--backends", default="numpy,mlx")
     ap.add_argument("--json", default="benchmarks/results/codecs.json")
     args = ap.parse_args(argv)
     backends = args.backends.split(",")
@@ -123,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {mname} {qtype}{' +imatrix' if w is not None else ''}: done", file=sys.stderr)
     cols = ["matrix", "type", "imatrix", "ggml q", "ggml dq"]
     for b in backends:
-        cols += [f"{b} exact", f"{b} q (×ggml)", f"{b} dq (×ggml)"]
+        cols += [f"{b} exact", f"{b} q (×ggml)", f"{b} dq (×ggml)", f"{b} 1st call s"]
     cols += ["gguf-py q (×ggml)", "gguf-py dq (×ggml)"]
     print(f"\nMillion weights/s; threads={os.environ.get('MLXQUANT_THREADS', os.cpu_count())}, "
           f"{platform.machine()} {platform.system()}\n")
@@ -132,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         cells = [r["matrix"], r["type"], "yes" if r["imatrix"] else "no", _fmt(r["ggml_q"]), _fmt(r["ggml_dq"])]
         for b in backends:
-            cells += [_fmt(r.get(f"{b}_exact")), _fmt(r.get(f"{b}_q"), r["ggml_q"]), _fmt(r.get(f"{b}_dq"), r["ggml_dq"])]
+            first = r.get(f"{b}_first_s")
+            cells += [_fmt(r.get(f"{b}_exact")), _fmt(r.get(f"{b}_q"), r["ggml_q"]),
+                      _fmt(r.get(f"{b}_dq"), r["ggml_dq"]), "—" if first is None else f"{first:.2f}"]
         cells += [_fmt(r["ggufpy_q"], r["ggml_q"]), _fmt(r["ggufpy_dq"], r["ggml_dq"])]
         print("| " + " | ".join(cells) + " |")
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)

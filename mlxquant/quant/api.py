@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import QuantInputError, QuantTypeError
+from .mlx_native import dequantize_mlx, parse_mlx_format, quantize_mlx
 from .types import QuantType, codecs_for, get_codec, get_type
 
 BACKENDS = ("auto", "numpy", "mlx")
@@ -155,7 +156,10 @@ def quantize(
     Args:
         x: float array of shape ``(rows, cols)``; ``cols`` must be a multiple of the type's block
             size. Converted to float32 first (as llama.cpp does).
-        qtype: a GGML type name such as ``"Q4_K"`` (case-insensitive) or its numeric id.
+        qtype: a GGML type name such as ``"Q4_K"`` (case-insensitive) or its numeric id; or an
+            MLX format (``"MLX_Q4_G64"``, ``"mlx4"``, ``"MLX_MXFP4"``, ...: see
+            :mod:`mlxquant.quant.mlx_native`), which returns ``mx.quantize``'s
+            (weight, scales, biases) as an ``MLXQuantized``.
         imatrix: optional per-column importance weights, shape ``(cols,)``, non-negative (what
             llama.cpp's imatrix tool gives). Used by the types whose ggml quantizer takes one and
             ignored by the others, as in llama.cpp.
@@ -170,6 +174,11 @@ def quantize(
         QuantTypeError: unknown type, or no codec for it.
         QuantInputError: wrong shape, non-float or non-finite input, bad imatrix.
     """
+    fmt = parse_mlx_format(qtype)
+    if fmt is not None:
+        if backend not in BACKENDS:
+            raise QuantTypeError(f"{fmt.name}: unknown backend {backend!r}")
+        return quantize_mlx(x, fmt, backend)
     t = get_type(qtype)
     backend = _backend(backend, t)
     as_mx = _is_mx(x)
@@ -206,6 +215,11 @@ def dequantize(
     Returns:
         float32 array of ``shape``: an ``mx.array`` when ``data`` is one, else NumPy.
     """
+    fmt = parse_mlx_format(qtype)
+    if fmt is not None:
+        if backend not in BACKENDS:
+            raise QuantTypeError(f"{fmt.name}: unknown backend {backend!r}")
+        return dequantize_mlx(data, fmt, shape, backend)
     t = get_type(qtype)
     backend = _backend(backend, t)
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
