@@ -41,62 +41,22 @@ GGUF_TYPES = (
 ).split()
 ROWS, COLS = 4, 256
 
-# Where quantized bytes and expected floats come from:
-#   "mlxquant": mlxquant.quantize / mlxquant.dequantize for every type.
-#   "auto":     mlxquant where it has a codec for the type; otherwise gguf-py's NumPy codec where it has
-#               one (it matches ggml byte for byte); otherwise llama.cpp's own ggml through ctypes.
-#   "oracle":   llama.cpp's ggml_quantize_chunk / to_float (libggml-base from llama-cpp-python).
-# All three give the same bytes (tests/test_swift_vectors.py checks mlxquant and llama.cpp against the
-# committed vectors). With today's mlxquant, "auto" picks mlxquant for every type in GGUF_TYPES.
-# TODO(issue 7): set to "mlxquant" once its codecs have settled; then the gguf-py/oracle fallbacks can go.
-CODEC_SOURCE = "auto"
-
-
-def _source(qtype: str) -> str:
-    if CODEC_SOURCE != "auto":
-        return CODEC_SOURCE
-    import gguf
-    import mlxquant
-
-    if "numpy" in mlxquant.codecs_for(qtype):
-        return "mlxquant"
-    t = gguf.GGMLQuantizationType[qtype]
-    traits = gguf.quants._type_traits.get(t)
-    if traits is not None and "quantize_blocks" in vars(traits):  # gguf-py quantizes this type itself
-        return "gguf"
-    return "oracle"
+# Quantized bytes and expected floats come from mlxquant's own codecs (the Python side that the
+# Swift side must agree with); tests/test_swift_vectors.py also checks them against llama.cpp.
 
 
 def _quantize(x: np.ndarray, qtype: str) -> np.ndarray:
     """(rows, cols) float32 -> (rows, row_bytes) uint8 in GGUF block layout."""
-    source = _source(qtype)
-    if source == "mlxquant":
-        import mlxquant
+    import mlxquant
 
-        return mlxquant.quantize(x, qtype)
-    if source == "gguf":
-        import gguf
-
-        return gguf.quants.quantize(x, gguf.GGMLQuantizationType[qtype])
-    from .oracle import get_oracle
-
-    return get_oracle().quantize(x, qtype)
+    return mlxquant.quantize(x, qtype, backend="numpy")
 
 
 def _dequantize(data: np.ndarray, qtype: str, shape: tuple[int, int]) -> np.ndarray:
     """GGUF block bytes -> float32 of ``shape``."""
-    source = _source(qtype)
-    if source == "mlxquant":
-        import mlxquant
+    import mlxquant
 
-        return mlxquant.dequantize(data, qtype, shape)
-    if source == "gguf":
-        import gguf
-
-        return gguf.quants.dequantize(data, gguf.GGMLQuantizationType[qtype]).astype(np.float32).reshape(shape)
-    from .oracle import get_oracle
-
-    return get_oracle().dequantize(data, qtype, shape)
+    return mlxquant.dequantize(data, qtype, shape, backend="numpy")
 
 
 def source_matrix(rows: int = ROWS, cols: int = COLS, seed: int = 7) -> np.ndarray:
