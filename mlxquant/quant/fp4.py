@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import Codec
+from .numeric import abs_max, pack_halves
 
 _F32 = np.float32
 KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
@@ -63,12 +64,6 @@ _INV_E8M0_HALF = np.zeros(256, dtype=_F32)
 _INV_E8M0_HALF[1:255] = (np.arange(254, 0, -1, dtype=np.uint32) << 23).view(_F32)
 _INV_E8M0_HALF[255] = np.uint32(0x00400000).view(_F32)     # 2**-127
 UE4M3_HALF = _ue4m3_table()
-
-
-def abs_max(x: np.ndarray) -> np.ndarray:
-    """max |x| over the last axis of a finite float32 array (sign bit cleared, unsigned max)."""
-    u = x.view(np.uint32) & np.uint32(0x7FFFFFFF)
-    return u.max(axis=-1).view(_F32)
 
 
 def _count_above(a: np.ndarray, thresholds) -> np.ndarray:
@@ -141,12 +136,6 @@ def mxfp4_exponent(amax: np.ndarray) -> np.ndarray:
     return (e & 0xFF).astype(np.uint8)
 
 
-def _pack_halves(codes: np.ndarray) -> np.ndarray:
-    """(n, k) codes -> (n, k/2) bytes: code j in the low nibble, code j + k/2 in the high one."""
-    h = codes.shape[-1] // 2
-    return codes[..., :h] | (codes[..., h:] << 4)
-
-
 _LO_VALUES = _KV_F32[np.arange(256) & 0xF]                    # value of a byte's low nibble
 _HI_VALUES = _KV_F32[np.arange(256) >> 4]
 
@@ -169,7 +158,7 @@ class MXFP4(Codec, qtype="MXFP4"):
         e = mxfp4_exponent(abs_max(x))                         # (n,) uint8
         out = np.empty((n, 17), dtype=np.uint8)
         out[:, 0] = e
-        out[:, 1:17] = _pack_halves(mxfp4_codes(x, e))
+        out[:, 1:17] = pack_halves(mxfp4_codes(x, e))
         return out
 
     @classmethod
@@ -211,7 +200,7 @@ class NVFP4(Codec, qtype="NVFP4"):
             codes[sat] = fp4_codes_direct(xs[sat], d[sat])
         out = np.empty((n, 36), dtype=np.uint8)
         out[:, 0:4] = ue
-        out[:, 4:36] = _pack_halves(codes).reshape(n, 32)
+        out[:, 4:36] = pack_halves(codes).reshape(n, 32)
         return out
 
     @classmethod

@@ -26,7 +26,7 @@ subtraction near a midpoint is exact in float32) equals "number of midpoints ``m
 midpoints are multiples of 1/2, so the code is a table lookup on ``floor(2v)``, floored before
 any offset is added (``2v + 232`` would round 6.9999995*2 up to the threshold 14), with
 ``2*(id*x)`` computed as ``(2*id)*x`` (scaling by 2 commutes with rounding). Sums run position
-by position in float32 (:func:`_seq_sum`). Extreme inputs (|x| ~ 1e13 and up) overflow to inf
+by position in float32 (:func:`~.numeric.seq_sum`). Extreme inputs (|x| ~ 1e13 and up) overflow to inf
 and NaN inside ggml's arithmetic; that is reproduced too (``nearest_int`` bit trick on NaN,
 NaN scales skipped by the max-scale search, NaN codes going to 15).
 """
@@ -36,14 +36,23 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import Codec
-from .numeric import fp16_bytes, fp16_from_bytes, seq_sum
+from .numeric import (
+    GROUP_MAX_EPS,
+    first_absmax,
+    fp16_bytes,
+    fp16_from_bytes,
+    inverse,
+    nearest_int_c,
+    pack_halves,
+    pack_nibbles,
+    seq_sum,
+)
 
 _F32 = np.float32
 KVALUES_IQ4NL = np.array(
     [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8
 )
 _KV_F32 = KVALUES_IQ4NL.astype(_F32)
-GROUP_MAX_EPS = _F32(1e-15)
 NTRY = 7
 
 # Codes by floor(2v): 2 * midpoint for each pair of neighbours, all integers (-231 ... 202).
@@ -85,29 +94,6 @@ def best_codes(v2: np.ndarray) -> np.ndarray:
     return _CODE_TAB[_table_index(v2)]
 
 
-def nearest_int_c(v: np.ndarray) -> np.ndarray:
-    """ggml's ``nearest_int`` bit trick on float32, including what it gives outside |v| < 2**22.
-
-    ``(bits(v + 12582912.f) & 0x7fffff) - 0x400000``: round half to even in range; NaN (x86's
-    default NaN) gives 0 and ±inf give -2**22, which the callers' clamps then bound.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        t = (v.astype(_F32) + _F32(12582912.0)).view(np.uint32)
-    return (t & np.uint32(0x7FFFFF)).astype(np.int32) - np.int32(0x400000)
-
-
-def _seq_sum(a: np.ndarray, axis: int) -> np.ndarray:
-    """Sum over ``axis`` (not the last) in strict sequential float32 order, from +0.0.
-
-    ``np.add.reduce`` over a non-last axis adds slice after slice when the last axis has length
-    >= 2; with length 1 NumPy switches to pairwise summation, so that case takes a loop. Adding
-    +0.0 turns an all -0.0 sum into +0.0, as C's ``s = 0; s += ...`` does.
-    """
-    if a.shape[-1] >= 2:
-        return np.add.reduce(a, axis=axis) + _F32(0)
-    return seq_sum(np.moveaxis(a, axis, -1))
-
-
 def _search_scales(xt: np.ndarray, wt: np.ndarray) -> np.ndarray:
     """The per-sub-block scale search of ``quantize_row_iq4_nl_impl`` (ntry = 7).
 
@@ -119,12 +105,9 @@ def _search_scales(xt: np.ndarray, wt: np.ndarray) -> np.ndarray:
         (m,) float32 scales; 0 for sub-blocks whose max |x| is below GROUP_MAX_EPS.
     """
     m = xt.shape[1]
-    ax = np.abs(xt)
-    imax = ax.argmax(axis=0)                                   # first index of the max, as C
-    cols = np.arange(m)
-    amax = ax[imax, cols]
+    amax, mx = first_absmax(xt, axis=0)                        # C's first largest |x|
     ok = ~(amax < GROUP_MAX_EPS)
-    mx = np.where(ok, xt[imax, cols], _F32(1))                 # signed value of the max |x|
+    mx = np.where(ok, mx, _F32(1))                             # signed value of the max |x|
 
     ids = np.empty((2 * NTRY + 2, m), dtype=_F32)             # (16, m): trial 1/scale values
     ids[0] = _F32(1) / (mx / _F32(127))                        # d = -max/values[0]; id = 1/d
@@ -138,8 +121,8 @@ def _search_scales(xt: np.ndarray, wt: np.ndarray) -> np.ndarray:
     wq = np.multiply(wt[None], q)                              # w*q
     np.multiply(wq, q, out=q)                                  # w*q*q
     np.multiply(wq, xt[None], out=wq)                          # w*q*x
-    sumqx = _seq_sum(wq, axis=1)                               # (16, m)
-    sumq2 = _seq_sum(q, axis=1)
+    sumqx = seq_sum(wq, axis=1)                                # (16, m)
+    sumq2 = seq_sum(q, axis=1)
 
     ratio = sumqx / sumq2                                      # (16, m)
     d = np.where(sumq2[0] > 0, ratio[0], _F32(0))
@@ -167,23 +150,18 @@ def _codes(xt: np.ndarray, inv: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(best_codes(v2).T)
 
 
-def _pack(codes: np.ndarray) -> np.ndarray:
-    """(m, 32) codes -> (m, 16) bytes: code j low nibble, code j + 16 high nibble."""
-    return codes[:, :16] | (codes[:, 16:] << 4)
-
-
 def _encode_nl(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     """(m, 32) float32 blocks and their (m, 32) imatrix rows (or None) -> (m, 18) uint8."""
     xt = np.ascontiguousarray(x.T)                             # (32, m)
     sigma2 = qwt = None
     if qw is not None:
         qwt = np.ascontiguousarray(qw.T)
-        sigma2 = _seq_sum(xt * xt, axis=0) * _F32(2.0 / 32)
+        sigma2 = seq_sum(xt * xt, axis=0) * _F32(2.0 / 32)
     d = _search_scales(xt, _weights(xt, qwt, sigma2))          # (m,)
-    inv = np.where(d != 0, _F32(1) / d, _F32(0)).astype(_F32)
+    inv = inverse(d)
     out = np.empty((x.shape[0], 18), dtype=np.uint8)
     out[:, 0:2] = fp16_bytes(d)
-    out[:, 2:18] = _pack(_codes(xt, inv))
+    out[:, 2:18] = pack_halves(_codes(xt, inv))
     return out
 
 
@@ -195,20 +173,16 @@ def _encode_xs(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     if qw is not None:
         qwt = np.ascontiguousarray(qw.reshape(n * 8, 32).T)
         sq = np.ascontiguousarray(x.T)                         # (256, n), j-major
-        sigma2 = _seq_sum(sq * sq, axis=0) * _F32(2.0 / 256)
+        sigma2 = seq_sum(sq * sq, axis=0) * _F32(2.0 / 256)
         sigma2 = np.repeat(sigma2, 8)                          # (8n,)
     scales = _search_scales(xt, _weights(xt, qwt, sigma2)).reshape(n, 8)
 
-    a = np.abs(scales)
-    a[np.isnan(a)] = -1                                        # C's `abs_d > amax_scale` skips NaN
-    ib = a.argmax(axis=1)                                      # first largest |scale|
-    rows = np.arange(n)
-    max_scale = np.where(a[rows, ib] > 0, scales[rows, ib], _F32(0))
+    _, max_scale = first_absmax(scales, axis=1)                # C's `abs_d > amax_scale`, skips NaN
     d = -max_scale / _F32(32)                                  # (n,), -0.0 for an all-zero block
-    inv = np.where(d != 0, _F32(1) / d, _F32(0)).astype(_F32)
+    inv = inverse(d)
     ls = np.clip(nearest_int_c(inv[:, None] * scales), -32, 31)   # (n, 8) int32
     dl = d[:, None] * ls.astype(_F32)
-    idl = np.where(dl != 0, _F32(1) / dl, _F32(0)).astype(_F32)
+    idl = inverse(dl)
     codes = _codes(xt, idl.reshape(-1)).reshape(n, 256)
 
     ls = (ls + 32).astype(np.uint8)                            # 0..63
@@ -218,8 +192,8 @@ def _encode_xs(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     for k in range(8):
         h |= (ls[:, k] >> 4).astype(np.uint16) << (2 * k)
     out[:, 2:4] = h.astype("<u2").view(np.uint8).reshape(n, 2)
-    out[:, 4:8] = (ls[:, 0::2] & 0xF) | ((ls[:, 1::2] & 0xF) << 4)
-    out[:, 8:136] = _pack(codes.reshape(n * 8, 32)).reshape(n, 128)
+    out[:, 4:8] = pack_nibbles(ls[:, 0::2], ls[:, 1::2])
+    out[:, 8:136] = pack_halves(codes.reshape(n * 8, 32)).reshape(n, 128)
     return out
 
 

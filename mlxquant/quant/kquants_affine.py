@@ -39,14 +39,8 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import Codec
-from .numeric import fp16_bytes, fp16_from_bytes, fp16_round
-from .search_scale_min import (
-    F32,
-    seq_colsum,
-    make_qp_quants,
-    nearest_int_c,
-    qkx_search_t,
-)
+from .numeric import F32, fp16_bytes, fp16_from_bytes, fp16_round, nearest_int_c, seq_sum
+from .search_scale_min import make_qp_quants, qkx_search_t
 
 QK_K = 256
 _CHUNK = 256  # super-blocks per inner step: keeps the (32, 8*chunk) work arrays in cache
@@ -101,8 +95,8 @@ def _qp_scales_mins(
     scales, mins: (nb * n_sub,) float32; sw: (nb, n_sub) sums of sub-block weights.
     Returns d (nb,), Ls (nb, n_sub) uint8, dmin (nb,), Lm (nb, n_sub) uint8.
     """
-    nb = sw.shape[0]
-    both = np.concatenate([scales.reshape(nb, -1), mins.reshape(nb, -1)])
+    nb, n_sub = sw.shape
+    both = np.concatenate([scales.reshape(nb, n_sub), mins.reshape(nb, n_sub)])
     val, L = make_qp_quants(both, nmax, np.concatenate([sw, sw]))
     return val[:nb], L[:nb], val[nb:], L[nb:]
 
@@ -110,13 +104,43 @@ def _qp_scales_mins(
 def _sub_weights_impl(x: np.ndarray, qw: np.ndarray, two: bool) -> np.ndarray:
     """``qw * sqrtf(sigma2 + x*x)`` with sigma2 = (2*)sum(x^2)/256 per super-block; (nb, 256)."""
     xx = x * x
-    s = seq_colsum(np.ascontiguousarray(xx.T))                       # (nb,) sequential sum_x2
+    s = seq_sum(np.ascontiguousarray(xx.T), axis=0)                  # (nb,) sequential sum_x2
     sigma2 = ((F32(2.0) * s) if two else s) / F32(QK_K)
     return qw * np.sqrt(sigma2[:, None] + xx)
 
 
+class _AffineK(Codec):
+    """The drivers shared by Q2_K, Q4_K, Q5_K: ``_ref`` over all super-blocks, ``_impl`` row by
+    row; both encode chunks of :data:`_CHUNK` super-blocks with :meth:`_encode_sb`."""
+
+    @classmethod
+    def _encode_sb(cls, x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+        """(nb, 256) float32 (+ (nb, 256) imatrix) -> (nb, type_size) uint8."""
+        raise NotImplementedError
+
+    @classmethod
+    def encode_blocks(cls, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=F32)
+        parts = [cls._encode_sb(x[i : i + _CHUNK], None) for i in range(0, x.shape[0], _CHUNK)]
+        return np.concatenate(parts) if parts else np.empty((0, cls.qtype.type_size), np.uint8)
+
+    @classmethod
+    def encode_rows_weighted(cls, x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
+        """Row-by-row ``_impl`` path: the imatrix repeats over the rows' super-blocks."""
+        rows, cols = x.shape
+        nbr = cols // QK_K
+        xs = np.asarray(x, dtype=F32).reshape(rows * nbr, QK_K)
+        qw = np.broadcast_to(np.asarray(imatrix, F32).reshape(1, nbr, QK_K), (rows, nbr, QK_K))
+        qw = qw.reshape(rows * nbr, QK_K)
+        parts = [
+            cls._encode_sb(xs[i : i + _CHUNK], qw[i : i + _CHUNK])
+            for i in range(0, xs.shape[0], _CHUNK)
+        ]
+        return np.concatenate(parts).reshape(rows, cls.qtype.row_bytes(cols))
+
+
 # -- Q4_K and Q5_K -------------------------------------------------------------------------------
-class _Q45K(Codec):
+class _Q45K(_AffineK):
     """Shared encode path of Q4_K / Q5_K; subclasses set the code width and ggml's parameters."""
 
     nmax: int
@@ -129,7 +153,7 @@ class _Q45K(Codec):
         nb = x.shape[0]
         xt = np.ascontiguousarray(x.reshape(nb * 8, 32).T)          # (32, nb*8)
         if qw is None:
-            sum_x2 = seq_colsum(xt * xt)
+            sum_x2 = seq_sum(xt * xt, axis=0)
             av_x = np.sqrt(sum_x2 / F32(32.0))
             wt = av_x + np.abs(xt)
             rmin, rdelta, nstep = cls.ref_search
@@ -146,7 +170,7 @@ class _Q45K(Codec):
         else:
             w = _sub_weights_impl(x, qw, two=True)                 # (nb, 256)
             wt = np.ascontiguousarray(w.reshape(nb * 8, 32).T)
-            sw = seq_colsum(wt).reshape(nb, 8)
+            sw = seq_sum(wt, axis=0).reshape(nb, 8)
             scales, mins, Lt = qkx_search_t(xt, wt, cls.nmax, -0.9, 0.05, 36, False)
             d_val, ls, m_val, lm = _qp_scales_mins(scales, mins, sw, 63)
             if cls.clamp_impl_scales:
@@ -176,16 +200,6 @@ class _Q45K(Codec):
         raise NotImplementedError
 
     @classmethod
-    def encode_blocks(cls, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=F32)
-        parts = [cls._encode_sb(x[i : i + _CHUNK], None) for i in range(0, x.shape[0], _CHUNK)]
-        return np.concatenate(parts) if parts else np.empty((0, cls.qtype.type_size), np.uint8)
-
-    @classmethod
-    def encode_rows_weighted(cls, x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
-        return _encode_rows_weighted(cls, x, imatrix)
-
-    @classmethod
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
         blocks = np.ascontiguousarray(blocks)
         d = fp16_from_bytes(blocks[:, 0:2])
@@ -195,20 +209,6 @@ class _Q45K(Codec):
         m1 = (dmin[:, None] * m.astype(F32))[:, :, None]
         q = cls._codes(blocks).reshape(-1, 8, 32).astype(F32)
         return (d1 * q - m1).reshape(-1, QK_K)
-
-
-def _encode_rows_weighted(cls, x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
-    """Row-by-row ``_impl`` path: the imatrix repeats over the rows' super-blocks."""
-    rows, cols = x.shape
-    nbr = cols // QK_K
-    xs = np.asarray(x, dtype=F32).reshape(rows * nbr, QK_K)
-    qw = np.broadcast_to(np.asarray(imatrix, F32).reshape(1, nbr, QK_K), (rows, nbr, QK_K))
-    qw = qw.reshape(rows * nbr, QK_K)
-    parts = [
-        cls._encode_sb(xs[i : i + _CHUNK], qw[i : i + _CHUNK])
-        for i in range(0, xs.shape[0], _CHUNK)
-    ]
-    return np.concatenate(parts).reshape(rows, cls.qtype.row_bytes(cols))
 
 
 class Q4_K(_Q45K, qtype="Q4_K"):
@@ -251,7 +251,7 @@ class Q5_K(_Q45K, qtype="Q5_K"):
 
 
 # -- Q2_K ----------------------------------------------------------------------------------------
-class Q2_K(Codec, qtype="Q2_K"):
+class Q2_K(_AffineK, qtype="Q2_K"):
     @classmethod
     def _encode_sb(cls, x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
         """(nb, 256) float32 (+ (nb, 256) imatrix) -> (nb, 84) uint8."""
@@ -274,7 +274,7 @@ class Q2_K(Codec, qtype="Q2_K"):
         else:
             w = _sub_weights_impl(x, qw, two=False)
             wt = np.ascontiguousarray(w.reshape(nb * 16, 16).T)
-            sw = seq_colsum(wt).reshape(nb, 16)
+            sw = seq_sum(wt, axis=0).reshape(nb, 16)
             scales, mins, Lt = qkx_search_t(xt, wt, 3, -0.9, 0.05, 36, False)
             d_val, ls, m_val, lm = _qp_scales_mins(scales, mins, sw, 15)
             sc_bytes = ls | (lm << 4)                                 # uint8 wrap like C
@@ -292,16 +292,6 @@ class Q2_K(Codec, qtype="Q2_K"):
         out[:, 80:82] = fp16_bytes(d_val)
         out[:, 82:84] = fp16_bytes(m_val)
         return out
-
-    @classmethod
-    def encode_blocks(cls, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=F32)
-        parts = [cls._encode_sb(x[i : i + _CHUNK], None) for i in range(0, x.shape[0], _CHUNK)]
-        return np.concatenate(parts) if parts else np.empty((0, 84), np.uint8)
-
-    @classmethod
-    def encode_rows_weighted(cls, x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
-        return _encode_rows_weighted(cls, x, imatrix)
 
     @classmethod
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:

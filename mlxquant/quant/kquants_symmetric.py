@@ -12,31 +12,22 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import Codec
-from .numeric import fp16_bytes, fp16_from_bytes, fp16_round
-from .search_scale import (
+from .numeric import (
+    F32,
     GROUP_MAX_EPS,
+    first_absmax,
+    fp16_bytes,
+    fp16_from_bytes,
+    fp16_round,
+    ieee,
     nearest_int_c,
-    seq_sum0,
-    q3_quants_t,
-    qx_quants_t,
-    store_codes,
+    pack_nibbles,
+    seq_sum,
 )
+from .search_scale import q3_quants_t, qx_quants_t, store_codes
 from .types import QK_K
 
-F32 = np.float32
 N_SUB = QK_K // 16  # 16 sub-blocks of 16 weights
-
-
-def _quiet(fn):
-    """Run fn with NumPy float warnings off: fp16 overflow to inf, inf*0 = NaN and the like are
-    part of ggml's arithmetic here, not errors."""
-
-    def wrapped(*args, **kwargs):
-        with np.errstate(all="ignore"):
-            return fn(*args, **kwargs)
-
-    wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
-    return wrapped
 
 
 def _groups_t(x: np.ndarray) -> np.ndarray:
@@ -47,18 +38,6 @@ def _groups_t(x: np.ndarray) -> np.ndarray:
 def _codes_from_t(lt: np.ndarray, nmax: int, n_blocks: int) -> np.ndarray:
     """(16, n_blocks*16) signed codes -> (n_blocks, 256) stored uint8 codes."""
     return np.ascontiguousarray(store_codes(lt, nmax).T).reshape(n_blocks, QK_K)
-
-
-def _first_absmax_rows(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 16) -> (max |s| (n,), the signed s where it first occurs (n,)), as C's strict ``>``
-    scan from 0 finds them: a NaN never wins, and all-zero (or all-NaN) rows give 0."""
-    ax = np.abs(s)
-    ax = np.where(np.isnan(ax), F32(-1), ax)
-    idx = np.argmax(ax, axis=1)
-    rows = np.arange(s.shape[0])
-    am, m = ax[rows, idx], s[rows, idx]
-    pos = am > 0
-    return np.where(pos, am, F32(0)), np.where(pos, m, F32(0))
 
 
 def _requantize(x: np.ndarray, dq: np.ndarray, L: np.ndarray, nmax: int) -> np.ndarray:
@@ -110,7 +89,7 @@ def _q6_encode(x: np.ndarray, wt: np.ndarray | None) -> np.ndarray:
     scales, lt = qx_quants_t(_groups_t(x), 32, 1, wt)  # (n*16,), (16, n*16)
     L = _codes_from_t(lt, 32, n)  # (n, 256) uint8
     scales = scales.reshape(n, N_SUB)
-    max_abs, max_scale = _first_absmax_rows(scales)
+    max_abs, max_scale = first_absmax(scales, axis=1)
     live = max_abs >= GROUP_MAX_EPS  # (n,) blocks that are not all zero
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iscale = F32(-128.0) / max_scale  # (n,)
@@ -126,12 +105,12 @@ def _q6_encode(x: np.ndarray, wt: np.ndarray | None) -> np.ndarray:
 
 class Q6_K(Codec, qtype="Q6_K"):
     @classmethod
-    @_quiet
+    @ieee
     def encode_blocks(cls, x: np.ndarray) -> np.ndarray:
         return _q6_encode(np.asarray(x, dtype=F32), None)
 
     @classmethod
-    @_quiet
+    @ieee
     def encode_rows_weighted(cls, x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
         rows, cols = x.shape
         nb = cols // QK_K
@@ -144,7 +123,7 @@ class Q6_K(Codec, qtype="Q6_K"):
         return out.reshape(rows, nb * 210)
 
     @classmethod
-    @_quiet
+    @ieee
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
         n = blocks.shape[0]
         ql = blocks[:, :128].reshape(n, 2, 2, 32)
@@ -184,7 +163,7 @@ def _q3_pack(L: np.ndarray, s6: np.ndarray, d: np.ndarray) -> np.ndarray:
     out = np.empty((n, 110), dtype=np.uint8)
     out[:, :32] = hmask
     out[:, 32:96] = qs.reshape(n, 64)
-    out[:, 96:104] = (s6[:, :8] & 0xF) | ((s6[:, 8:] & 0xF) << 4)
+    out[:, 96:104] = pack_nibbles(s6[:, :8], s6[:, 8:])
     out[:, 104:108] = s_hi[:, 0] | (s_hi[:, 1] << 2) | (s_hi[:, 2] << 4) | (s_hi[:, 3] << 6)
     out[:, 108:110] = fp16_bytes(d)
     return out
@@ -202,7 +181,7 @@ def _q3_encode_ref(x: np.ndarray) -> np.ndarray:
     scales, lt = q3_quants_t(_groups_t(x), 4, True)
     L = _codes_from_t(lt, 4, n)  # (n, 256) uint8 0..7
     scales = scales.reshape(n, N_SUB)
-    _, max_scale = _first_absmax_rows(scales)
+    _, max_scale = first_absmax(scales, axis=1)
     live = max_scale != 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iscale = F32(-32.0) / max_scale  # (n,)
@@ -217,11 +196,11 @@ def _q3_encode_impl(x: np.ndarray, qw: np.ndarray) -> np.ndarray:
     """x (n, 256) f32 blocks, qw (n, 256) f32 imatrix values for the same columns."""
     n = x.shape[0]
     x2 = x * x
-    sumx2 = seq_sum0(np.ascontiguousarray(x2.T))  # (n,) Σ x², sequential over the 256
+    sumx2 = seq_sum(np.ascontiguousarray(x2.T), axis=0)  # (n,) Σ x², sequential over the 256
     sigma2 = F32(2.0) * sumx2 / F32(QK_K)  # (n,)
     weight = qw * np.sqrt(sigma2[:, None] + x2)  # (n, 256)
     wt = _groups_t(weight)  # (16, n*16)
-    sw = seq_sum0(wt)  # (n*16,) sums of the weights of each sub-block
+    sw = seq_sum(wt, axis=0)  # (n*16,) sums of the weights of each sub-block
     scales, lt = qx_quants_t(_groups_t(x), 4, 1, wt)
     L = _codes_from_t(lt, 4, n)
     # the 16 sub-block scales of a block quantized to 6 bits, weighted by the sums of weights
@@ -235,12 +214,12 @@ def _q3_encode_impl(x: np.ndarray, qw: np.ndarray) -> np.ndarray:
 
 class Q3_K(Codec, qtype="Q3_K"):
     @classmethod
-    @_quiet
+    @ieee
     def encode_blocks(cls, x: np.ndarray) -> np.ndarray:
         return _q3_encode_ref(np.asarray(x, dtype=F32))
 
     @classmethod
-    @_quiet
+    @ieee
     def encode_rows_weighted(cls, x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
         rows, cols = x.shape
         nb = cols // QK_K
@@ -249,7 +228,7 @@ class Q3_K(Codec, qtype="Q3_K"):
         return out.reshape(rows, nb * 110)
 
     @classmethod
-    @_quiet
+    @ieee
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
         n = blocks.shape[0]
         hmask = blocks[:, :32]

@@ -1,50 +1,173 @@
-"""Float32 arithmetic that follows ggml's C code exactly.
+"""Float32 arithmetic that follows ggml's C code exactly, shared by the NumPy codecs.
 
 ggml accumulates in float32, one element after another; NumPy's ``sum`` is pairwise and gives
-different low bits. Everything here keeps ggml's order so that codecs can be byte-identical.
+different low bits. Everything here keeps ggml's order and its IEEE corner cases (overflow to inf,
+NaN from ``0 * inf``) so that codecs can be byte-identical. The MLX twins are in
+:mod:`mlxquant.quant.mlx.numeric`.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import numpy as np
 
 F32 = np.float32
+GROUP_MAX_EPS = F32(1e-15)  # ggml's GROUP_MAX_EPS: groups with max |x| below it are all-zero
+_MAGIC = F32(12582912.0)  # 1.5 * 2**23
 
 
-def seq_sum(a: np.ndarray) -> np.ndarray:
-    """Sum over the last axis in strict left-to-right float32 order (``s = 0; s += a[i]``)."""
-    a = np.asarray(a, dtype=np.float32)
-    acc = np.zeros(a.shape[:-1], dtype=np.float32)
-    for i in range(a.shape[-1]):
-        acc += a[..., i]
+def ieee(fn: Callable) -> Callable:
+    """Run ``fn`` with NumPy's float warnings off: overflow to inf, ``0 * inf = NaN`` and the like
+    are part of ggml's arithmetic on extreme inputs (C neither traps nor warns), not errors."""
+
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return quiet
+
+
+# -- sums ----------------------------------------------------------------------------------------
+def seq_sum(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Sum over ``axis`` in strict sequential float32 order from +0.0: C's ``s = 0; s += a[i]``.
+
+    Over a non-last axis of a C-contiguous array whose last axis has length >= 2,
+    ``np.add.reduce`` adds whole slices one after the other (the reduced axis is an outer loop),
+    which is that order; with a last axis of length 1 NumPy would switch to pairwise summation.
+    Over the last axis ``np.add.accumulate`` runs the recurrence itself. Starting from +0.0 makes
+    an all -0.0 sum +0.0, as C's accumulator does.
+    """
+    a = np.asarray(a, dtype=F32)
+    axis = axis % a.ndim
+    if a.shape[axis] == 0:
+        return np.zeros(a.shape[:axis] + a.shape[axis + 1 :], dtype=F32)
+    if axis == a.ndim - 1:
+        return np.add.accumulate(a, axis=-1)[..., -1] + F32(0.0)
+    if a.shape[-1] >= 2 and a.flags.c_contiguous:
+        return np.add.reduce(a, axis=axis, initial=F32(0.0))
+    slices = np.moveaxis(a, axis, 0)
+    acc = slices[0] + F32(0.0)
+    for s in slices[1:]:
+        acc += s
     return acc
 
 
 def seq_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``s = 0; s += a[i]*b[i]`` over the last axis, float32, no fused multiply-add."""
-    return seq_sum(np.multiply(a, b, dtype=np.float32))
+    return seq_sum(np.multiply(a, b, dtype=F32))
 
 
+# -- rounding ------------------------------------------------------------------------------------
 def nearest_int(x: np.ndarray) -> np.ndarray:
-    """ggml's ``nearest_int``: round half to even (valid for |x| < 2**22), as int32."""
+    """ggml's ``nearest_int`` where ``|x| < 2**22``: round half to even, as int32 (for inputs that
+    may leave that range, or be NaN, use :func:`nearest_int_c`)."""
     return np.rint(x).astype(np.int32)
 
 
+def nearest_int_c(v: np.ndarray) -> np.ndarray:
+    """ggml's ``nearest_int`` bit for bit, for any float32 input (int32 result).
+
+    ``(bits(v + 12582912.f) & 0x7fffff) - 0x400000``: round half to even for ``|v| <= 4194303``;
+    ggml asserts that range only in debug builds, so larger inputs wrap exactly as in C, a NaN
+    (x86's default NaN) gives 0 and ±inf give -2**22, which the callers' clamps then bound.
+    """
+    bits = (np.asarray(v, dtype=F32) + _MAGIC).view(np.int32)
+    return (bits & np.int32(0x007FFFFF)) - np.int32(0x00400000)
+
+
+def inverse(d: np.ndarray) -> np.ndarray:
+    """``id = d ? 1.0f/d : 0.0f`` on a float32 array (inf where ``1/d`` overflows)."""
+    out = np.zeros_like(d)
+    np.divide(F32(1.0), d, out=out, where=d != 0)
+    return out
+
+
+# -- scans ---------------------------------------------------------------------------------------
+def abs_max(x: np.ndarray) -> np.ndarray:
+    """``amax = MAX(amax, fabsf(v))`` from 0 over the last axis of a *finite* float32 array.
+
+    The sign bit is cleared and the largest pattern taken as an unsigned integer (one pass, no
+    float compare); +0.0 for an all-zero row.
+    """
+    u = x.view(np.uint32) & np.uint32(0x7FFFFFFF)
+    return u.max(axis=-1).view(F32)
+
+
+def first_absmax(a: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Largest ``|a|`` along ``axis`` and the signed ``a`` where it first occurs, as C's
+    ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }`` scan from ``amax = max = 0`` finds them:
+    a NaN never wins, and a slice with nothing above 0 gives (+0.0, +0.0).
+
+    Position-major ``(k, n)`` arrays with many groups (``axis=0``, ``n >= 1024``) are scanned
+    position by position (:func:`_first_absmax_scan`); elsewhere ``argmax`` (which keeps the first
+    index) is faster. Both give the same bits.
+    """
+    if axis % a.ndim == 0 and a[0].size >= 1024:
+        return _first_absmax_scan(a)
+    ax = np.fmax(np.abs(a), F32(-1))  # NaN -> -1: never the largest
+    idx = np.expand_dims(np.argmax(ax, axis=axis), axis)
+    amax = np.take_along_axis(ax, idx, axis).squeeze(axis)
+    m = np.take_along_axis(a, idx, axis).squeeze(axis)
+    pos = amax > 0
+    return np.where(pos, amax, F32(0)), np.where(pos, m, F32(0))
+
+
+def _first_absmax_scan(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`first_absmax` over axis 0 of (k, n): the C scan emulated by selecting from the last
+    position back to the first, k vector steps over n."""
+    ax = np.abs(xt)
+    amax = np.fmax(np.fmax.reduce(ax, axis=0), F32(0))  # fmax skips NaN, like the C compare
+    mx = xt[-1].copy()
+    for i in range(xt.shape[0] - 2, -1, -1):
+        blend(mx, xt[i], mask32(ax[i] == amax))
+    mx[amax == 0] = 0  # nothing beat the initial 0
+    return amax, mx
+
+
+# -- selects -------------------------------------------------------------------------------------
+def mask32(m: np.ndarray) -> np.ndarray:
+    """bool mask -> int32 0 / -1 (all bits set), for :func:`blend`."""
+    mi = m.astype(np.int32)
+    np.negative(mi, out=mi)
+    return mi
+
+
+def blend(dst: np.ndarray, src: np.ndarray, mi: np.ndarray) -> None:
+    """In place ``dst = mi ? src : dst`` on float32 bit patterns (mi from :func:`mask32`).
+
+    Exact, and several times faster than ``np.where``/``np.copyto(where=)`` on random masks.
+    """
+    d = dst.view(np.int32)
+    t = np.bitwise_xor(np.asarray(src, dtype=F32).view(np.int32), d)
+    t &= mi
+    d ^= t
+
+
+# -- float16 and packing -------------------------------------------------------------------------
 def fp16_round(x: np.ndarray) -> np.ndarray:
     """Round float32 to float16 as ggml's GGML_FP32_TO_FP16 does and back to float32."""
-    return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
+    return np.asarray(x, dtype=F32).astype(np.float16).astype(F32)
 
 
 def fp16_bytes(x: np.ndarray) -> np.ndarray:
     """float32 (n,) -> (n, 2) uint8, little-endian float16."""
-    return np.asarray(x, dtype=np.float32).astype("<f2").view(np.uint8).reshape(-1, 2)
+    return np.asarray(x, dtype=F32).astype("<f2").view(np.uint8).reshape(-1, 2)
 
 
 def fp16_from_bytes(b: np.ndarray) -> np.ndarray:
     """(n, 2) uint8 little-endian float16 -> (n,) float32."""
-    return np.ascontiguousarray(b).view("<f2").reshape(-1).astype(np.float32)
+    return np.ascontiguousarray(b).view("<f2").reshape(-1).astype(F32)
 
 
 def pack_nibbles(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Two arrays of 4-bit codes -> bytes ``lo | hi << 4`` (uint8)."""
-    return (lo.astype(np.uint8) & 0x0F) | ((hi.astype(np.uint8) & 0x0F) << 4)
+    return (lo.astype(np.uint8, copy=False) & 0x0F) | ((hi.astype(np.uint8, copy=False) & 0x0F) << 4)
+
+
+def pack_halves(codes: np.ndarray) -> np.ndarray:
+    """(..., k) 4-bit codes -> (..., k/2) bytes: code j in the low nibble, j + k/2 in the high one."""
+    h = codes.shape[-1] // 2
+    return pack_nibbles(codes[..., :h], codes[..., h:])

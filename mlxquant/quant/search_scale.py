@@ -19,66 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-F32 = np.float32
-GROUP_MAX_EPS = F32(1e-15)
-_MAGIC = F32(12582912.0)  # 1.5 * 2**23
-
-
-def nearest_int_c(v: np.ndarray) -> np.ndarray:
-    """ggml's ``nearest_int`` bit for bit, for any float32 input (int32 result).
-
-    ``v + 1.5*2**23`` puts the rounded integer into the low mantissa bits; ggml asserts
-    ``|v| <= 4194303`` only in debug builds, so larger inputs give the same wrapped values as C.
-    """
-    bits = (np.asarray(v, dtype=F32) + _MAGIC).view(np.int32)
-    return (bits & np.int32(0x007FFFFF)) - np.int32(0x00400000)
-
-
-def seq_sum0(a: np.ndarray) -> np.ndarray:
-    """Sum over axis 0 of a (k, n) float32 array in C order: ``s = 0; s += a[0]; s += a[1] ...``.
-
-    For a C-contiguous array with n >= 2, ``np.add.reduce(axis=0)`` adds whole rows one after the
-    other (the reduced axis is the outer loop, so no pairwise summation); with n == 1 the reduced
-    axis becomes the inner loop and NumPy sums pairwise, so that case takes the explicit loop.
-    ``+ 0.0`` turns a final -0.0 into +0.0, as C's accumulator starting at +0.0 does.
-    """
-    if a.ndim == 2 and a.shape[1] >= 2 and a.flags.c_contiguous:
-        return np.add.reduce(a, axis=0) + F32(0.0)
-    acc = a[0] + F32(0.0)
-    for i in range(1, a.shape[0]):
-        acc += a[i]
-    return acc
-
-
-def mask32(m: np.ndarray) -> np.ndarray:
-    """bool mask -> int32 0 / -1 (all bits set), for :func:`blend`."""
-    mi = m.astype(np.int32)
-    np.negative(mi, out=mi)
-    return mi
-
-
-def blend(dst: np.ndarray, src: np.ndarray, mi: np.ndarray) -> None:
-    """In place ``dst = mi ? src : dst`` on float32 bit patterns (mi from :func:`mask32`).
-
-    Exact, and several times faster than ``np.where``/``np.copyto(where=)`` on random masks.
-    """
-    d = dst.view(np.int32)
-    t = np.bitwise_xor(np.asarray(src, dtype=F32).view(np.int32), d)
-    t &= mi
-    d ^= t
-
-
-def _first_absmax(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(k, n) -> (amax (n,), max (n,)): largest |x| and the signed x where it first occurs, as C's
-    ``if (fabsf(x) > amax)`` scan from ``amax = max = 0`` finds them (a NaN never wins; the scan
-    is emulated by selecting from the last position back to the first)."""
-    ax = np.abs(xt)
-    amax = np.fmax(np.fmax.reduce(ax, axis=0), F32(0))  # fmax skips NaN, like the C compare
-    mx = xt[-1].copy()
-    for i in range(xt.shape[0] - 2, -1, -1):
-        blend(mx, xt[i], mask32(ax[i] == amax))
-    mx[amax == 0] = 0  # nothing beat the initial 0
-    return amax, mx
+from .numeric import F32, GROUP_MAX_EPS, blend, first_absmax, mask32, nearest_int_c, seq_sum
 
 
 def _default_weights(xt: np.ndarray, rmse_type: int) -> np.ndarray | None:
@@ -121,13 +62,13 @@ class _Search:
         """sumlx = Σ (w*x)*l and suml2 = Σ (w*l)*l over positions, sequential float32."""
         t = self.tmp
         np.multiply(self.wx, l, out=t)
-        sumlx = seq_sum0(t)
+        sumlx = seq_sum(t, axis=0)
         if self.w is None:
             np.multiply(l, l, out=t)
         else:
             np.multiply(self.w, l, out=t)
             t *= l
-        return sumlx, seq_sum0(t)
+        return sumlx, seq_sum(t, axis=0)
 
 
 def qx_quants_t(
@@ -157,7 +98,7 @@ def qx_quants_t(
 def _qx_tile(
     xt: np.ndarray, nmax: int, rmse_type: int, w: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    amax, mx = _first_absmax(xt)
+    amax, mx = first_absmax(xt)
     zero = amax < GROUP_MAX_EPS  # (n,) bool
     l = np.empty_like(xt)  # (k, n) f32 signed codes
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -245,7 +186,7 @@ def q3_quants_t(xt: np.ndarray, nmax: int, do_rmse: bool) -> tuple[np.ndarray, n
     """Position-major ``make_q3_quants``: xt (k, n) -> (scale (n,), l (k, n) float32, NaN = zero)."""
     xt = np.asarray(xt, dtype=F32)
     k, n = xt.shape
-    amax, mx = _first_absmax(xt)
+    amax, mx = first_absmax(xt)
     zero = amax < GROUP_MAX_EPS
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iscale = F32(-nmax) / mx

@@ -13,40 +13,16 @@ once and returns exactly ggml's float32 results and codes. What keeps them bit-e
 
 Internally the arrays are position-major, ``(k, n)``: position ``i`` of every group is one
 contiguous row, so a sequential sum over positions is ``k`` vector additions (one NumPy
-reduction over axis 0, see :func:`seq_colsum`).
+reduction over axis 0, see :func:`~.numeric.seq_sum`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-F32 = np.float32
-_MAGIC = F32(12582912.0)  # 1.5 * 2**23
-_GROUP_MAX_EPS = F32(1e-15)
+from .numeric import F32, GROUP_MAX_EPS, nearest_int_c, seq_sum
+
 _NINT_LIMIT = F32(4194303.0)  # ggml's nearest_int is exact rounding up to this magnitude
-
-
-def nearest_int_c(v: np.ndarray) -> np.ndarray:
-    """ggml's ``nearest_int`` bit trick on float32 ``v``: round half to even, as int32.
-
-    Identical to ``np.rint`` for ``|v| <= 4194303``; beyond that it wraps exactly like the C code.
-    """
-    v = np.asarray(v, dtype=F32)
-    return (np.add(v, _MAGIC, dtype=F32).view(np.int32) & 0x007FFFFF) - 0x00400000
-
-
-def seq_colsum(a: np.ndarray) -> np.ndarray:
-    """``s = 0; for i: s += a[i]`` over axis 0 of a (k, n) float32 array -> (n,).
-
-    For a C-contiguous array with n >= 2, NumPy reduces axis 0 row after row (its inner loop runs
-    along axis 1), which is exactly this order; with n == 1 it would sum pairwise, so loop then.
-    """
-    if a.shape[1] >= 2 and a.flags.c_contiguous:
-        return np.add.reduce(a, axis=0, initial=F32(0.0))
-    acc = a[0] + F32(0.0)
-    for i in range(1, a.shape[0]):
-        acc += a[i]
-    return acc
 
 
 def _first_min_max(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +104,7 @@ def qkx_search_t(
         else:
             d *= d
         d *= wt
-        return seq_colsum(d)
+        return seq_sum(d, axis=0)
 
     with np.errstate(all="ignore"):
         iscale = fnmax / (mx_safe - mn_safe)
@@ -144,9 +120,9 @@ def qkx_search_t(
                 iscale = num / (mx_safe - cur_min)
                 Lf = codes(iscale, cur_min, V)
                 np.multiply(wt, Lf, out=WL)
-                sum_l = seq_colsum(WL)
-                sum_l2 = seq_colsum(np.multiply(WL, Lf, out=T))
-                sum_xl = seq_colsum(np.multiply(WL, xt, out=T))
+                sum_l = seq_sum(WL, axis=0)
+                sum_l2 = seq_sum(np.multiply(WL, Lf, out=T), axis=0)
+                sum_xl = seq_sum(np.multiply(WL, xt, out=T), axis=0)
                 D = sum_w * sum_l2 - sum_l * sum_l
                 this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
                 this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
@@ -178,7 +154,8 @@ def make_qkx2_quants(
     nstep: int,
     use_mad: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ggml's ``make_qkx2_quants`` on ``n`` groups at once.
+    """ggml's ``make_qkx2_quants`` on ``n`` groups at once: the search of
+    :func:`make_qkx3_quants` with explicit weights.
 
     Args:
         x: (n, k) float32 groups.
@@ -190,11 +167,7 @@ def make_qkx2_quants(
         scale (n,) float32, the_min (n,) float32 (``-min``, >= 0 up to the sign of zero),
         L (n, k) uint8 codes as ggml leaves them.
     """
-    x = np.asarray(x, dtype=F32)
-    scale, the_min, Lt = qkx_search_t(
-        x.T, np.asarray(weights, dtype=F32).T, nmax, rmin, rdelta, nstep, use_mad
-    )
-    return scale, the_min, np.ascontiguousarray(Lt.T)
+    return make_qkx3_quants(x, weights, nmax, rmin, rdelta, nstep, use_mad)
 
 
 def make_qkx3_quants(
@@ -233,7 +206,7 @@ def make_qp_quants(
 
     mx = np.max(xt, axis=0)
     mx = np.where(mx > 0, mx, F32(0.0))                            # max = MAX(0, x[i]...)
-    zero = mx < _GROUP_MAX_EPS                                      # (n,)
+    zero = mx < GROUP_MAX_EPS                                      # (n,)
     mx_safe = np.where(zero, F32(1.0), mx)
 
     with np.errstate(all="ignore"):
@@ -241,13 +214,13 @@ def make_qp_quants(
         Lu = nearest_int_c(iscale * xt).astype(np.uint8)           # L[i] = nearest_int(...)
         scale = F32(1.0) / iscale
         diff = xt - scale * Lu.astype(F32)
-        best = seq_colsum(wt * diff * diff)
+        best = seq_sum(wt * diff * diff, axis=0)
         for s in (-4, -3, -2, -1, 1, 2, 3, 4):
             iscale_is = (F32(0.1) * F32(s) + fnmax) / mx_safe
             scale_is = F32(1.0) / iscale_is
             li = np.minimum(imax, nearest_int_c(iscale_is * xt))
             diff = xt - scale_is * li.astype(F32)
-            mse = seq_colsum(wt * diff * diff)
+            mse = seq_sum(wt * diff * diff, axis=0)
             better = mse < best
             best = np.where(better, mse, best)
             iscale = np.where(better, iscale_is, iscale)
@@ -255,8 +228,8 @@ def make_qp_quants(
         li = np.minimum(imax, nearest_int_c(iscale * xt))          # (k, n) int32
         Lu = li.astype(np.uint8)
         lf = li.astype(F32)
-        sumlx = seq_colsum(wt * xt * lf)
-        suml2 = seq_colsum(wt * lf * lf)
+        sumlx = seq_sum(wt * xt * lf, axis=0)
+        suml2 = seq_sum(wt * lf * lf, axis=0)
         wx = wt * xt
         for _ in range(5):
             changed = False

@@ -27,8 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import Codec
-from .fp4 import abs_max
-from .numeric import fp16_bytes, fp16_from_bytes
+from .numeric import abs_max, fp16_bytes, fp16_from_bytes, inverse
 
 _F32 = np.float32
 _CEIL_TAB = ((np.arange(256) * 256 + 242) // 243).astype(np.uint8)   # only 0..242 occur
@@ -44,7 +43,7 @@ def _scale_and_trits(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     d = abs_max(x)                                             # (n,) amax
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        inv = np.where(d != 0, _F32(1) / d, _F32(0)).astype(_F32)
+        inv = inverse(d)
         v = x * inv[:, None]                                   # (n, 256) float32
         trits = (v >= _F32(0.5)).view(np.uint8) + np.uint8(1)
         trits -= (v <= _F32(-0.5)).view(np.uint8)

@@ -26,7 +26,8 @@ import mlx.core as mx
 import numpy as np
 
 from .. import fp4 as _np_fp4
-from .legacy import ChunkedCodec, abs_max, c_int32
+from .codec import ChunkedCodec
+from .numeric import abs_max, c_int32, pack_halves
 
 F32 = mx.float32
 KVALUES_MXFP4 = mx.array(_np_fp4.KVALUES_MXFP4.astype(np.float32))  # (16,) float32
@@ -107,12 +108,6 @@ def fp4_codes_direct(x: mx.array, d: mx.array) -> mx.array:
     return code
 
 
-def _pack_halves(codes: mx.array) -> mx.array:
-    """(m, k) codes -> (m, k/2) bytes: code j in the low nibble, code j + k/2 in the high one."""
-    h = codes.shape[-1] // 2
-    return codes[..., :h] | (codes[..., h:] << 4)
-
-
 def _decode_halves(qs: mx.array, d: mx.array) -> mx.array:
     """(m, h) packed bytes and (m, 1) scales -> (m, 2h) float32 ``kvalues[code] * d``."""
     idx = qs.astype(mx.uint32)
@@ -124,7 +119,7 @@ class MXFP4(ChunkedCodec, qtype="MXFP4", backend="mlx"):
     def encode_blocks(cls, x: mx.array) -> mx.array:
         e = mxfp4_exponent(abs_max(x))  # (n,) uint8
         d = mx.take(E8M0_HALF, e.astype(mx.uint32))  # (n,) powers of two
-        return mx.concatenate([e[:, None], _pack_halves(fp4_codes(x, d))], axis=1)  # (n, 17)
+        return mx.concatenate([e[:, None], pack_halves(fp4_codes(x, d))], axis=1)  # (n, 17)
 
     @classmethod
     def decode_blocks(cls, blocks: mx.array) -> mx.array:
@@ -163,7 +158,7 @@ class NVFP4(ChunkedCodec, qtype="NVFP4", backend="mlx"):
         sat = s > 448.0  # scale clamped: |x|/d unbounded, the midpoint argument fails
         if mx.any(sat).item():  # rare (|x| > 2688): one sync per chunk to skip the slow search
             codes = mx.where(sat[:, None], fp4_codes_direct(xs, d), codes)
-        qs = _pack_halves(codes).reshape(n, 32)
+        qs = pack_halves(codes).reshape(n, 32)
         return mx.concatenate([ue.reshape(n, 4), qs], axis=1)  # (n, 36)
 
     @classmethod

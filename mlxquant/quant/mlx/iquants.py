@@ -15,11 +15,20 @@ import numpy as np
 
 from .. import iquants as _np_iq
 from ..codec import Codec
-from .kquants_symmetric import fp16_bytes, fp16_from_bytes
-from .search_scale import first_absmax, nearest_int_c, seq_sum0
+from .codec import in_chunks
+from .numeric import (
+    F32,
+    GROUP_MAX_EPS,
+    first_absmax,
+    fp16_bytes,
+    fp16_from_bytes,
+    inverse,
+    nearest_int_c,
+    pack_halves,
+    pack_nibbles,
+    seq_sum,
+)
 
-F32 = mx.float32
-GROUP_MAX_EPS = 1e-15
 NTRY = 7
 KVALUES_IQ4NL = mx.array(_np_iq.KVALUES_IQ4NL)
 _KV0 = int(_np_iq.KVALUES_IQ4NL[0])  # -127
@@ -52,11 +61,6 @@ def best_codes(v2: mx.array) -> mx.array:
     return mx.take(_CODE_TAB, _table_index(v2))
 
 
-def _seq_sum(a: mx.array, axis: int) -> mx.array:
-    """Sum over ``axis`` in strict sequential float32 order, from +0.0."""
-    return seq_sum0(mx.moveaxis(a, axis, 0))
-
-
 def _search_scales(xt: mx.array, wt: mx.array) -> mx.array:
     """The per-sub-block scale search of ``quantize_row_iq4_nl_impl`` (ntry = 7).
 
@@ -67,7 +71,7 @@ def _search_scales(xt: mx.array, wt: mx.array) -> mx.array:
     Returns:
         (m,) float32 scales; 0 for sub-blocks whose max |x| is below GROUP_MAX_EPS.
     """
-    amax, mxv = first_absmax(xt, 0)
+    amax, mxv = first_absmax(xt, axis=0)
     ok = mx.logical_not(amax < GROUP_MAX_EPS)
     mxv = mx.where(ok, mxv, 1.0)  # signed value of the max |x|
 
@@ -82,8 +86,8 @@ def _search_scales(xt: mx.array, wt: mx.array) -> mx.array:
     q = mx.take(_Q_TAB, _table_index(v2))  # (32, 16, m) code values
     w = wt[:, None, :]
     wq = w * q  # w*q
-    sumqx = seq_sum0(wq * xt[:, None, :])  # (16, m): Σ (w*q)*x
-    sumq2 = seq_sum0(wq * q)  # Σ (w*q)*q
+    sumqx = seq_sum(wq * xt[:, None, :], axis=0)  # (16, m): Σ (w*q)*x
+    sumq2 = seq_sum(wq * q, axis=0)  # Σ (w*q)*q
 
     ratio = sumqx / sumq2  # (16, m)
     d = mx.where(sumq2[0] > 0, ratio[0], 0.0)
@@ -109,21 +113,16 @@ def _codes(xt: mx.array, inv: mx.array) -> mx.array:
     return best_codes(v2).T
 
 
-def _pack(codes: mx.array) -> mx.array:
-    """(m, 32) codes -> (m, 16) bytes: code j low nibble, code j + 16 high nibble."""
-    return codes[:, :16] | (codes[:, 16:] << 4)
-
-
 def _encode_nl(x: mx.array, qw: mx.array | None) -> mx.array:
     """(m, 32) float32 blocks and their (m, 32) imatrix rows (or None) -> (m, 18) uint8."""
     xt = mx.contiguous(x.T)  # (32, m)
     sigma2 = qwt = None
     if qw is not None:
         qwt = mx.contiguous(qw.T)
-        sigma2 = _seq_sum(xt * xt, axis=0) * (2.0 / 32)
+        sigma2 = seq_sum(xt * xt, axis=0) * (2.0 / 32)
     d = _search_scales(xt, _weights(xt, qwt, sigma2))  # (m,)
-    inv = mx.where(d != 0, 1.0 / d, 0.0)
-    return mx.concatenate([fp16_bytes(d), _pack(_codes(xt, inv))], axis=1)
+    inv = inverse(d)
+    return mx.concatenate([fp16_bytes(d), pack_halves(_codes(xt, inv))], axis=1)
 
 
 def _encode_xs(x: mx.array, qw: mx.array | None) -> mx.array:
@@ -134,17 +133,17 @@ def _encode_xs(x: mx.array, qw: mx.array | None) -> mx.array:
     if qw is not None:
         qwt = mx.contiguous(qw.reshape(n * 8, 32).T)
         sq = mx.contiguous(x.T)  # (256, n), j-major
-        sigma2 = _seq_sum(sq * sq, axis=0) * (2.0 / 256)
+        sigma2 = seq_sum(sq * sq, axis=0) * (2.0 / 256)
         sigma2 = mx.repeat(sigma2, 8)  # (8n,)
     scales = _search_scales(xt, _weights(xt, qwt, sigma2)).reshape(n, 8)
 
     # C: `abs_d > amax_scale` from 0 picks the first largest |scale| and skips NaN
-    _, max_scale = first_absmax(scales, 1)
+    _, max_scale = first_absmax(scales, axis=1)
     d = -max_scale / 32.0  # (n,), -0.0 for an all-zero block
-    inv = mx.where(d != 0, 1.0 / d, 0.0)
+    inv = inverse(d)
     ls = mx.clip(nearest_int_c(inv[:, None] * scales), -32, 31)  # (n, 8) int32
     dl = d[:, None] * ls.astype(F32)
-    idl = mx.where(dl != 0, 1.0 / dl, 0.0)
+    idl = inverse(dl)
     codes = _codes(xt, idl.reshape(-1)).reshape(n, 256)
 
     ls = (ls + 32).astype(mx.uint16)  # 0..63
@@ -155,8 +154,8 @@ def _encode_xs(x: mx.array, qw: mx.array | None) -> mx.array:
         [
             fp16_bytes(d),
             mx.contiguous(h).view(mx.uint8).reshape(n, 2),  # little-endian u16
-            (ls8[:, 0::2] & 0xF) | ((ls8[:, 1::2] & 0xF) << 4),
-            _pack(codes.reshape(n * 8, 32)).reshape(n, 128),
+            pack_nibbles(ls8[:, 0::2], ls8[:, 1::2]),
+            pack_halves(codes.reshape(n * 8, 32)).reshape(n, 128),
         ],
         axis=1,
     )
@@ -181,13 +180,8 @@ class _IQ4(Codec):
     @classmethod
     def encode_blocks(cls, x: mx.array) -> mx.array:
         x = x.astype(F32)
-        step = max(1, CHUNK_WEIGHTS // cls.qtype.block_size)
-        parts = []
-        for b in range(0, x.shape[0], step):
-            part = cls._encode(x[b : b + step], None)
-            mx.eval(part)
-            parts.append(part)
-        return parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=0)
+        bs = cls.qtype.block_size
+        return in_chunks(lambda b0, b1: cls._encode(x[b0:b1], None), x.shape[0], bs, CHUNK_WEIGHTS)
 
     @classmethod
     def encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
@@ -196,17 +190,12 @@ class _IQ4(Codec):
         per_row = cols // bs
         x = x.astype(F32)
         qw_row = imatrix.astype(F32).reshape(1, per_row, bs)  # imatrix by block in a row
-        step = max(1, CHUNK_WEIGHTS // cols)
-        parts = []
-        for r in range(0, rows, step):
-            xr = x[r : r + step]
-            m = xr.shape[0]
-            qw = mx.broadcast_to(qw_row, (m, per_row, bs)).reshape(-1, bs)
-            part = cls._encode(xr.reshape(-1, bs), qw)
-            mx.eval(part)
-            parts.append(part)
-        out = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=0)
-        return out.reshape(rows, cls.qtype.row_bytes(cols))
+
+        def chunk(r0: int, r1: int) -> mx.array:
+            qw = mx.broadcast_to(qw_row, (r1 - r0, per_row, bs)).reshape(-1, bs)
+            return cls._encode(x[r0:r1].reshape(-1, bs), qw)
+
+        return in_chunks(chunk, rows, cols, CHUNK_WEIGHTS).reshape(rows, cls.qtype.row_bytes(cols))
 
 
 class IQ4_NL(_IQ4, qtype="IQ4_NL", backend="mlx"):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import mlx.core as mx
 
 from ..codec import Codec
-from .search_scale_min import make_qp_quants, nearest_int_c, qkx_search_t, seq_colsum
+from .codec import in_chunks
+from .numeric import fp16_bytes, fp16_from_bytes, fp16_round, nearest_int_c, seq_sum
+from .search_scale_min import make_qp_quants, qkx_search_t
 
 QK_K = 256
 # Super-blocks per evaluated chunk: large enough that per-op overhead (a few thousand ops per
@@ -30,37 +32,6 @@ _CHUNK_GPU = 16384
 
 def _chunk() -> int:
     return _CHUNK_GPU if mx.default_device().type == mx.DeviceType.gpu else _CHUNK
-
-
-# -- bytes helpers -------------------------------------------------------------------------------
-def _fp16_bits(x: mx.array) -> mx.array:
-    """float32 -> uint16 float16 bits as ggml's ``GGML_FP32_TO_FP16`` writes them.
-
-    Round to nearest even with overflow to inf (MLX's cast), except NaN: ggml writes every NaN
-    as ``sign | 0x7E00`` (``ggml_compute_fp32_to_fp16``), while MLX's cast writes ``sign | 0x7D00``,
-    which reads back as a NaN with another payload and so changes ``nearest_int`` of later NaN
-    arithmetic (the re-coding against ``d*sc`` on overflowing inputs).
-    """
-    x = x.astype(mx.float32)
-    h = x.astype(mx.float16).view(mx.uint16)
-    w = x.view(mx.uint32)
-    ggml_nan = ((w >> 16) & 0x8000).astype(mx.uint16) | 0x7E00
-    return mx.where(mx.isnan(x), ggml_nan, h)
-
-
-def fp16_round(x: mx.array) -> mx.array:
-    """float32 -> float16 (ggml's GGML_FP32_TO_FP16 rounding, NaN included) -> float32."""
-    return _fp16_bits(x).view(mx.float16).astype(mx.float32)
-
-
-def fp16_bytes(x: mx.array) -> mx.array:
-    """float32 (n,) -> (n, 2) uint8, little-endian float16 (ggml's GGML_FP32_TO_FP16)."""
-    return _fp16_bits(x).reshape(-1, 1).view(mx.uint8)
-
-
-def fp16_from_bytes(b: mx.array) -> mx.array:
-    """(n, 2) uint8 little-endian float16 -> (n,) float32."""
-    return mx.contiguous(b).view(mx.float16).astype(mx.float32).reshape(-1)
 
 
 # -- scale packing -------------------------------------------------------------------------------
@@ -108,8 +79,8 @@ def _qp_scales_mins(
     scales, mins: (nb * n_sub,) float32; sw: (nb, n_sub) sums of sub-block weights.
     Returns d (nb,), Ls (nb, n_sub) uint8, dmin (nb,), Lm (nb, n_sub) uint8.
     """
-    nb = sw.shape[0]
-    both = mx.concatenate([scales.reshape(nb, -1), mins.reshape(nb, -1)])
+    nb, n_sub = sw.shape
+    both = mx.concatenate([scales.reshape(nb, n_sub), mins.reshape(nb, n_sub)])
     val, L = make_qp_quants(both, nmax, mx.concatenate([sw, sw]))
     return val[:nb], L[:nb], val[nb:], L[nb:]
 
@@ -117,51 +88,48 @@ def _qp_scales_mins(
 def _sub_weights_impl(x: mx.array, qw: mx.array, two: bool) -> mx.array:
     """``qw * sqrtf(sigma2 + x*x)`` with sigma2 = (2*)sum(x^2)/256 per super-block; (nb, 256)."""
     xx = x * x
-    s = seq_colsum(mx.contiguous(xx.T))                             # (nb,) sequential sum_x2
+    s = seq_sum(mx.contiguous(xx.T), axis=0)                        # (nb,) sequential sum_x2
     sigma2 = ((2.0 * s) if two else s) / float(QK_K)
     return qw * mx.sqrt(sigma2[:, None] + xx)
 
 
-def _concat(parts: list[mx.array], type_size: int) -> mx.array:
-    if not parts:
-        return mx.zeros((0, type_size), dtype=mx.uint8)
-    return parts[0] if len(parts) == 1 else mx.concatenate(parts)
+class _AffineK(Codec):
+    """The drivers shared by Q2_K, Q4_K, Q5_K: ``_ref`` over all super-blocks, ``_impl`` row by
+    row; both encode chunks of :func:`_chunk` super-blocks with :meth:`_encode_sb`, each chunk
+    evaluated before the next (:func:`~.codec.in_chunks`)."""
 
+    @classmethod
+    def _encode_sb(cls, x: mx.array, qw: mx.array | None) -> mx.array:
+        """(nb, 256) float32 (+ (nb, 256) imatrix) -> (nb, type_size) uint8."""
+        raise NotImplementedError
 
-def _encode_chunked(cls, x: mx.array) -> mx.array:
-    """``_ref`` path: super-blocks ``x`` (nb, 256) encoded chunk by chunk, each chunk evaluated."""
-    x = x.astype(mx.float32)
-    step = _chunk()
-    parts = []
-    for i in range(0, x.shape[0], step):
-        part = cls._encode_sb(x[i : i + step], None)
-        mx.eval(part)
-        parts.append(part)
-    return _concat(parts, cls.qtype.type_size)
+    @classmethod
+    def encode_blocks(cls, x: mx.array) -> mx.array:
+        x = x.astype(mx.float32)
+        return in_chunks(lambda i, j: cls._encode_sb(x[i:j], None), x.shape[0], QK_K, _chunk() * QK_K)
 
+    @classmethod
+    def encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
+        """Row-by-row ``_impl`` path: the imatrix repeats over the rows' super-blocks.
 
-def _encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
-    """Row-by-row ``_impl`` path: the imatrix repeats over the rows' super-blocks.
+        Chunks are whole rows, so the repeated imatrix is materialized for one chunk at a time.
+        """
+        rows, cols = x.shape
+        nbr = cols // QK_K
+        x = x.astype(mx.float32)
+        qw_row = imatrix.astype(mx.float32).reshape(1, nbr, QK_K)
 
-    Chunks are whole rows, so the repeated imatrix is materialized for one chunk at a time.
-    """
-    rows, cols = x.shape
-    nbr = cols // QK_K
-    x = x.astype(mx.float32)
-    qw_row = imatrix.astype(mx.float32).reshape(1, nbr, QK_K)
-    step = max(1, _chunk() // nbr)                                   # rows per chunk
-    parts = []
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        qw = mx.broadcast_to(qw_row, (r1 - r0, nbr, QK_K)).reshape(-1, QK_K)
-        part = cls._encode_sb(x[r0:r1].reshape(-1, QK_K), qw)
-        mx.eval(part)
-        parts.append(part)
-    return _concat(parts, cls.qtype.type_size).reshape(rows, cls.qtype.row_bytes(cols))
+        def chunk(r0: int, r1: int) -> mx.array:
+            nb = (r1 - r0) * nbr  # explicit shapes: MLX cannot infer -1 for an empty chunk
+            qw = mx.broadcast_to(qw_row, (r1 - r0, nbr, QK_K)).reshape(nb, QK_K)
+            return cls._encode_sb(x[r0:r1].reshape(nb, QK_K), qw)
+
+        out = in_chunks(chunk, rows, cols, _chunk() * QK_K)
+        return out.reshape(rows, cls.qtype.row_bytes(cols))
 
 
 # -- Q4_K and Q5_K -------------------------------------------------------------------------------
-class _Q45K(Codec):
+class _Q45K(_AffineK):
     """Shared encode path of Q4_K / Q5_K; subclasses set the code width and ggml's parameters."""
 
     nmax: int
@@ -174,7 +142,7 @@ class _Q45K(Codec):
         nb = x.shape[0]
         xt = mx.contiguous(x.reshape(nb * 8, 32).T)                 # (32, nb*8)
         if qw is None:
-            sum_x2 = seq_colsum(xt * xt)
+            sum_x2 = seq_sum(xt * xt, axis=0)
             av_x = mx.sqrt(sum_x2 / 32.0)
             wt = av_x + mx.abs(xt)
             rmin, rdelta, nstep = cls.ref_search
@@ -191,7 +159,7 @@ class _Q45K(Codec):
         else:
             w = _sub_weights_impl(x, qw, two=True)                  # (nb, 256)
             wt = mx.contiguous(w.reshape(nb * 8, 32).T)
-            sw = seq_colsum(wt).reshape(nb, 8)
+            sw = seq_sum(wt, axis=0).reshape(nb, 8)
             scales, mins, Lt = qkx_search_t(xt, wt, cls.nmax, -0.9, 0.05, 36, False)
             d_val, ls, m_val, lm = _qp_scales_mins(scales, mins, sw, 63)
             if cls.clamp_impl_scales:
@@ -216,14 +184,6 @@ class _Q45K(Codec):
     def _codes(cls, blocks: mx.array) -> mx.array:
         """(nb, type_size) uint8 -> (nb, 256) codes in weight order."""
         raise NotImplementedError
-
-    @classmethod
-    def encode_blocks(cls, x: mx.array) -> mx.array:
-        return _encode_chunked(cls, x)
-
-    @classmethod
-    def encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
-        return _encode_rows_weighted(cls, x, imatrix)
 
     @classmethod
     def decode_blocks(cls, blocks: mx.array) -> mx.array:
@@ -281,7 +241,7 @@ class Q5_K(_Q45K, qtype="Q5_K", backend="mlx"):
 _SHIFTS4 = (2 * mx.arange(4, dtype=mx.uint8)).reshape(1, 1, 4, 1)
 
 
-class Q2_K(Codec, qtype="Q2_K", backend="mlx"):
+class Q2_K(_AffineK, qtype="Q2_K", backend="mlx"):
     @classmethod
     def _encode_sb(cls, x: mx.array, qw: mx.array | None) -> mx.array:
         """(nb, 256) float32 (+ (nb, 256) imatrix) -> (nb, 84) uint8."""
@@ -304,7 +264,7 @@ class Q2_K(Codec, qtype="Q2_K", backend="mlx"):
         else:
             w = _sub_weights_impl(x, qw, two=False)
             wt = mx.contiguous(w.reshape(nb * 16, 16).T)
-            sw = seq_colsum(wt).reshape(nb, 16)
+            sw = seq_sum(wt, axis=0).reshape(nb, 16)
             scales, mins, Lt = qkx_search_t(xt, wt, 3, -0.9, 0.05, 36, False)
             d_val, ls, m_val, lm = _qp_scales_mins(scales, mins, sw, 15)
             sc_bytes = ls | (lm << 4)                                  # uint8 wrap like C
@@ -315,14 +275,6 @@ class Q2_K(Codec, qtype="Q2_K", backend="mlx"):
         L = Lt.T.reshape(nb, 2, 4, 32)                                # (nb, half, shift, 32)
         qs = (L[:, :, 0] | (L[:, :, 1] << 2) | (L[:, :, 2] << 4) | (L[:, :, 3] << 6)).reshape(nb, 64)
         return mx.concatenate([sc_bytes, qs, fp16_bytes(d_val), fp16_bytes(m_val)], axis=1)
-
-    @classmethod
-    def encode_blocks(cls, x: mx.array) -> mx.array:
-        return _encode_chunked(cls, x)
-
-    @classmethod
-    def encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
-        return _encode_rows_weighted(cls, x, imatrix)
 
     @classmethod
     def decode_blocks(cls, blocks: mx.array) -> mx.array:

@@ -5,8 +5,8 @@ Bit-exact with ggml's ``quantize_row_q{3,6}_K_ref`` (no imatrix) and ``quantize_
 (imatrix), and with ``dequantize_row_q{3,6}_K``. Block layouts are drawn in the NumPy module.
 
 Rows are processed in chunks of about :data:`CHUNK_WEIGHTS` weights, each evaluated with
-``mx.eval`` before the next one is built, which bounds the graph and the memory. Nothing is
-``mx.compile``d (see :mod:`.search_scale` on FMA contraction).
+``mx.eval`` before the next one is built (:func:`~.codec.in_chunks`), which bounds the graph and
+the memory. Nothing is ``mx.compile``d (see :mod:`.search_scale` on FMA contraction).
 """
 
 from __future__ import annotations
@@ -15,17 +15,20 @@ import mlx.core as mx
 
 from ..codec import Codec
 from ..types import QK_K
-from .search_scale import (
+from .codec import in_chunks
+from .numeric import (
+    F32,
     GROUP_MAX_EPS,
     first_absmax,
+    fp16_bytes,
+    fp16_from_bytes,
+    fp16_round,
     nearest_int_c,
-    q3_quants_t,
-    qx_quants_t,
-    seq_sum0,
-    store_codes,
+    pack_nibbles,
+    seq_sum,
 )
+from .search_scale import q3_quants_t, qx_quants_t, store_codes
 
-F32 = mx.float32
 N_SUB = QK_K // 16  # 16 sub-blocks of 16 weights
 
 # Weights per evaluated chunk: large enough to amortize MLX's per-op cost (the searches are
@@ -33,28 +36,6 @@ N_SUB = QK_K // 16  # 16 sub-blocks of 16 weights
 # (256x4096 normal): Q6_K 1.1 / 3.5 / 6.1 / 5.6 and Q3_K 0.6 / 2.1 / 5.3 / 8.2 million
 # weights/s at 2**14 / 2**16 / 2**18 / 2**20 (Q3_K's coordinate descent is ~1,600 ops per chunk).
 CHUNK_WEIGHTS = {"Q6_K": 1 << 18, "Q3_K": 1 << 20}
-
-
-def fp16_round(x: mx.array) -> mx.array:
-    """float32 -> nearest float16 (as GGML_FP32_TO_FP16) -> float32."""
-    return x.astype(mx.float16).astype(F32)
-
-
-def fp16_bytes(x: mx.array) -> mx.array:
-    """(n,) float32 -> (n, 2) uint8 little-endian float16, as GGML_FP32_TO_FP16.
-
-    A NaN becomes ``sign | 0x7E00`` as in ggml (MLX's own conversion keeps other payload bits;
-    NaN scales occur on extreme inputs, |x| >~ 1e19, where squares overflow).
-    """
-    h = x.astype(mx.float16).view(mx.uint16)
-    sign = (x.astype(F32).view(mx.uint32) >> 16).astype(mx.uint16) & 0x8000
-    h = mx.where(mx.isnan(x), sign | 0x7E00, h)
-    return h.view(mx.uint8).reshape(-1, 2)
-
-
-def fp16_from_bytes(b: mx.array) -> mx.array:
-    """(n, 2) uint8 little-endian float16 -> (n,) float32."""
-    return mx.contiguous(b).reshape(-1).view(mx.float16).astype(F32)
 
 
 def _groups_t(x: mx.array) -> mx.array:
@@ -65,12 +46,6 @@ def _groups_t(x: mx.array) -> mx.array:
 def _codes_from_t(lt: mx.array, nmax: int, n_blocks: int) -> mx.array:
     """(16, n_blocks*16) signed codes -> (n_blocks, 256) stored uint8 codes."""
     return store_codes(lt, nmax).T.reshape(n_blocks, QK_K)
-
-
-def _first_absmax_rows(s: mx.array) -> tuple[mx.array, mx.array]:
-    """(n, 16) -> (max |s| (n,), the signed s where it first occurs (n,)), C's strict ``>`` scan
-    from 0 (a NaN scale is never picked)."""
-    return first_absmax(s, 1)
 
 
 def _requantize(x: mx.array, dq: mx.array, L: mx.array, nmax: int) -> mx.array:
@@ -86,20 +61,12 @@ def _requantize(x: mx.array, dq: mx.array, L: mx.array, nmax: int) -> mx.array:
     return mx.where(keep, L.reshape(n, N_SUB, 16), q).reshape(n, QK_K)
 
 
-def _rows_chunked(
-    fn, x: mx.array, imatrix: mx.array | None, row_bytes: int, chunk: int
-) -> mx.array:
-    """Apply ``fn(x_chunk, imatrix)`` -> (r, row_bytes) uint8 over chunks of about ``chunk``
-    weights (whole rows), evaluating each chunk before building the next."""
+def _rows_chunked(fn, x: mx.array, imatrix: mx.array | None, qtype: str) -> mx.array:
+    """``fn(x_rows, imatrix)`` -> (r * blocks per row, type_size) uint8 over row chunks of about
+    ``CHUNK_WEIGHTS[qtype]`` weights (:func:`~.codec.in_chunks`), as (rows, row bytes)."""
     rows, cols = x.shape
-    step = max(1, chunk // cols)
-    parts = []
-    for r in range(0, rows, step):
-        part = fn(x[r : r + step], imatrix)
-        mx.eval(part)
-        parts.append(part)
-    out = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=0)
-    return out.reshape(rows, row_bytes)
+    out = in_chunks(lambda r0, r1: fn(x[r0:r1], imatrix), rows, cols, CHUNK_WEIGHTS[qtype])
+    return out.reshape(rows, cols // QK_K * out.shape[-1])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -125,7 +92,7 @@ def _q6_encode(x: mx.array, wt: mx.array | None) -> mx.array:
     scales, lt = qx_quants_t(_groups_t(x), 32, 1, wt)  # (n*16,), (16, n*16)
     L = _codes_from_t(lt, 32, n)  # (n, 256) uint8
     scales = scales.reshape(n, N_SUB)
-    max_abs, max_scale = _first_absmax_rows(scales)
+    max_abs, max_scale = first_absmax(scales, axis=1)
     live = max_abs >= GROUP_MAX_EPS  # (n,) blocks that are not all zero
     iscale = -128.0 / max_scale  # (n,)
     d = mx.where(live, 1.0 / iscale, 0.0)
@@ -153,15 +120,11 @@ def _q6_rows(x: mx.array, imatrix: mx.array | None) -> mx.array:
 class Q6_K(Codec, qtype="Q6_K", backend="mlx"):
     @classmethod
     def encode_blocks(cls, x: mx.array) -> mx.array:
-        x = x.astype(F32).reshape(-1, QK_K)
-        return _rows_chunked(_q6_rows, x, None, 210, CHUNK_WEIGHTS["Q6_K"])
+        return _rows_chunked(_q6_rows, x.astype(F32).reshape(-1, QK_K), None, "Q6_K")
 
     @classmethod
     def encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
-        rows, cols = x.shape
-        return _rows_chunked(
-            _q6_rows, x.astype(F32), imatrix.astype(F32), cols // QK_K * 210, CHUNK_WEIGHTS["Q6_K"]
-        )
+        return _rows_chunked(_q6_rows, x.astype(F32), imatrix.astype(F32), "Q6_K")
 
     @classmethod
     def decode_blocks(cls, blocks: mx.array) -> mx.array:
@@ -197,7 +160,7 @@ def _q3_pack(L: mx.array, s6: mx.array, d: mx.array) -> mx.array:
         [
             hmask,
             qs.reshape(n, 64),
-            (s6[:, :8] & 0xF) | ((s6[:, 8:] & 0xF) << 4),
+            pack_nibbles(s6[:, :8], s6[:, 8:]),
             s_hi[:, 0] | (s_hi[:, 1] << 2) | (s_hi[:, 2] << 4) | (s_hi[:, 3] << 6),
             fp16_bytes(d),
         ],
@@ -217,7 +180,7 @@ def _q3_encode_ref(x: mx.array) -> mx.array:
     scales, lt = q3_quants_t(_groups_t(x), 4, True)
     L = _codes_from_t(lt, 4, n)  # (n, 256) uint8 0..7
     scales = scales.reshape(n, N_SUB)
-    _, max_scale = _first_absmax_rows(scales)
+    _, max_scale = first_absmax(scales, axis=1)
     live = max_scale != 0
     iscale = -32.0 / max_scale  # (n,)
     l = nearest_int_c(iscale[:, None] * scales).astype(mx.int8)  # (int8_t) cast: wraps
@@ -231,11 +194,11 @@ def _q3_encode_impl(x: mx.array, qw: mx.array) -> mx.array:
     """x (n, 256) f32 blocks, qw (n, 256) f32 imatrix values for the same columns."""
     n = x.shape[0]
     x2 = x * x
-    sumx2 = seq_sum0(mx.contiguous(x2.T))  # (n,) Σ x², sequential over the 256
+    sumx2 = seq_sum(mx.contiguous(x2.T), axis=0)  # (n,) Σ x², sequential over the 256
     sigma2 = 2.0 * sumx2 / float(QK_K)  # (n,): C's 2*sumx2/QK_K
     weight = qw * mx.sqrt(sigma2[:, None] + x2)  # (n, 256)
     wt = _groups_t(weight)  # (16, n*16)
-    sw = seq_sum0(wt)  # (n*16,) sums of the weights of each sub-block
+    sw = seq_sum(wt, axis=0)  # (n*16,) sums of the weights of each sub-block
     scales, lt = qx_quants_t(_groups_t(x), 4, 1, wt)
     L = _codes_from_t(lt, 4, n)
     # the 16 sub-block scales of a block quantized to 6 bits, weighted by the sums of weights
@@ -258,15 +221,11 @@ def _q3_rows(x: mx.array, imatrix: mx.array | None) -> mx.array:
 class Q3_K(Codec, qtype="Q3_K", backend="mlx"):
     @classmethod
     def encode_blocks(cls, x: mx.array) -> mx.array:
-        x = x.astype(F32).reshape(-1, QK_K)
-        return _rows_chunked(_q3_rows, x, None, 110, CHUNK_WEIGHTS["Q3_K"])
+        return _rows_chunked(_q3_rows, x.astype(F32).reshape(-1, QK_K), None, "Q3_K")
 
     @classmethod
     def encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
-        rows, cols = x.shape
-        return _rows_chunked(
-            _q3_rows, x.astype(F32), imatrix.astype(F32), cols // QK_K * 110, CHUNK_WEIGHTS["Q3_K"]
-        )
+        return _rows_chunked(_q3_rows, x.astype(F32), imatrix.astype(F32), "Q3_K")
 
     @classmethod
     def decode_blocks(cls, blocks: mx.array) -> mx.array:

@@ -24,8 +24,8 @@ Nothing is ``mx.compile``d: each multiply and add is its own op, so no backend c
 rounding decisions). What stays unverified on Metal (no Apple GPU here): that MLX's GPU kernels
 keep IEEE division and sqrt and do not flush subnormal ``d``/``x`` to zero.
 
-Big inputs are processed in row chunks of about :data:`CHUNK_WEIGHTS` weights, each evaluated
-before the next (:func:`in_chunks`), which bounds the graph and the temporaries.
+Big inputs are processed in row chunks of about :data:`~.codec.CHUNK_WEIGHTS` weights, each
+evaluated before the next (:class:`~.codec.ChunkedCodec`), which bounds the graph and the temporaries.
 """
 
 from __future__ import annotations
@@ -35,60 +35,15 @@ from typing import Callable
 import mlx.core as mx
 
 from ..codec import Codec
+from .codec import CHUNK_WEIGHTS, ChunkedCodec, in_chunks
+from .numeric import F32, abs_max, c_int32, fp16_bytes, fp16_from_bytes, inverse, pack_halves, seq_sum
 from .search_scale import make_qx_quants
 from .search_scale_min import make_qkx3_quants
 
-F32 = mx.float32
 QK = 32
-CHUNK_WEIGHTS = 1 << 18
-_INT_MIN = -2147483648
 _POS = mx.arange(QK, dtype=mx.int32)  # (32,) positions inside a block
 _QH_SHIFT = mx.arange(QK, dtype=mx.uint32)  # bit j of qh
 _RMIN, _RDELTA, _NSTEP = -0.9, 0.05, 36  # make_qkx3_quants(..., -0.9f, 0.05f, 36, false)
-
-
-# -- chunking -----------------------------------------------------------------------------------
-def in_chunks(fn: Callable[[int, int], mx.array], rows: int, cols: int) -> mx.array:
-    """``fn(r0, r1)`` over row chunks of about :data:`CHUNK_WEIGHTS` weights, concatenated.
-
-    One chunk stays lazy (the caller decides when to evaluate); several are each evaluated
-    before the next is built, so the graph and the temporaries stay chunk-sized.
-    """
-    step = max(1, CHUNK_WEIGHTS // max(cols, 1))
-    if rows <= step:
-        return fn(0, rows)
-    parts = []
-    for r0 in range(0, rows, step):
-        part = fn(r0, min(rows, r0 + step))
-        mx.eval(part)
-        parts.append(part)
-    return mx.concatenate(parts, axis=0)
-
-
-class ChunkedCodec(Codec):
-    """MLX codec base: the :class:`Codec` entry points, run over row chunks (:func:`in_chunks`)."""
-
-    @classmethod
-    def quantize_rows(cls, x: mx.array, imatrix: mx.array | None) -> mx.array:
-        if imatrix is not None and cls.qtype.uses_imatrix:
-            return cls.encode_rows_weighted(x, imatrix)
-        rows, cols = x.shape
-        t = cls.qtype
-        rb = t.row_bytes(cols)
-        return in_chunks(
-            lambda r0, r1: cls.encode_blocks(x[r0:r1].reshape(-1, t.block_size)).reshape(r1 - r0, rb),
-            rows,
-            cols,
-        )
-
-    @classmethod
-    def dequantize_rows(cls, data: mx.array, cols: int) -> mx.array:
-        t = cls.qtype
-        return in_chunks(
-            lambda r0, r1: cls.decode_blocks(data[r0:r1].reshape(-1, t.type_size)).reshape(r1 - r0, cols),
-            data.shape[0],
-            cols,
-        )
 
 
 # -- scans over a block -------------------------------------------------------------------------
@@ -100,7 +55,10 @@ def _first_where(x: mx.array, hit: mx.array) -> mx.array:
 
 def _signed_absmax(x: mx.array) -> mx.array:
     """ggml's ``if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`` from ``amax = max = 0``:
-    the first value of largest magnitude, +0.0 for an all-zero block. (n, 32) -> (n,)."""
+    the first value of largest magnitude, +0.0 for an all-zero block. (n, 32) -> (n,).
+
+    On finite blocks this is :func:`~.numeric.first_absmax` (which also skips NaN) in fewer ops.
+    """
     a = mx.abs(x)
     amax = mx.max(a, axis=1, keepdims=True)  # (n, 1)
     sel = _first_where(x, a == amax)
@@ -115,25 +73,7 @@ def _first_min_max(x: mx.array) -> tuple[mx.array, mx.array]:
     return _first_where(x, x == mn), _first_where(x, x == mxv)
 
 
-def abs_max(x: mx.array) -> mx.array:
-    """``amax = MAX(amax, fabsf(v))`` from 0 over the last axis: +0.0 for an all-zero row."""
-    return mx.max(mx.abs(x), axis=-1)
-
-
 # -- float -> code conversions ------------------------------------------------------------------
-def inverse(d: mx.array) -> mx.array:
-    """``id = d ? 1.0f/d : 0.0f``."""
-    return mx.where(d != 0, mx.array(1.0, F32) / d, mx.array(0.0, F32))
-
-
-def c_int32(v: mx.array) -> mx.array:
-    """C's float -> int conversion as x86-64 compilers emit it (``cvttss2si``): truncation toward
-    zero, INT_MIN for NaN and out-of-range values. float32 -> int32."""
-    ok = (v >= -2147483648.0) & (v < 2147483648.0)  # False for NaN
-    # Where ``ok`` is False the cast's own result (backend-specific) is replaced.
-    return mx.where(ok, v.astype(mx.int32), mx.array(_INT_MIN, mx.int32))
-
-
 def _c_int8(v: mx.array) -> mx.array:
     """``(int8_t)v`` for float32 ``v``: cvttss2si, then the low byte."""
     return c_int32(v).astype(mx.int8)
@@ -152,30 +92,6 @@ def _roundf(v: mx.array) -> mx.array:
 
 
 # -- packing ------------------------------------------------------------------------------------
-def fp16_bytes(d: mx.array) -> mx.array:
-    """(n,) float32 -> (n, 2) uint8, little-endian float16 as GGML_FP32_TO_FP16 writes it.
-
-    ``astype(float16)`` rounds like ggml; a NaN (``d`` of a block of near-FLT_MAX weights) is
-    written as ggml writes it, sign | 0x7E00 (MLX's cast gives 0x7D00). Note the sign of a NaN
-    made by ``0 * inf`` is the hardware's: set on x86-64 (ggml's reference), clear on ARM.
-    """
-    h = d.astype(mx.float16).view(mx.uint16)
-    sign = (d.view(mx.uint32) >> 16).astype(mx.uint16) & 0x8000
-    h = mx.where(mx.isnan(d), sign | 0x7E00, h)
-    return h.view(mx.uint8).reshape(-1, 2)
-
-
-def fp16_from_bytes(b: mx.array) -> mx.array:
-    """(n, 2) uint8 little-endian float16 -> (n,) float32."""
-    h = b[:, 0].astype(mx.uint16) | (b[:, 1].astype(mx.uint16) << 8)
-    return h.view(mx.float16).astype(F32)
-
-
-def _pack_nibbles(q: mx.array) -> mx.array:
-    """(n, 32) codes -> (n, 16) ``q[j] & 15 | (q[j+16] & 15) << 4``."""
-    return (q[:, :16] & 15) | ((q[:, 16:] & 15) << 4)
-
-
 def _unpack_nibbles(qs: mx.array) -> mx.array:
     """(n, 16) packed bytes -> (n, 32) uint8 low 4 bits of every code."""
     return mx.concatenate([qs & 15, qs >> 4], axis=1)
@@ -229,11 +145,7 @@ def row_sigma2(x: mx.array) -> mx.array:
 
     (rows, cols) -> (rows,). One op per column (MLX reductions have no specified order).
     """
-    x2 = x * x  # every term >= +0, so starting from the first term equals starting from 0
-    acc = x2[:, 0]
-    for j in range(1, x.shape[1]):
-        acc = acc + x2[:, j]
-    return acc / float(x.shape[1])
+    return seq_sum(x * x, axis=1) / float(x.shape[1])
 
 
 def _weighted(
@@ -251,7 +163,7 @@ def _weighted(
         w = qw * mx.sqrt(sigma2[r0:r1, None] + xc * xc)  # (r, cols)
         return encode(xc.reshape(-1, QK), w.reshape(-1, QK)).reshape(r1 - r0, cls.qtype.row_bytes(cols))
 
-    return in_chunks(chunk, rows, cols)
+    return in_chunks(chunk, rows, cols, CHUNK_WEIGHTS)
 
 
 # -- the codecs ---------------------------------------------------------------------------------
@@ -271,7 +183,7 @@ class Q4_0(ChunkedCodec, qtype="Q4_0", backend="mlx"):
     def encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
         def enc(xb: mx.array, w: mx.array) -> mx.array:
             d, q = make_qx_quants(xb, 8, 1, w)  # q = 8 + l
-            return _assemble(d, _pack_nibbles(q))
+            return _assemble(d, pack_halves(q))
 
         return _weighted(cls, x, imatrix, enc)
 
@@ -280,7 +192,7 @@ class Q5_0(ChunkedCodec, qtype="Q5_0", backend="mlx"):
     @classmethod
     def encode_blocks(cls, x: mx.array) -> mx.array:
         d, q = _encode_symmetric(x, 16)
-        return _assemble(d, _pack_nibbles(q), qh=_pack_qh(q))  # (n, 22)
+        return _assemble(d, pack_halves(q), qh=_pack_qh(q))  # (n, 22)
 
     @classmethod
     def decode_blocks(cls, blocks: mx.array) -> mx.array:
@@ -292,7 +204,7 @@ class Q5_0(ChunkedCodec, qtype="Q5_0", backend="mlx"):
     def encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
         def enc(xb: mx.array, w: mx.array) -> mx.array:
             d, q = make_qx_quants(xb, 16, 1, w)  # q = 16 + l
-            return _assemble(d, _pack_nibbles(q), qh=_pack_qh(q))
+            return _assemble(d, pack_halves(q), qh=_pack_qh(q))
 
         return _weighted(cls, x, imatrix, enc)
 
@@ -314,7 +226,7 @@ class Q4_1(ChunkedCodec, qtype="Q4_1", backend="mlx"):
     def encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
         def enc(xb: mx.array, w: mx.array) -> mx.array:
             d, the_min, q = make_qkx3_quants(xb, w, 15, _RMIN, _RDELTA, _NSTEP, False)
-            return _assemble(d, _pack_nibbles(q), m=-the_min)
+            return _assemble(d, pack_halves(q), m=-the_min)
 
         return _weighted(cls, x, imatrix, enc)
 
@@ -323,7 +235,7 @@ class Q5_1(ChunkedCodec, qtype="Q5_1", backend="mlx"):
     @classmethod
     def encode_blocks(cls, x: mx.array) -> mx.array:
         d, mn, q = _encode_asymmetric(x, 31, clamp=False)
-        return _assemble(d, _pack_nibbles(q), m=mn, qh=_pack_qh(q))  # (n, 24)
+        return _assemble(d, pack_halves(q), m=mn, qh=_pack_qh(q))  # (n, 24)
 
     @classmethod
     def decode_blocks(cls, blocks: mx.array) -> mx.array:
@@ -336,7 +248,7 @@ class Q5_1(ChunkedCodec, qtype="Q5_1", backend="mlx"):
     def encode_rows_weighted(cls, x: mx.array, imatrix: mx.array) -> mx.array:
         def enc(xb: mx.array, w: mx.array) -> mx.array:
             d, the_min, q = make_qkx3_quants(xb, w, 31, _RMIN, _RDELTA, _NSTEP, False)
-            return _assemble(d, _pack_nibbles(q), m=-the_min, qh=_pack_qh(q))
+            return _assemble(d, pack_halves(q), m=-the_min, qh=_pack_qh(q))
 
         return _weighted(cls, x, imatrix, enc)
 

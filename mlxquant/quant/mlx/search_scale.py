@@ -25,57 +25,12 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-F32 = mx.float32
-GROUP_MAX_EPS = 1e-15  # as float32 when compared with a float32 array
-_MAGIC = 12582912.0  # 1.5 * 2**23, exact in float32
+from .numeric import F32, GROUP_MAX_EPS, first_absmax, nearest_int_c, seq_sum
 
 
 def _f32(a) -> mx.array:
     """Any array (mx or NumPy) -> float32 mx.array."""
     return a.astype(F32) if isinstance(a, mx.array) else mx.array(a, dtype=F32)
-
-
-def nearest_int_c(v: mx.array) -> mx.array:
-    """ggml's ``nearest_int`` bit for bit, for any float32 input (int32 result).
-
-    ``v + 1.5*2**23`` puts the rounded integer into the low mantissa bits; outside
-    ``|v| < 2**22`` (and for inf/NaN) the result is what C computes, not a rounding.
-    """
-    bits = (v.astype(F32) + _MAGIC).view(mx.int32)
-    return (bits & 0x007FFFFF) - 0x00400000
-
-
-def seq_sum0(a: mx.array) -> mx.array:
-    """Sum over axis 0 of a (k, ...) float32 array in C order: ``s = 0; s += a[0]; s += a[1] ...``.
-
-    Starting from +0.0 makes an all -0.0 sum +0.0, as C's accumulator does.
-    """
-    acc = a[0] + 0.0
-    for i in range(1, a.shape[0]):
-        acc = acc + a[i]
-    return acc
-
-
-def first_index(hit: mx.array, axis: int) -> mx.array:
-    """Index of the first True along ``axis`` (``size`` when none), without argmax tie rules."""
-    n = hit.shape[axis]
-    shape = [1] * hit.ndim
-    shape[axis] = n
-    pos = mx.arange(n, dtype=mx.int32).reshape(shape)
-    return mx.min(mx.where(hit, pos, n), axis=axis)
-
-
-def first_absmax(a: mx.array, axis: int) -> tuple[mx.array, mx.array]:
-    """(largest |a|, the signed a where it first occurs) along ``axis``, like C's strict ``>``
-    scan from ``amax = 0``: NaN is never selected, and an all-zero (or all-NaN) slice gives 0."""
-    ax = mx.abs(a)
-    ax = mx.where(mx.isnan(ax), -1.0, ax)
-    amax = mx.maximum(mx.max(ax, axis=axis, keepdims=True), 0.0)
-    idx = first_index((ax == amax) & (ax > 0), axis)
-    amax = amax.squeeze(axis)
-    idx = mx.minimum(idx, a.shape[axis] - 1)
-    m = mx.take_along_axis(a, mx.expand_dims(idx, axis), axis=axis).squeeze(axis)
-    return amax, mx.where(amax > 0, m, 0.0)
 
 
 def _default_weights(xt: mx.array, rmse_type: int) -> mx.array | None:
@@ -107,9 +62,9 @@ class _Search:
 
     def sums(self, l: mx.array) -> tuple[mx.array, mx.array]:
         """sumlx = Σ (w*x)*l and suml2 = Σ (w*l)*l over positions, sequential float32."""
-        sumlx = seq_sum0(self.wx * l)
+        sumlx = seq_sum(self.wx * l, axis=0)
         sl = l * l if self.w is None else (self.w * l) * l
-        return sumlx, seq_sum0(sl)
+        return sumlx, seq_sum(sl, axis=0)
 
 
 def qx_quants_t(
@@ -122,7 +77,7 @@ def qx_quants_t(
     default weights.
     """
     xt = xt.astype(F32)
-    amax, mxv = first_absmax(xt, 0)
+    amax, mxv = first_absmax(xt, axis=0)
     zero = amax < GROUP_MAX_EPS  # (n,) bool
     iscale = (-float(nmax)) / mxv  # (n,) f32; inf for all-zero groups (masked at the end)
     if rmse_type == 0:
@@ -205,7 +160,7 @@ def q3_quants_t(xt: mx.array, nmax: int, do_rmse: bool) -> tuple[mx.array, mx.ar
     """Position-major ``make_q3_quants``: xt (k, n) -> (scale (n,), l (k, n) float32, NaN = zero)."""
     xt = xt.astype(F32)
     k = xt.shape[0]
-    amax, mxv = first_absmax(xt, 0)
+    amax, mxv = first_absmax(xt, axis=0)
     zero = amax < GROUP_MAX_EPS
     iscale = (-float(nmax)) / mxv
     w = xt * xt

@@ -5,7 +5,7 @@ Same algorithm, same float32 results and codes as the NumPy reference (and so as
 keeps them bit-exact on MLX:
 
 * every ggml accumulation ``s = 0; s += a[i]`` is a chain of elementwise adds over position
-  slices (:func:`seq_colsum`); MLX's own reductions (``mx.sum``) have no specified order;
+  slices (:func:`~.numeric.seq_sum`); MLX's own reductions (``mx.sum``) have no specified order;
 * ``a*b*c`` keeps C's left-to-right grouping, one elementwise op per C operator. Nothing here is
   ``mx.compile``d: a fused kernel may contract ``a*b + c`` into a fused multiply-add (the Metal
   compiler may do so in fused code), which changes rounding decisions;
@@ -24,35 +24,14 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
+from .numeric import GROUP_MAX_EPS, nearest_int_c, seq_sum
+
 _F32 = np.float32
-_MAGIC = 12582912.0  # 1.5 * 2**23, exact in float32
-_GROUP_MAX_EPS = float(_F32(1e-15))
 
 
 def _c(v) -> float:
     """A float32 constant as a Python float (exact), so MLX combines it in float32."""
     return float(_F32(v))
-
-
-def nearest_int_c(v: mx.array) -> mx.array:
-    """ggml's ``nearest_int`` bit trick on float32 ``v``: round half to even, as int32.
-
-    Equals ``mx.round`` for ``|v| <= 4194303``; beyond that it wraps exactly like the C code.
-    """
-    bits = (v.astype(mx.float32) + _MAGIC).view(mx.int32)
-    return (bits & 0x007FFFFF) - 0x00400000
-
-
-def seq_colsum(a: mx.array, init_zero: bool = True) -> mx.array:
-    """``s = 0; for i: s += a[i]`` over axis 0 of a (k, ...) float32 array -> (...).
-
-    With ``init_zero=False`` the sum starts from ``a[0]`` (ggml's ``s = a[0]; s += a[i>0]``),
-    which differs only in the sign of a zero result.
-    """
-    acc = a[0] + 0.0 if init_zero else a[0]
-    for i in range(1, a.shape[0]):
-        acc = acc + a[i]
-    return acc
 
 
 def _first_min_max(xt: mx.array) -> tuple[mx.array, mx.array]:
@@ -109,7 +88,7 @@ def qkx_search_t(
         # sum_i w*diff, diff = scale*L + min - x (squared or absolute)
         d = (Lf * scale + m) - xt
         d = mx.abs(d) if use_mad else d * d
-        return seq_colsum(wt * d)
+        return seq_sum(wt * d, axis=0)
 
     iscale = fnmax / (mx_safe - mn_safe)
     scale = 1.0 / iscale
@@ -126,7 +105,7 @@ def qkx_search_t(
             Lf = codes(iscale, cur_min)
             wl = wt * Lf
             # sum_l, sum_l2, sum_xl in one sequential pass: (k, 3, n) products w*l*{1, l, x}
-            sums = seq_colsum(wl[:, None, :] * mx.stack([ones, Lf, xt], axis=1))
+            sums = seq_sum(wl[:, None, :] * mx.stack([ones, Lf, xt], axis=1), axis=0)
             sum_l, sum_l2, sum_xl = sums[0], sums[1], sums[2]
             D = sum_w * sum_l2 - sum_l * sum_l
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
@@ -158,7 +137,8 @@ def make_qkx2_quants(
     nstep: int,
     use_mad: bool,
 ) -> tuple[mx.array, mx.array, mx.array]:
-    """ggml's ``make_qkx2_quants`` on ``n`` groups at once.
+    """ggml's ``make_qkx2_quants`` on ``n`` groups at once: the search of
+    :func:`make_qkx3_quants` with explicit weights.
 
     Args:
         x: (n, k) float32 groups.
@@ -170,10 +150,7 @@ def make_qkx2_quants(
         scale (n,) float32, the_min (n,) float32 (``-min``, >= 0 up to the sign of zero),
         L (n, k) uint8 codes as ggml leaves them.
     """
-    x = mx.array(x).astype(mx.float32) if not isinstance(x, mx.array) else x.astype(mx.float32)
-    w = weights if isinstance(weights, mx.array) else mx.array(weights)
-    scale, the_min, Lt = qkx_search_t(x.T, w.astype(mx.float32).T, nmax, rmin, rdelta, nstep, use_mad)
-    return scale, the_min, mx.contiguous(Lt.T)
+    return make_qkx3_quants(x, weights, nmax, rmin, rdelta, nstep, use_mad)
 
 
 def make_qkx3_quants(
@@ -219,28 +196,28 @@ def make_qp_quants(
 
     mxv = mx.max(xt, axis=0)                                       # order-free: only > 0 matters
     mxv = mx.where(mxv > 0, mxv, 0.0)                              # max = MAX(0, x[i]...)
-    zero = mxv < _GROUP_MAX_EPS                                    # (n,)
+    zero = mxv < GROUP_MAX_EPS                                    # (n,)
     mx_safe = mx.where(zero, 1.0, mxv)
 
     iscale = fnmax / mx_safe
     Lu = nearest_int_c(iscale * xt).astype(mx.uint8)               # L[i] = nearest_int(...)
     scale = 1.0 / iscale
     diff = xt - scale * Lu.astype(mx.float32)
-    best = seq_colsum((wt * diff) * diff)
+    best = seq_sum((wt * diff) * diff, axis=0)
     for s in (-4, -3, -2, -1, 1, 2, 3, 4):
         iscale_is = _c(_F32(0.1) * _F32(s) + _F32(nmax)) / mx_safe
         scale_is = 1.0 / iscale_is
         li = mx.minimum(nearest_int_c(iscale_is * xt), nmax)
         diff = xt - scale_is * li.astype(mx.float32)
-        mse = seq_colsum((wt * diff) * diff)
+        mse = seq_sum((wt * diff) * diff, axis=0)
         better = mse < best
         best = mx.where(better, mse, best)
         iscale = mx.where(better, iscale_is, iscale)
 
     li = mx.minimum(nearest_int_c(iscale * xt), nmax)              # (k, n) int32
     lf = li.astype(mx.float32)
-    sumlx = seq_colsum((wt * xt) * lf)
-    suml2 = seq_colsum((wt * lf) * lf)
+    sumlx = seq_sum((wt * xt) * lf, axis=0)
+    suml2 = seq_sum((wt * lf) * lf, axis=0)
     lu = li.astype(mx.uint8)
     Lrows = [lu[i] for i in range(k)]                              # k rows (n,) uint8
     wx = [wt[i] * xt[i] for i in range(k)]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .legacy import ChunkedCodec, abs_max, fp16_bytes, fp16_from_bytes, inverse
+from .codec import ChunkedCodec
+from .numeric import abs_max, fp16_bytes, fp16_from_bytes, inverse
 
 F32 = mx.float32
 U32 = mx.uint32
