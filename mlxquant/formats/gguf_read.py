@@ -119,13 +119,34 @@ class GGUFModel:
         data = self._map()[t.offset : t.offset + t.nbytes]
         return data.reshape(rows, t.nbytes // rows if rows else 0)
 
+    def read(self, name: str) -> np.ndarray:
+        """The stored bytes of one tensor read into a new array, shaped like :meth:`raw`.
+
+        Unlike :meth:`raw` this does not go through the memory map, so the file's pages do not
+        stay resident in this process once the array is dropped: a pass over every tensor of a
+        large model costs the largest tensor in memory, not the file size. Thread-safe.
+        """
+        t = self.info(name)
+        rows = int(np.prod(t.shape[:-1], dtype=np.int64)) if len(t.shape) > 1 else 1
+        buf = np.empty(t.nbytes, dtype=np.uint8)
+        with open(self.path, "rb") as f:
+            f.seek(t.offset)
+            got = f.readinto(memoryview(buf))
+        if got != t.nbytes:
+            raise FormatError(f"{self.path}: tensor {name!r} is truncated ({got} of {t.nbytes} bytes; "
+                              "the file changed since it was opened?)")
+        return buf.reshape(rows, t.nbytes // rows if rows else 0)
+
     def tensor(self, name: str) -> np.ndarray:
-        """One tensor decoded to float32, in its NumPy shape (a new array, not a view)."""
+        """One tensor decoded to float32, in its NumPy shape (a new array, not a view; the file
+        is read, not memory-mapped, see :meth:`read`)."""
         t = self.info(name)
         plain = _PLAIN_DTYPES.get(t.qtype.name)
         if plain is not None:
-            return self.raw(name).view(plain).reshape(t.shape).astype(np.float32)
-        return dequantize(self.raw(name), t.qtype, t.shape)
+            return self.read(name).view(plain).reshape(t.shape).astype(np.float32)
+        if t.qtype.name == "F32":
+            return self.read(name).view("<f4").reshape(t.shape)
+        return dequantize(self.read(name), t.qtype, t.shape)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:

@@ -3,14 +3,17 @@
 The container is written by gguf-py's ``GGUFWriter`` (its ``add_tensor_info`` +
 ``write_tensor_data`` path streams; alignment 32, little-endian). Tensor bytes come from a
 callable asked for one tensor at a time, so peak memory follows the largest tensor, not the
-model. The file is built under a temporary name in the output's folder and renamed only when
-complete (:mod:`mlxquant.formats.atomic`).
+model; optionally (``workers``) the next tensors are produced on threads while one is written,
+within a memory budget of the largest tensor. Flat metadata arrays (vocabularies) are packed in
+bulk: the same bytes as gguf-py, ~10x faster. The file is built under a temporary name in the output's
+folder and renamed only when complete (:mod:`mlxquant.formats.atomic`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -159,6 +162,54 @@ def _to_bytes(spec: TensorSpec, arr: Any, out: Path) -> np.ndarray:
     return a
 
 
+# GGUF array item types packed with NumPy (little-endian) instead of one struct.pack per item.
+_ARRAY_DTYPES = {
+    ValueType.UINT8: "<u1", ValueType.INT8: "<i1", ValueType.UINT16: "<u2", ValueType.INT16: "<i2",
+    ValueType.UINT32: "<u4", ValueType.INT32: "<i4", ValueType.UINT64: "<u8", ValueType.INT64: "<i8",
+    ValueType.FLOAT32: "<f4", ValueType.FLOAT64: "<f8", ValueType.BOOL: "<u1",
+}
+
+
+def _pack_array(values: Sequence[Any], item: ValueType) -> bytes | None:
+    """The GGUF payload of a flat array (item type, count, items), or None to leave it to
+    gguf-py. A vocabulary of 49,152 strings takes ~30 ms here instead of ~0.4 s item by item."""
+    if item == ValueType.STRING:
+        enc = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+        body = b"".join([struct.pack("<Q", len(e)) + e for e in enc])
+    elif item in _ARRAY_DTYPES:
+        a = np.asarray(values)
+        if a.ndim != 1 or a.dtype.kind not in "biuf":
+            return None
+        if item == ValueType.BOOL:
+            a = a.astype(bool)
+        elif item not in (ValueType.FLOAT32, ValueType.FLOAT64):
+            if a.dtype.kind == "f":
+                return None
+            info = np.iinfo(np.dtype(_ARRAY_DTYPES[item]))
+            if a.size and (a.min() < info.min or a.max() > info.max):
+                raise OverflowError(f"GGUF {item.name} array item out of range")
+        body = a.astype(_ARRAY_DTYPES[item]).tobytes()
+    else:
+        return None
+    return struct.pack("<IQ", int(item), len(values)) + body
+
+
+def _fast_writer(path: Any, arch: str) -> Any:
+    """gguf-py's GGUFWriter with flat metadata arrays packed in bulk (same bytes)."""
+    from gguf import GGUFEndian, GGUFWriter
+
+    class _Writer(GGUFWriter):
+        def _pack_val(self, val: Any, vtype: Any, add_vtype: bool, sub_type: Any = None) -> bytes:
+            if (vtype == ValueType.ARRAY and sub_type is not None and len(val) > 16
+                    and self.endianess == GGUFEndian.LITTLE):
+                packed = _pack_array(val, ValueType(int(sub_type)))
+                if packed is not None:
+                    return (struct.pack("<I", int(vtype)) if add_vtype else b"") + packed
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+    return _Writer(path=path, arch=arch)
+
+
 def _workers() -> int:
     """Tensors produced at once: ``MLXQUANT_THREADS`` if set, else the CPU count."""
     env = os.environ.get("MLXQUANT_THREADS", "")
@@ -199,11 +250,6 @@ class _Pipeline:
             self._in_flight += need
             self._next += 1
 
-    def start(self) -> "_Pipeline":
-        """Begin producing the first tensors (call before writing the header, which then overlaps)."""
-        self._fill()
-        return self
-
     def get(self, i: int) -> np.ndarray:
         """The data of tensor ``i`` (tensors must be asked for in order)."""
         if self._pool is None:
@@ -234,7 +280,7 @@ def write_gguf(
     *,
     force: bool = False,
     progress: Callable[[TensorSpec], None] | None = None,
-    workers: int | None = None,
+    workers: int | None = 1,
 ) -> Path:
     """Write a GGUF file, streaming tensor data.
 
@@ -249,9 +295,10 @@ def write_gguf(
         force: replace an existing ``out``.
         progress: called after each tensor is written.
         workers: with a callable ``data``, how many tensors may be produced at once on threads
-            (default: ``MLXQUANT_THREADS`` or the CPU count; 1 = one after the other). Results
-            are written in order; tensors in flight never exceed the largest one's float32 size
-            in total (one tensor is always allowed), so peak memory still follows the largest.
+            (default 1: one after the other, each asked for once the previous one is written;
+            None: ``MLXQUANT_THREADS`` or the CPU count). With more than one, results are still
+            written in order, and the tensors in flight never exceed the largest one's float32
+            size in total (one tensor is always allowed), so peak memory follows the largest.
 
     Returns:
         ``out`` as a Path.
@@ -260,8 +307,6 @@ def write_gguf(
         OutputExistsError, QuantInputError (a shape the type cannot take), FormatError (data of
         the wrong size), OSError (e.g. disk full); no partial file is left at ``out``.
     """
-    from gguf import GGUFWriter
-
     out = Path(out)
     arch = metadata.get("general.architecture")
     if not isinstance(arch, str) or not arch:
@@ -281,7 +326,7 @@ def write_gguf(
         if producer is not None else None
 
     with atomic_file(out, force=force) as tmp:
-        w = GGUFWriter(path=None, arch=arch)
+        w = _fast_writer(None, arch)
         alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
         w.data_alignment = int(alignment)
         for key, value, vt in metadata.items():
@@ -295,8 +340,6 @@ def write_gguf(
             w.add_tensor_info(spec.name, tuple(int(d) for d in spec.shape), np.dtype(np.float32),
                               spec.nbytes, raw_dtype=spec.qtype.id)
         try:
-            if pipe is not None:
-                pipe.start()  # the first tensors are produced while the header is written
             w.write_header_to_file(path=tmp)
             w.write_kv_data_to_file()
             w.write_ti_data_to_file()

@@ -83,7 +83,7 @@ class MlxModel:
         import mlx.core as mx
 
         toks = mx.array(np.asarray(tokens, dtype=np.int32).reshape(1, -1))
-        out = self.model(toks, cache=cache if cache is not None else self.new_cache())
+        out = self.model(toks) if cache is None else self.model(toks, cache=cache)
         out = out[0, logits_from:].astype(mx.float32)
         mx.eval(out)
         return np.array(out)

@@ -55,6 +55,17 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
+def _mask(p0: int, T: int, window: int | None) -> np.ndarray:
+    """Additive attention mask ``(T, p0 + T)``: 0 where query ``p0 + t`` may see key ``j`` (causal,
+    and ``p0 + t - j < window`` for a sliding window), -inf elsewhere."""
+    qpos = np.arange(p0, p0 + T)[:, None]
+    kpos = np.arange(p0 + T)[None, :]
+    hidden = kpos > qpos
+    if window is not None:
+        hidden |= (qpos - kpos) >= window
+    return np.where(hidden, np.float32(-np.inf), np.float32(0.0))
+
+
 class KVCache:
     """Per-layer keys and values, float32 ``(kv_heads, capacity, head_dim)``, grown by doubling.
 
@@ -192,12 +203,7 @@ class NumpyModel:
         if s.attn_softcap:
             cap = np.float32(s.attn_softcap)
             scores = np.tanh(scores / cap) * cap
-        qpos = np.arange(p0, S)[:, None]
-        kpos = np.arange(S)[None, :]
-        masked = kpos > qpos
-        if s.window[i] is not None:
-            masked |= (qpos - kpos) >= s.window[i]
-        scores[..., masked] = -np.inf
+        scores += _mask(p0, T, s.window[i])
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
         scores /= scores.sum(axis=-1, keepdims=True)

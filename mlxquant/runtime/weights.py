@@ -1,8 +1,8 @@
 """Weights for the runtime: any model mlxquant reads, as float32 tensors in Hugging Face layout.
 
 :func:`open_weights` opens a GGUF file (any tensor type, decoded by mlxquant's codecs), a Hugging
-Face folder, or an MLX folder (when :mod:`mlxquant.formats.mlx_folder` is available) and returns a
-:class:`Weights`: a config.json-style dict plus ``get(hf_name)``. GGUF tensors are mapped back to
+Face folder, or an MLX folder (:mod:`mlxquant.formats.mlx_folder`, quantized linears dequantized)
+and returns a :class:`Weights`: a config.json-style dict plus ``get(hf_name)``. GGUF tensors are mapped back to
 HF names and layout by the architecture module (Q/K un-permuted, gemma norms minus one), so one
 forward pass serves every source.
 
@@ -96,6 +96,10 @@ class Weights:
         except KeyError:
             raise FormatError(f"{self.path}: no tensor {name!r}") from None
         arr = np.ascontiguousarray(load(), dtype=np.float32)
+        if not arr.flags.owndata:
+            # e.g. an F32 tensor viewed straight from the memory-mapped file: BLAS on file-backed
+            # pages was ~8x slower here (and the pages can be evicted), so own a copy
+            arr = arr.copy()
         if self._cached_bytes + arr.nbytes <= self.budget:
             self._cache[name] = arr
             self._cached_bytes += arr.nbytes
@@ -152,33 +156,32 @@ def _hf(path: Path, budget: int | None) -> Weights:
 
 
 def _mlx(path: Path, budget: int | None) -> Weights:
-    """An MLX folder through the colleague's reader, when it exists (quantized linears are
-    dequantized by it to float32)."""
-    try:
-        from ..formats import mlx_folder  # type: ignore[attr-defined]
-    except ImportError:
-        raise FormatError(f"{path}: MLX quantized folders need mlxquant.formats.mlx_folder, "
-                          "which this installation lacks") from None
-    reader = getattr(mlx_folder, "MLXModel", None)
-    if reader is None:
-        raise FormatError(f"{path}: mlxquant.formats.mlx_folder has no MLXModel reader")
-    m = reader(path)
+    """An MLX (quantized) folder: quantized linears are dequantized to float32 by
+    :func:`mlxquant.quant.transcode.dequantize_mlx`."""
+    from ..formats.mlx_folder import MLXModel
+    from ..quant.transcode import dequantize_mlx
+
+    m = MLXModel(path)
     arch = get_architecture(m.config)
-    loaders = {arch.normalize_hf_name(n): (lambda n=n: m.tensor(n), int(np.prod(m.shape(n))))
-               for n in m.tensor_names}
+    mods = m.quantized_modules
+    loaders: dict[str, tuple[Callable[[], np.ndarray], int]] = {}
+    stored = 0
+    for name in m.tensor_names:
+        info = m.info(name)
+        stored += info.end - info.start
+        module, _, suffix = name.rpartition(".")
+        if module in mods and suffix in ("scales", "biases"):
+            continue
+        hf_name = arch.normalize_hf_name(name)
+        if arch.skips_hf_tensor(hf_name):
+            continue
+        if module in mods and suffix == "weight":
+            rows = int(np.prod(info.shape[:-1], dtype=np.int64))
+            loaders[hf_name] = (lambda mod=module: dequantize_mlx(m.quantized(mod)), rows * mods[module]["cols"])
+        else:
+            loaders[hf_name] = (lambda n=name: m.tensor(n), int(np.prod(info.shape, dtype=np.int64)))
     file_bytes = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    return Weights(path, "mlx", dict(m.config), arch, loaders, {}, file_bytes, file_bytes, budget)
-
-
-def is_mlx_folder(path: Path) -> bool:
-    """A folder whose config.json has a ``quantization`` block (mlx-lm's quantized layout)."""
-    import json
-
-    try:
-        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(cfg, dict) and isinstance(cfg.get("quantization"), dict)
+    return Weights(path, "mlx", dict(m.config), arch, loaders, {}, file_bytes, stored, budget)
 
 
 def open_weights(path: str | os.PathLike, budget: int | None = None) -> Weights:
@@ -193,6 +196,7 @@ def open_weights(path: str | os.PathLike, budget: int | None = None) -> Weights:
         FileNotFoundError, FormatError, UnsupportedArchitectureError.
     """
     from ..formats.inspect import detect_format
+    from ..formats.mlx_folder import is_mlx_folder
 
     p = Path(path)
     fmt = detect_format(p)

@@ -1,0 +1,84 @@
+"""``mlxquant bench``: prompt tokens/s, generation tokens/s and peak memory of a model.
+
+The prompt is ``prompt_tokens`` token ids of real text when a tokenizer is present (a public-domain
+sentence repeated), else a fixed pseudo-random sequence. One warm-up pass decodes the weights first
+(and is timed separately as ``load_seconds``) so that the figures measure the forward pass, as
+llama.cpp's llama-bench does after loading. Peak memory is this process's peak resident set size.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..runtime.backend import load_model
+from ..runtime.generate import generate_tokens
+
+# Public domain (Lincoln, 1863).
+TEXT = ("Four score and seven years ago our fathers brought forth on this continent, a new nation, "
+        "conceived in Liberty, and dedicated to the proposition that all men are created equal. ")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process, bytes."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r if sys.platform == "darwin" else r * 1024)
+
+
+@dataclass
+class BenchReport:
+    model: str
+    backend: str
+    prompt_tokens: int
+    generated_tokens: int
+    load_seconds: float
+    prompt_tps: float
+    generation_tps: float
+    peak_rss_bytes: int
+    file_bytes: int
+    bits_per_weight: float
+    threads: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prompt_ids(model: Any, n: int) -> list[int]:
+    """``n`` prompt token ids (see module docstring)."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None:
+        ids = tok.encode(TEXT * (n // 8 + 2), add_special=False)
+        if len(ids) >= n:
+            return ids[:n]
+    return [int(x) for x in np.random.default_rng(0).integers(0, model.spec.vocab, n)]
+
+
+def bench(path: str | os.PathLike, prompt_tokens: int = 256, gen_tokens: int = 32,
+          backend: str = "auto", repeats: int = 1) -> BenchReport:
+    """Measure ``path`` (any model the runtime reads) on ``backend``.
+
+    Args:
+        prompt_tokens: prompt length for the prefill figure (default 256).
+        gen_tokens: tokens generated greedily after it (default 32; EOS does not stop it).
+        repeats: best of this many runs (default 1).
+    """
+    t0 = time.perf_counter()
+    model = load_model(path, backend=backend)
+    model.forward([0, 1])  # warm-up: decodes the weights (kept within the memory budget)
+    load = time.perf_counter() - t0
+    ids = prompt_ids(model, prompt_tokens)
+    best_p, best_g, n_gen = 0.0, 0.0, 0
+    for _ in range(max(1, repeats)):
+        g = generate_tokens(model, ids, max_tokens=gen_tokens, stop_at_eos=False)
+        best_p, best_g = max(best_p, g.prompt_tps), max(best_g, g.generation_tps)
+        n_gen = len(g.tokens)
+    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+    return BenchReport(str(path), model.backend, len(ids), n_gen, round(load, 3), round(best_p, 2),
+                       round(best_g, 2), peak_rss_bytes(), model.weights.file_bytes,
+                       round(model.weights.bits_per_weight, 4), threads)

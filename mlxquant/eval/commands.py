@@ -1,0 +1,184 @@
+"""The ``generate``, ``eval``, ``sweep`` and ``bench`` commands: thin click wrappers over
+:mod:`mlxquant.runtime` and :mod:`mlxquant.eval`, registered on the ``mlxquant`` group by
+:mod:`mlxquant.cli` (which owns error handling: one line on stderr, exit status 1)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+BACKEND = click.Choice(["auto", "numpy", "mlx"], case_sensitive=False)
+
+
+class _Bar:
+    """A click progress bar on stderr, created at the first ``progress(done, total, label)``."""
+
+    def __init__(self, label: str):
+        self.label, self.bar, self.done = label, None, 0
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr,
+                                         show_pos=True, item_show_func=lambda s: s)
+            self.bar.__enter__()
+        self.bar.update(done - self.done, what)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
+
+
+def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
+    return "—" if v is None else format(v * scale, spec)
+
+
+def add_commands(main: click.Group, errors: Callable, human: Callable[[float], str]) -> None:
+    """Register the commands on ``main`` with the CLI's ``errors`` decorator and size formatter."""
+
+    @main.command("generate")
+    @click.argument("model", type=click.Path())
+    @click.option("-p", "--prompt", required=True, help="Prompt text (no chat template applied).")
+    @click.option("--max-tokens", default=64, show_default=True, help="Tokens to generate.")
+    @click.option("--temperature", default=0.0, show_default=True, help="0 = greedy.")
+    @click.option("--top-p", default=1.0, show_default=True, help="Nucleus sampling mass.")
+    @click.option("--seed", type=int, default=None, help="Sampling seed.")
+    @click.option("--backend", type=BACKEND, default="auto", show_default=True,
+                  help="auto = NumPy when MLX's device is the CPU.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @errors
+    def generate_cmd(model: str, prompt: str, max_tokens: int, temperature: float, top_p: float,
+                     seed: int | None, backend: str, as_json: bool) -> None:
+        """Generate text from MODEL (GGUF file, HF or MLX folder) after PROMPT."""
+        from ..runtime import generate, load_model
+
+        m = load_model(model, backend=backend)
+        stream = None if as_json else (lambda s: click.echo(s, nl=False))
+        g = generate(m, prompt, max_tokens, temperature, top_p, seed, on_text=stream)
+        stats = {"backend": m.backend, "prompt_tokens": len(g.prompt_tokens),
+                 "generated_tokens": len(g.tokens), "prompt_tps": round(g.prompt_tps, 2),
+                 "generation_tps": round(g.generation_tps, 2), "stopped_by": g.stopped_by}
+        if as_json:
+            click.echo(json.dumps({"text": g.text, "tokens": g.tokens, **stats}, indent=2))
+            return
+        click.echo()
+        click.echo(f"[{stats['backend']}: {stats['prompt_tokens']} prompt tokens at "
+                   f"{stats['prompt_tps']:.1f} tok/s, {stats['generated_tokens']} generated at "
+                   f"{stats['generation_tps']:.1f} tok/s, stopped by {g.stopped_by}]", err=True)
+
+    @main.command("eval")
+    @click.argument("model", type=click.Path())
+    @click.option("--reference", type=click.Path(), default=None,
+                  help="Base model to compare with (same vocabulary): adds KLD, top-token, Δp.")
+    @click.option("--text", "text_file", type=click.Path(), required=True, help="UTF-8 text file.")
+    @click.option("--ctx", default=512, show_default=True, help="Window length in tokens.")
+    @click.option("--chunks", type=int, default=None, help="At most this many windows.")
+    @click.option("--backend", type=click.Choice(["numpy", "mlx", "llama.cpp"], case_sensitive=False),
+                  default="numpy", show_default=True, help="llama.cpp: what llama.cpp users see.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @errors
+    def eval_cmd(model: str, reference: str | None, text_file: str, ctx: int, chunks: int | None,
+                 backend: str, as_json: bool) -> None:
+        """Perplexity of MODEL over a text and, with --reference, llama-perplexity's KL-divergence
+        statistics (windows of --ctx tokens, second half of each scored)."""
+        from .evaluate import evaluate
+
+        bar = _Bar("evaluating")
+        try:
+            r = evaluate(model, _read_text(text_file), reference, ctx, chunks, backend.lower(), bar)
+        finally:
+            bar.close()
+        if as_json:
+            click.echo(json.dumps(r.as_dict(), indent=2))
+            return
+        m = r.metrics
+        rows = [("model", r.model), ("backend", r.backend),
+                ("size", f"{human(r.file_bytes)}, {r.bits_per_weight:.2f} bits/weight"),
+                ("windows", f"{r.chunks} x {r.ctx} tokens, {r.scored_tokens} scored"),
+                ("PPL", f"{_fmt(m.ppl, '.4f')} ± {_fmt(m.ppl_uncertainty, '.4f')}")]
+        if r.reference:
+            rows += [("reference", r.reference),
+                     ("PPL(base)", f"{_fmt(m.ppl_base, '.4f')} ± {_fmt(m.ppl_base_uncertainty, '.4f')}"),
+                     ("ln(PPL/PPL(base))", _fmt(m.ln_ppl_ratio, '.6f')),
+                     ("mean KLD", f"{_fmt(m.kld_mean, '.6f')} ± {_fmt(m.kld_uncertainty, '.6f')}"),
+                     ("median KLD", _fmt(m.kld_median, '.6f')),
+                     ("90% / 99% / 99.9% KLD", f"{_fmt(m.kld_p90, '.6f')} / {_fmt(m.kld_p99, '.6f')} / "
+                                               f"{_fmt(m.kld_p999, '.6f')}"),
+                     ("max KLD", _fmt(m.kld_max, '.6f')),
+                     ("same top token", f"{_fmt(m.same_top, '.3f', 100)} ± {_fmt(m.same_top_uncertainty, '.3f', 100)} %"),
+                     ("mean Δp", f"{_fmt(m.p_diff_mean, '.3f', 100)} ± {_fmt(m.p_diff_uncertainty, '.3f', 100)} %"),
+                     ("RMS Δp / max |Δp|", f"{_fmt(m.p_diff_rms, '.3f', 100)} / {_fmt(m.p_diff_max, '.3f', 100)} %")]
+        width = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            click.echo(f"{k:<{width}}  {v}")
+
+    @main.command("sweep")
+    @click.argument("base", type=click.Path())
+    @click.option("--text", "text_file", type=click.Path(), required=True, help="UTF-8 text file.")
+    @click.option("--types", default="Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q3_K_M,Q2_K,mlx4,mlx8",
+                  show_default=True, help="Comma-separated presets/types, mlx4, mlx8 (mlxNgG).")
+    @click.option("-o", "--out", "out_dir", type=click.Path(), default="sweep", show_default=True,
+                  help="Folder for the variants, sweep.md, sweep.json, sweep.png.")
+    @click.option("--ctx", default=512, show_default=True, help="Window length in tokens.")
+    @click.option("--chunks", type=int, default=8, show_default=True, help="At most this many windows.")
+    @click.option("--memory", default=None, help="Recommend the best variant fitting this (e.g. 8GB).")
+    @click.option("--memory-context", default=4096, show_default=True,
+                  help="Context (tokens) of float16 KV cache counted in --memory.")
+    @click.option("--force", is_flag=True, help="Re-convert variants that already exist.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @errors
+    def sweep_cmd(base: str, text_file: str, types: str, out_dir: str, ctx: int, chunks: int,
+                  memory: str | None, memory_context: int, force: bool, as_json: bool) -> None:
+        """Convert BASE to each type, measure each against BASE, write a table, JSON and a plot."""
+        from .sweep import parse_size, sweep
+
+        names = [t.strip() for t in types.split(",") if t.strip()]
+        mem = parse_size(memory) if memory else None
+        bar = _Bar("sweeping")
+        try:
+            r = sweep(base, _read_text(text_file), out_dir, names, ctx, chunks, mem, memory_context,
+                      force, bar)
+        finally:
+            bar.close()
+        if as_json:
+            click.echo(json.dumps(r.as_dict(), indent=2))
+            return
+        click.echo((Path(out_dir) / "sweep.md").read_text(encoding="utf-8"), nl=False)
+        click.echo(f"\nwrote {Path(out_dir) / 'sweep.md'}, sweep.json"
+                   + (", sweep.png" if (Path(out_dir) / "sweep.png").is_file() else ""), err=True)
+
+    @main.command("bench")
+    @click.argument("model", type=click.Path())
+    @click.option("--prompt-tokens", default=256, show_default=True)
+    @click.option("--gen-tokens", default=32, show_default=True)
+    @click.option("--repeats", default=1, show_default=True, help="Best of N runs.")
+    @click.option("--backend", type=BACKEND, default="auto", show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @errors
+    def bench_cmd(model: str, prompt_tokens: int, gen_tokens: int, repeats: int, backend: str,
+                  as_json: bool) -> None:
+        """Prompt tokens/s, generation tokens/s and peak memory of MODEL."""
+        from .bench import bench
+
+        r = bench(model, prompt_tokens, gen_tokens, backend, repeats)
+        if as_json:
+            click.echo(json.dumps(r.as_dict(), indent=2))
+            return
+        for k, v in (("model", r.model), ("backend", r.backend),
+                     ("size", f"{human(r.file_bytes)}, {r.bits_per_weight:.2f} bits/weight"),
+                     ("load + decode weights", f"{r.load_seconds:.2f} s"),
+                     ("prompt", f"{r.prompt_tokens} tokens at {r.prompt_tps:.1f} tok/s"),
+                     ("generation", f"{r.generated_tokens} tokens at {r.generation_tps:.1f} tok/s"),
+                     ("peak memory", human(r.peak_rss_bytes))):
+            click.echo(f"{k:<22} {v}")

@@ -1,0 +1,227 @@
+"""``mlxquant sweep``: convert a base model to several quantization levels, measure each against the
+base, and write a markdown table, JSON and a plot (mean KLD vs bits per weight).
+
+Variants: llama.cpp presets / GGML types (``Q4_K_M``, ``Q8_0``, ...) through
+:func:`mlxquant.convert.convert` to GGUF; ``mlx4`` / ``mlx8`` (``mlxN[gG]``, default group 64)
+through its MLX conversion (``to="mlx"``). The base is run once per window and its logits reused
+for every variant. ``memory`` recommends the variant with the lowest mean KLD whose weights plus
+KV cache (float16, llama.cpp's default, for ``memory_context`` tokens) fit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import MlxquantError
+from .evaluate import (EvalError, check_same_vocabulary, open_for_eval, reference_logits, score,
+                       window_tokens)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K", "mlx4", "mlx8")
+_MLX = re.compile(r"^mlx(\d)(?:g(\d+))?$", re.IGNORECASE)
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class SweepRow:
+    """One variant's figures (``error`` set and figures None when it was skipped)."""
+
+    name: str
+    path: str | None = None
+    file_bytes: int | None = None
+    bits_per_weight: float | None = None
+    ppl: float | None = None
+    kld_mean: float | None = None
+    kld_uncertainty: float | None = None
+    kld_median: float | None = None
+    kld_p99: float | None = None
+    kld_max: float | None = None
+    same_top: float | None = None
+    p_diff_mean: float | None = None
+    convert_seconds: float | None = None
+    eval_seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class SweepReport:
+    base: str
+    base_ppl: float
+    base_bits_per_weight: float
+    ctx: int
+    chunks: int
+    scored_tokens: int
+    kv_bytes_per_token: int  # float16 KV cache, all layers
+    rows: list[SweepRow] = field(default_factory=list)
+    recommendation: dict[str, Any] | None = None
+    monotonic: bool | None = None  # KLD falls as bits per weight rise (measured rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_size(text: str) -> int:
+    """``"8GB"``, ``"512MiB"``, ``"1.5G"``, ``"123456"`` -> bytes (K/M/G/T powers of 1024)."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"cannot read memory size {text!r} (e.g. 8GB, 512MiB)")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper()))
+
+
+def _convert(base: Path, name: str, out_dir: Path, force: bool) -> tuple[Path, float]:
+    from ..convert import convert
+
+    t0 = time.perf_counter()
+    m = _MLX.match(name)
+    if m:
+        out = out_dir / f"{base.stem}-{name.lower()}"
+        if not (out.exists() and not force):
+            convert(base, out, to="mlx", q_bits=int(m.group(1)),
+                    q_group_size=int(m.group(2) or 64), force=True)
+    else:
+        out = out_dir / f"{base.stem}-{name.upper()}.gguf"
+        if not (out.exists() and not force):
+            convert(base, out, to="gguf", outtype=name.upper(), force=True)
+    return out, time.perf_counter() - t0
+
+
+def is_monotonic(rows: list[SweepRow]) -> bool | None:
+    """True when mean KLD never rises as bits per weight rise (ties in bpw ignored)."""
+    pts = sorted((r.bits_per_weight, r.kld_mean) for r in rows
+                 if r.kld_mean is not None and r.bits_per_weight is not None)
+    if len(pts) < 2:
+        return None
+    return all(b[1] <= a[1] for a, b in zip(pts, pts[1:]) if b[0] > a[0])
+
+
+def recommend(rows: list[SweepRow], memory: int, context: int, kv_per_token: int) -> dict[str, Any]:
+    """The lowest-KLD variant whose file + KV cache for ``context`` tokens fits ``memory`` bytes."""
+    kv = kv_per_token * context
+    fits = [r for r in rows if r.kld_mean is not None and r.file_bytes is not None
+            and r.file_bytes + kv <= memory]
+    best = min(fits, key=lambda r: r.kld_mean) if fits else None  # type: ignore[arg-type, return-value]
+    return {"memory_bytes": memory, "context": context, "kv_cache_bytes": kv,
+            "variant": best.name if best else None,
+            "total_bytes": (best.file_bytes + kv) if best else None,  # type: ignore[operator]
+            "reason": (f"lowest mean KLD among {len(fits)} variant(s) that fit" if best
+                       else "no variant fits: weights + KV cache exceed the memory")}
+
+
+def sweep(base: str | os.PathLike, text: str, out_dir: str | os.PathLike,
+          types: tuple[str, ...] | list[str] = DEFAULT_TYPES, ctx: int = 512, chunks: int | None = 8,
+          memory: int | None = None, memory_context: int = 4096, force: bool = False,
+          progress: Progress | None = None, plot: bool = True) -> SweepReport:
+    """Convert ``base`` to each of ``types``, evaluate each against it, write
+    ``sweep.md``, ``sweep.json`` and ``sweep.png`` (when matplotlib is installed) into ``out_dir``.
+
+    Args:
+        base: the float model (HF folder or GGUF).
+        text: evaluation text.
+        out_dir: folder for the variants and the reports (created; existing variants are reused
+            unless ``force``).
+        types: presets / GGML types and ``mlx4``, ``mlx8`` (``mlxN[gG]``).
+        ctx, chunks: evaluation windows (default 512 tokens, at most 8 windows).
+        memory: recommend the best variant fitting this many bytes (with ``memory_context``
+            tokens of float16 KV cache, default 4096).
+        progress: ``progress(done, total, label)`` over conversions and windows.
+
+    Raises:
+        EvalError, FormatError, UnsupportedArchitectureError, TokenizerError, FileNotFoundError.
+        A variant that fails to convert or evaluate is reported in its row, not raised.
+    """
+    base_p, out = Path(base), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ref = open_for_eval(base_p, "numpy", ctx)
+    if ref.tokenizer is None:
+        raise EvalError(f"{base_p}: no tokenizer")
+    windows, _ = window_tokens(text, ref.tokenizer, ctx, chunks)
+    first = ctx // 2
+    total = len(windows) * (len(types) + 1) + len(types)
+    done = [0]
+
+    def tick(label: str) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total, label)
+
+    ref_logits = reference_logits(ref, windows, first, lambda d, n, lbl: tick(f"base {lbl}"))
+    base_metrics = score(ref, windows, first, ref_logits)
+    spec = ref.runner.spec
+    report = SweepReport(str(base_p), float(base_metrics.ppl or 0), round(ref.bits_per_weight, 4), ctx,
+                         len(windows), base_metrics.count, spec.kv_bytes_per_token() // 2)
+    for name in types:
+        row = SweepRow(name)
+        start = done[0]
+        try:
+            path, secs = _convert(base_p, name, out, force)
+            tick(f"{name}: converted")
+            row.path, row.convert_seconds = str(path), round(secs, 2)
+            t0 = time.perf_counter()
+            m = open_for_eval(path, "numpy", ctx)
+            check_same_vocabulary(m, ref)
+            met = score(m, windows, first, ref_logits, lambda d, n, lbl: tick(f"{name}: {lbl}"))
+            row.eval_seconds = round(time.perf_counter() - t0, 2)
+            row.file_bytes, row.bits_per_weight = m.file_bytes, round(m.bits_per_weight, 4)
+            row.ppl, row.kld_mean, row.kld_uncertainty = met.ppl, met.kld_mean, met.kld_uncertainty
+            row.kld_median, row.kld_p99, row.kld_max = met.kld_median, met.kld_p99, met.kld_max
+            row.same_top, row.p_diff_mean = met.same_top, met.p_diff_mean
+            del m
+        except (MlxquantError, ValueError, OSError, ImportError) as e:
+            row.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.warning("sweep: %s skipped: %s", name, row.error)
+            done[0] = start + len(windows)  # skip this variant's remaining steps
+            tick(f"{name}: skipped")
+        report.rows.append(row)
+    report.monotonic = is_monotonic(report.rows)
+    if memory is not None:
+        report.recommendation = recommend(report.rows, memory, memory_context, report.kv_bytes_per_token)
+    (out / "sweep.json").write_text(json.dumps(report.as_dict(), indent=2), encoding="utf-8")
+    (out / "sweep.md").write_text(markdown_table(report), encoding="utf-8")
+    if plot:
+        from .plot import plot_sweep
+
+        try:
+            plot_sweep(report, out / "sweep.png")
+        except ImportError:
+            log.warning("matplotlib is not installed (pip install mlxquant[plot]): no sweep.png")
+    return report
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def markdown_table(r: SweepReport) -> str:
+    """The sweep as a markdown table, rows by decreasing bits per weight."""
+    lines = [f"Base: `{r.base}` ({r.base_bits_per_weight:.2f} bpw), PPL {r.base_ppl:.4f}; "
+             f"{r.chunks} windows of {r.ctx} tokens, {r.scored_tokens} scored.", "",
+             "| variant | bpw | size MiB | PPL | mean KLD | ± | median KLD | 99% KLD | max KLD | same top % | mean Δp % |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = sorted(r.rows, key=lambda x: -(x.bits_per_weight or -1))
+    for x in rows:
+        if x.error:
+            lines.append(f"| {x.name} | skipped: {x.error} |||||||||| ")
+            continue
+        lines.append(
+            f"| {x.name} | {_f(x.bits_per_weight, '.2f')} | {_f((x.file_bytes or 0) / 2**20, '.1f')} | "
+            f"{_f(x.ppl, '.4f')} | {_f(x.kld_mean, '.6f')} | {_f(x.kld_uncertainty, '.6f')} | "
+            f"{_f(x.kld_median, '.6f')} | {_f(x.kld_p99, '.5f')} | {_f(x.kld_max, '.4f')} | "
+            f"{_f(None if x.same_top is None else 100 * x.same_top, '.2f')} | "
+            f"{_f(None if x.p_diff_mean is None else 100 * x.p_diff_mean, '.3f')} |")
+    if r.monotonic is not None:
+        lines += ["", f"Mean KLD falls monotonically as bits per weight rise: {'yes' if r.monotonic else 'no'}."]
+    if r.recommendation:
+        rec = r.recommendation
+        lines += ["", f"Memory {rec['memory_bytes'] / 2**30:.2f} GiB with {rec['context']} tokens of "
+                      f"KV cache ({rec['kv_cache_bytes'] / 2**20:.1f} MiB): "
+                      + (f"**{rec['variant']}** ({rec['reason']})." if rec["variant"] else rec["reason"] + ".")]
+    return "\n".join(lines) + "\n"

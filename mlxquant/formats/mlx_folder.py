@@ -1,0 +1,379 @@
+"""MLX model folders, as mlx-lm and mlx-swift-lm load them: reading and writing, nothing else.
+
+Layout::
+
+    config.json                     the model's config + "quantization" (and the same block again
+                                    as "quantization_config"): {"group_size", "bits", "mode",
+                                    "<module path>": {group_size, bits, mode} | false, ...}
+    model.safetensors.index.json    {"metadata": {"total_size"}, "weight_map": {tensor: shard}}
+    model[-0000i-of-0000n].safetensors
+                                    Hugging Face tensor names; a quantized module ``p`` holds
+                                    ``p.weight`` (uint32 packed codes), ``p.scales`` and, for the
+                                    affine mode, ``p.biases`` (model dtype, or float32)
+    tokenizer.json, tokenizer_config.json, special_tokens_map.json, chat_template.jinja, ...
+    mlxquant.json                   provenance (mlxquant outputs only)
+
+Reading checks every shard header against its file, the index against the shards, and each
+quantized module's tensor shapes against its config entry, so a folder that mlx-lm would load
+wrongly (or crash on) is refused with one line naming the file and the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import FormatError
+from .atomic import atomic_dir
+from .hf import INDEX_FILE, MAX_HEADER_BYTES, TOKENIZER_FILES, bf16_to_f32, read_json
+
+log = logging.getLogger(__name__)
+
+# safetensors dtype -> (NumPy dtype, bytes); BF16 is kept as its uint16 bit patterns
+DTYPES: dict[str, tuple[Any, int]] = {
+    "F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (np.uint16, 2), "F64": (np.float64, 8),
+    "U32": (np.uint32, 4), "I32": (np.int32, 4), "U8": (np.uint8, 1), "I8": (np.int8, 1),
+    "I64": (np.int64, 8), "U16": (np.uint16, 2), "I16": (np.int16, 2), "BOOL": (np.bool_, 1),
+}
+FLOAT_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+DEFAULT_SHARD_BYTES = 5 << 30
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor in a shard: safetensors dtype, NumPy shape, file and absolute byte range."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: Path
+    start: int
+    end: int
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse and check one safetensors header (offsets inside the file, sizes match shapes)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise FormatError(f"{path}: truncated safetensors file ({size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise FormatError(f"{path}: safetensors header of {n} bytes does not fit the file ({size} bytes)")
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        raise FormatError(f"{path}: missing safetensors shard") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        if isinstance(e, FormatError):
+            raise
+        raise FormatError(f"{path}: corrupt safetensors header: {e}") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"{path}: corrupt safetensors header (not a JSON object)")
+    out: dict[str, TensorInfo] = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (b, end) = e["dtype"], tuple(int(d) for d in e["shape"]), e["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(f"{path}: corrupt safetensors entry for {name!r}") from None
+        if dtype not in DTYPES:
+            raise FormatError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
+        count = int(np.prod(shape, dtype=np.int64))
+        if any(d < 0 for d in shape) or not (0 <= b <= end and 8 + n + end <= size
+                                              and end - b == count * DTYPES[dtype][1]):
+            raise FormatError(f"{path}: tensor {name!r} ({dtype}, {list(shape)}) has bad data offsets")
+        out[name] = TensorInfo(name, dtype, shape, path, 8 + n + b, 8 + n + end)
+    return out
+
+
+def is_mlx_folder(path: str | os.PathLike) -> bool:
+    """A folder whose config.json has a ``quantization`` block, or whose weights hold ``.scales``
+    tensors (an unquantized MLX folder is an ordinary Hugging Face folder)."""
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        return False
+    try:
+        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("quantization"), dict)
+
+
+class MLXModel:
+    """An MLX model folder opened for reading.
+
+    Attributes:
+        path: the folder.
+        config: config.json (with its ``quantization`` block).
+        quantization: the block (``{}`` for an unquantized folder).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FormatError(f"{self.path}: not an MLX model folder")
+        self.config: dict = read_json(self.path / "config.json", "config.json")
+        if not isinstance(self.config, dict):
+            raise FormatError(f"{self.path / 'config.json'}: not a JSON object")
+        q = self.config.get("quantization", self.config.get("quantization_config")) or {}
+        if not isinstance(q, dict):
+            raise FormatError(f"{self.path / 'config.json'}: quantization is not an object")
+        self.quantization: dict = q
+        self._tensors = self._index()
+        self._modules = self._check_modules()
+
+    def _index(self) -> dict[str, TensorInfo]:
+        index = self.path / INDEX_FILE
+        tensors: dict[str, TensorInfo] = {}
+        if index.is_file():
+            wm = read_json(index, "safetensors index").get("weight_map")
+            if not isinstance(wm, dict) or not wm:
+                raise FormatError(f"{index}: no weight_map")
+            for shard in sorted(set(wm.values())):
+                if not isinstance(shard, str) or "/" in shard or not (self.path / shard).is_file():
+                    raise FormatError(f"{self.path / str(shard)}: missing safetensors shard (listed in {INDEX_FILE})")
+            for shard in sorted(set(wm.values())):
+                found = read_header(self.path / shard)
+                for name, file in wm.items():
+                    if file == shard and name not in found:
+                        raise FormatError(f"{self.path / shard}: tensor {name!r} listed in {INDEX_FILE} is missing")
+                tensors.update({k: v for k, v in found.items() if wm.get(k) == shard})
+        else:
+            shards = sorted(self.path.glob("model*.safetensors"))
+            if not shards:
+                raise FormatError(f"{self.path}: no model*.safetensors weights")
+            for shard in shards:
+                for name, t in read_header(shard).items():
+                    if name in tensors:
+                        raise FormatError(f"{shard}: tensor {name!r} also in {tensors[name].file.name}")
+                    tensors[name] = t
+        return tensors
+
+    def module_params(self, module: str) -> dict | None:
+        """The quantization parameters of ``module`` as config.json gives them (per-module
+        entry, else the defaults), or None when it is not quantized."""
+        q = self.quantization
+        entry = q.get(module)
+        if entry is False or f"{module}.scales" not in self._tensors:
+            return None
+        if isinstance(entry, dict):
+            return {"group_size": int(entry.get("group_size", q.get("group_size", 64))),
+                    "bits": int(entry.get("bits", q.get("bits", 4))),
+                    "mode": str(entry.get("mode", q.get("mode", "affine")))}
+        return {"group_size": int(q.get("group_size", 64)), "bits": int(q.get("bits", 4)),
+                "mode": str(q.get("mode", "affine"))}
+
+    def _check_modules(self) -> dict[str, dict]:
+        """Every ``p.scales`` needs ``p.weight``, and shapes must agree with the config."""
+        mods: dict[str, dict] = {}
+        cfg_file = self.path / "config.json"
+        for name in self._tensors:
+            if not name.endswith(".scales"):
+                continue
+            m = name[: -len(".scales")]
+            w, s = self._tensors.get(f"{m}.weight"), self._tensors[name]
+            if w is None:
+                raise FormatError(f"{self.path}: tensor {name!r} has no {m}.weight")
+            if not self.quantization:
+                raise FormatError(f"{cfg_file}: no quantization block, but {m!r} is quantized")
+            if self.quantization.get(m) is False:
+                raise FormatError(f"{cfg_file}: {m!r} is marked unquantized (false) but has scales")
+            p = self.module_params(m)
+            assert p is not None
+            bits, g, mode = p["bits"], p["group_size"], p["mode"]
+            cols = s.shape[-1] * g if s.shape else 0
+            ok = (w.dtype == "U32" and len(w.shape) == len(s.shape) >= 2 and w.shape[:-1] == s.shape[:-1]
+                  and bits > 0 and w.shape[-1] * 32 == cols * bits)
+            if mode == "affine":
+                b = self._tensors.get(f"{m}.biases")
+                ok = ok and b is not None and b.shape == s.shape and s.dtype in ("F32", "F16", "BF16")
+            else:
+                ok = ok and s.dtype == "U8"
+            if not ok:
+                raise FormatError(
+                    f"{cfg_file}: quantization ({bits} bits, group {g}, {mode}) for {m!r} disagrees "
+                    f"with its tensors (weight {w.dtype} {list(w.shape)}, scales {s.dtype} {list(s.shape)})")
+            mods[m] = {**p, "cols": cols}
+        return mods
+
+    # -- tensors -------------------------------------------------------------------------------
+    @property
+    def tensor_names(self) -> list[str]:
+        return list(self._tensors)
+
+    @property
+    def quantized_modules(self) -> dict[str, dict]:
+        """module path -> {group_size, bits, mode, cols} for every quantized module."""
+        return dict(self._modules)
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._tensors[name]
+        except KeyError:
+            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
+
+    def raw(self, name: str) -> np.ndarray:
+        """A tensor as stored (bfloat16 as uint16 bit patterns), read from disk."""
+        t = self.info(name)
+        dt, size = DTYPES[t.dtype]
+        count = (t.end - t.start) // size
+        try:
+            arr = np.fromfile(t.file, dtype=np.dtype(dt).newbyteorder("<"), count=count, offset=t.start)
+        except OSError as e:
+            raise FormatError(f"{t.file}: cannot read tensor {name!r}: {e}") from None
+        if arr.size != count:
+            raise FormatError(f"{t.file}: tensor {name!r} is truncated")
+        return arr.reshape(t.shape)
+
+    def tensor(self, name: str) -> np.ndarray:
+        """A float tensor as float32 (integer tensors keep their dtype)."""
+        t = self.info(name)
+        a = self.raw(name)
+        if t.dtype == "BF16":
+            return bf16_to_f32(a)
+        return a.astype(np.float32) if t.dtype in ("F16", "F32", "F64") else a
+
+    def quantized(self, module: str):
+        """The :class:`~mlxquant.quant.transcode.MLXQuant` of a quantized module (float32
+        scales/biases for affine; raw bytes for the float modes). 2-D only."""
+        from ..quant.transcode import MLXQuant
+
+        p = self._modules[module]
+        w = self.raw(f"{module}.weight")
+        s = self.tensor(f"{module}.scales")
+        b = self.tensor(f"{module}.biases") if p["mode"] == "affine" else None
+        if w.ndim != 2:
+            raise FormatError(f"{self.path}: quantized tensor {module!r} has {w.ndim} dimensions "
+                              "(only 2-D matrices are supported)")
+        return MLXQuant(w, s, b, p["bits"], p["group_size"], p["mode"], p["cols"])
+
+    @property
+    def scales_dtype(self) -> str | None:
+        """The safetensors dtype of the first affine scales tensor, or None."""
+        for m, p in self._modules.items():
+            if p["mode"] == "affine":
+                return self._tensors[f"{m}.scales"].dtype
+        return None
+
+
+# -- writing --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MLXTensorSpec:
+    """A tensor to write: name, NumPy shape, safetensors dtype (U32, U8, F16, BF16, F32)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * DTYPES[self.dtype][1]
+
+
+def _bytes(spec: MLXTensorSpec, arr: np.ndarray) -> bytes:
+    a = np.asarray(arr)
+    if tuple(a.shape) != tuple(spec.shape):
+        raise FormatError(f"tensor {spec.name!r}: got shape {a.shape}, expected {spec.shape}")
+    want = np.dtype(DTYPES[spec.dtype][0]).newbyteorder("<")
+    if a.dtype != want:
+        if spec.dtype == "BF16" and a.dtype == np.float32:
+            from .hf import f32_to_bf16
+
+            a = f32_to_bf16(a)
+        elif spec.dtype in ("F16", "F32") and np.issubdtype(a.dtype, np.floating):
+            a = a.astype(want)
+        else:
+            raise FormatError(f"tensor {spec.name!r}: got {a.dtype} data for dtype {spec.dtype}")
+    return np.ascontiguousarray(a).tobytes()
+
+
+def _write_shard(path: Path, specs: Sequence[MLXTensorSpec], data: Callable[[MLXTensorSpec], np.ndarray],
+                 progress: Callable[[MLXTensorSpec], None] | None) -> None:
+    header: dict[str, Any] = {"__metadata__": {"format": "mlx"}}
+    off = 0
+    for s in specs:
+        header[s.name] = {"dtype": s.dtype, "shape": list(s.shape), "data_offsets": [off, off + s.nbytes]}
+        off += s.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for s in specs:
+            f.write(_bytes(s, data(s)))
+            if progress is not None:
+                progress(s)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_mlx_folder(
+    out: str | os.PathLike,
+    config: dict,
+    tensors: Sequence[MLXTensorSpec],
+    data: Callable[[MLXTensorSpec], np.ndarray],
+    *,
+    files: dict[str, Any] | None = None,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    force: bool = False,
+    progress: Callable[[MLXTensorSpec], None] | None = None,
+) -> Path:
+    """Write an MLX model folder atomically (temporary folder, renamed when complete).
+
+    Args:
+        out: the folder to create (must not exist unless ``force``).
+        config: written as config.json (its ``quantization`` block is copied to
+            ``quantization_config`` as mlx-lm does).
+        tensors: specs in order; ``data(spec)`` returns each array once (streaming).
+        files: extra files, name -> dict (JSON), str or bytes (tokenizer, mlxquant.json, ...).
+        max_shard_bytes: shard size limit (default 5 GiB); the index is always written.
+        force: replace an existing ``out``.
+        progress: called after each tensor.
+    """
+    out = Path(out)
+    cfg = dict(config)
+    if isinstance(cfg.get("quantization"), dict):
+        cfg["quantization_config"] = cfg["quantization"]
+    with atomic_dir(out, force=force) as tmp:
+        shards: list[list[MLXTensorSpec]] = [[]]
+        size = 0
+        for s in tensors:
+            if shards[-1] and size + s.nbytes > max_shard_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append(s)
+            size += s.nbytes
+        names = (["model.safetensors"] if len(shards) == 1 else
+                 [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+        for name, specs in zip(names, shards):
+            _write_shard(tmp / name, specs, data, progress)
+        index = {"metadata": {"total_size": sum(s.nbytes for s in tensors)},
+                 "weight_map": {s.name: n for n, specs in zip(names, shards) for s in specs}}
+        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
+        for name, content in (files or {}).items():
+            p = tmp / name
+            if isinstance(content, bytes):
+                p.write_bytes(content)
+            elif isinstance(content, str):
+                p.write_text(content, encoding="utf-8")
+            else:
+                p.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
+    log.info("wrote %s (%d tensors, %d shard(s))", out, len(tensors), len(shards))
+    return out
+
+
+def tokenizer_files(folder: str | os.PathLike) -> dict[str, bytes]:
+    """The tokenizer, generation and chat-template files of a HF/MLX folder, copied as bytes
+    (templates are copied, never rendered)."""
+    p = Path(folder)
+    return {n: (p / n).read_bytes() for n in TOKENIZER_FILES if (p / n).is_file()}

