@@ -205,3 +205,80 @@ def test_imatrix_matches_ggml_quantize_chunk(base, preset, oracle):
             assert np.array_equal(ours.raw(t.name), ref), f"{t.name} ({t.type})"
             checked += t.name in weights
         assert checked >= 40
+
+
+def test_parallel_writer_order_budget_and_errors(tmp_path):
+    """write_gguf's worker threads: the same bytes as one after the other, never more float32
+    bytes in flight than the largest tensor, and a failing tensor leaves nothing at the path."""
+    import threading
+    import time
+
+    md = Metadata()
+    md.set("general.architecture", "llama")
+    shapes = [(64, 256)] * 6 + [(512, 256)] + [(32, 256)] * 9  # the big one alone, small ones paired
+    specs = [TensorSpec(f"t{i}", "Q8_0", s) for i, s in enumerate(shapes)]
+    largest = max(4 * r * c for r, c in shapes)
+    lock, live, peak = threading.Lock(), [0], [0]
+
+    def produce(spec):
+        from mlxquant import quantize
+
+        size = 4 * spec.shape[0] * spec.shape[1]
+        with lock:
+            live[0] += size
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.01)
+        x = np.random.default_rng(int(spec.name[1:])).standard_normal(spec.shape).astype(np.float32)
+        out = quantize(x, "Q8_0")
+        with lock:
+            live[0] -= size
+        return out
+
+    one = write_gguf(tmp_path / "one.gguf", md, specs, produce, workers=1)
+    assert peak[0] == largest  # one at a time: the big tensor alone
+    peak[0] = 0
+    four = write_gguf(tmp_path / "four.gguf", md, specs, produce, workers=4)
+    assert one.read_bytes() == four.read_bytes()
+    assert 4 * 64 * 256 < peak[0] <= largest  # small tensors overlapped, within the budget
+
+    def failing(spec):
+        if spec.name == "t9":
+            raise ValueError("tensor t9: boom")
+        return produce(spec)
+
+    with pytest.raises(ValueError, match="t9: boom"):
+        write_gguf(tmp_path / "bad.gguf", md, specs, failing, workers=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["four.gguf", "one.gguf"]
+
+
+def test_bulk_metadata_packing_is_gguf_py_bytes(tmp_path):
+    """write_gguf packs flat arrays (vocabularies, merges, token types, scores) in bulk: the file
+    must be byte for byte what gguf-py's own item-by-item packing writes."""
+    from gguf import GGUFWriter
+
+    from mlxquant.formats.gguf_check import ValueType as VT
+    from mlxquant.formats.gguf_write import _fast_writer
+
+    rng = np.random.default_rng(3)
+    items = [
+        ("tokenizer.ggml.tokens", ["<s>", "é", "🦙", "a b", ""] * 20, VT.STRING),
+        ("tokenizer.ggml.scores", rng.standard_normal(100).tolist(), VT.FLOAT32),
+        ("tokenizer.ggml.token_type", rng.integers(1, 7, 100).tolist(), VT.INT32),
+        ("x.u8", list(range(100)), VT.UINT8), ("x.i64", [-(2 ** 40) + i for i in range(40)], VT.INT64),
+        ("x.u64", [2 ** 63 + i for i in range(40)], VT.UINT64), ("x.f64", [0.1 * i for i in range(40)], VT.FLOAT64),
+        ("x.bool", [True, False, True] * 10, VT.BOOL), ("x.short", [1, 2, 3], VT.INT32),
+    ]
+    files = []
+    for make in (lambda: GGUFWriter(path=None, arch="llama"), lambda: _fast_writer(None, "llama")):
+        w = make()
+        for key, values, item in items:
+            w.add_key_value(key, values, VT.ARRAY, sub_type=item)
+        path = tmp_path / f"kv{len(files)}.gguf"
+        w.write_header_to_file(path=path)
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        w.close()
+        files.append(path.read_bytes())
+    assert files[0] == files[1]
+    with pytest.raises(OverflowError):
+        _fast_writer(None, "llama")._pack_val([300] * 20, VT.ARRAY, True, VT.UINT8)

