@@ -10,6 +10,9 @@ quantized and written before the next one is touched.
   preset, quantized from float32 (as ``llama-quantize`` does from an F32 GGUF), full metadata.
 - GGUF -> GGUF: metadata copied, tensors re-typed (same type: bytes copied unchanged).
 - GGUF -> HF: tensors dequantized, GGUF transforms undone, config.json + tokenizer files.
+
+Every output records its provenance (:mod:`mlxquant.provenance`): ``mlxquant.*`` GGUF metadata
+keys, or ``mlxquant.json`` in an HF folder.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import provenance
 from .errors import FormatError, QuantTypeError
 from .formats.atomic import check_output
 from .formats.gguf_read import GGUFModel
@@ -128,6 +132,15 @@ def _report(src: Path, out: Path, to: str, outtype: str, arch: str,
                             round(time.perf_counter() - started, 3), types, imatrix)
 
 
+def _set_provenance(meta: Metadata, src: Path, recipe: dict[str, Any],
+                    specs: list[TensorSpec], source_types: dict[str, str]) -> None:
+    """Add the ``mlxquant.*`` provenance keys (source hashes, version, recipe, per-tensor types)."""
+    tensors = [{"name": s.name, "type": s.type, "source_type": source_types.get(s.name, "generated")}
+               for s in specs]
+    for k, v in provenance.gguf_keys(provenance.build(src, recipe, tensors)).items():
+        meta.set(k, v)
+
+
 def _counter(progress: Progress | None, total: int) -> Callable[[Any], None] | None:
     if progress is None:
         return None
@@ -141,7 +154,7 @@ def _counter(progress: Progress | None, total: int) -> Callable[[Any], None] | N
 
 
 def _hf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, force: bool,
-                progress: Progress | None) -> tuple[str, list[tuple[str, tuple[int, ...], str]]]:
+                progress: Progress | None, recipe: dict[str, Any]) -> tuple[str, list[tuple[str, tuple[int, ...], str]]]:
     from .models import get_architecture
 
     hf = HFModel(src)
@@ -180,6 +193,7 @@ def _hf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, force:
     for k, v in tok_meta.items():
         meta.set(k, v)
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
+    _set_provenance(meta, src, recipe, specs, {g: hf.info(h).dtype for g, h in names.items()})
 
     def produce(spec: TensorSpec) -> np.ndarray:
         if spec.name in extra:
@@ -202,7 +216,7 @@ def _hf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, force:
 
 
 def _gguf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, force: bool,
-                  progress: Progress | None) -> tuple[str, list[tuple[str, tuple[int, ...], str]]]:
+                  progress: Progress | None, recipe: dict[str, Any]) -> tuple[str, list[tuple[str, tuple[int, ...], str]]]:
     from .models import get_architecture_by_gguf
 
     g = GGUFModel(src)
@@ -220,10 +234,11 @@ def _gguf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, forc
                     "(llama-quantize needs --allow-requantize for this)", src, ", ".join(requant))
     meta = Metadata()
     for k, v in g.metadata.items():
-        if k not in ("general.file_type", "general.quantization_version"):
-            meta.set(k, v, g.value_types[k])
+        if k not in ("general.file_type", "general.quantization_version") and not k.startswith("mlxquant."):
+            meta.set(k, v, g.value_types[k])  # the source's own provenance is replaced below
     meta.set("general.file_type", int(file_type))
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
+    _set_provenance(meta, src, recipe, specs, {t.name: t.type for t in g.tensors})
 
     def produce(spec: TensorSpec) -> np.ndarray:
         if g.info(spec.name).qtype.name == spec.type:
@@ -239,7 +254,7 @@ def _gguf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, forc
 
 
 def _gguf_to_hf(src: Path, out: Path, outtype: str, force: bool,
-                progress: Progress | None) -> tuple[str, list[tuple[str, tuple[int, ...], str]]]:
+                progress: Progress | None, recipe: dict[str, Any]) -> tuple[str, list[tuple[str, tuple[int, ...], str]]]:
     from .models import get_architecture_by_gguf
 
     dtype = outtype.upper()
@@ -270,6 +285,9 @@ def _gguf_to_hf(src: Path, out: Path, outtype: str, force: bool,
         gname = names[spec.name]
         return arch.tensor_from_gguf(gname, g.tensor(gname), cfg)
 
+    files[provenance.PROVENANCE_FILE] = provenance.build(
+        src, recipe, [{"name": s.name, "type": dtype, "source_type": g.info(names[s.name]).qtype.name}
+                      for s in specs])
     write_hf_folder(out, cfg, specs, produce, files=files, force=force,
                     progress=_counter(progress, len(specs)))
     return arch.name, [(s.name, s.shape, dtype) for s in specs]
@@ -336,12 +354,16 @@ def convert(
     if to == "hf" and imatrix is not None:
         raise ValueError("an imatrix applies to GGUF quantization only (to='gguf')")
     im = read_imatrix(imatrix) if imatrix is not None else None
+    recipe: dict[str, Any] = {"to": to, "from": fmt, "outtype": outtype.upper()}
+    if to == "gguf":
+        recipe["imatrix"] = None if imatrix is None else {
+            "name": Path(imatrix).name, "sha256": provenance.sha256_file(imatrix)}
     if to == "gguf" and fmt == "hf":
-        arch, specs = _hf_to_gguf(src, out, outtype, im, force, progress)
+        arch, specs = _hf_to_gguf(src, out, outtype, im, force, progress, recipe)
     elif to == "gguf":
-        arch, specs = _gguf_to_gguf(src, out, outtype, im, force, progress)
+        arch, specs = _gguf_to_gguf(src, out, outtype, im, force, progress, recipe)
     elif fmt == "gguf":
-        arch, specs = _gguf_to_hf(src, out, outtype, force, progress)
+        arch, specs = _gguf_to_hf(src, out, outtype, force, progress, recipe)
     else:
         raise FormatError(f"{src}: HF -> HF conversion is not supported (use to='gguf')")
     report = _report(src, out, to, outtype.upper(), arch, specs, started,

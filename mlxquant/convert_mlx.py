@@ -472,7 +472,7 @@ def mlx_to_gguf(src_path: Path, out: Path, force: bool,
         meta.set(k, v)
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
     rec_list = [records[g].as_dict() for g in order]
-    record = provenance.build(src_path, {"to": "gguf", "from": "mlx"}, rec_list)
+    record = provenance.build(src_path, {"to": "gguf", "from": "mlx", "outtype": "AUTO"}, rec_list)
     for k, v in provenance.gguf_keys(record).items():
         meta.set(k, v)
     write_gguf(out, meta, specs, lambda s: encoded.pop(s.name), force=force)

@@ -25,6 +25,8 @@ from mlxquant.models import PRESETS, preset_file_type
 from mlxquant.testing.inputs import shakespeare_model_dir, smollm2_gguf_path
 from conftest import need
 
+PROVENANCE_KEYS = ("mlxquant.version", "mlxquant.source.files", "mlxquant.recipe", "mlxquant.tensors")
+
 # Public domain: Hamlet, Act 3, Scene 1.
 TEXT = ("To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer The "
         "slings and arrows of outrageous fortune, Or to take arms against a sea of troubles And by "
@@ -52,7 +54,8 @@ def llama_quantize(src, dst, preset: str, requantize: bool = False) -> None:
 
 def assert_same_gguf(ref_path, ours_path) -> dict[str, int]:
     """Same tensor names, per-tensor types and shapes, byte-identical data, same metadata (keys,
-    values and stored value types). Returns the tensor count per type."""
+    values and stored value types) except the ``mlxquant.*`` provenance keys. Returns the tensor
+    count per type."""
     with GGUFModel(ref_path) as ref, GGUFModel(ours_path) as ours:
         r = {t.name: t for t in ref.tensors}
         o = {t.name: t for t in ours.tensors}
@@ -62,8 +65,15 @@ def assert_same_gguf(ref_path, ours_path) -> dict[str, int]:
         assert not diff, f"(ours, llama.cpp) types/shapes differ: {sorted(diff.items())[:8]}"
         for name, t in r.items():
             assert np.array_equal(ref.raw(name), ours.raw(name)), f"{name} ({t.type}) differs"
-        assert ours.metadata == ref.metadata
-        assert ours.value_types == ref.value_types
+        # provenance (mlxquant.*) is the only difference allowed: ours records this conversion;
+        # llama.cpp's copies whatever its source (our F32 GGUF) recorded
+        assert {k for k in ours.metadata if k.startswith("mlxquant.")} == set(PROVENANCE_KEYS)
+
+        def plain(d):
+            return {k: v for k, v in d.items() if not k.startswith("mlxquant.")}
+
+        assert plain(ours.metadata) == plain(ref.metadata)
+        assert plain(ours.value_types) == plain(ref.value_types)
         counts: dict[str, int] = {}
         for t in r.values():
             counts[t.type] = counts.get(t.type, 0) + 1
