@@ -24,7 +24,7 @@ SIGNED_ZERO = ("Q4_0", "Q5_0", "Q8_0", "TQ1_0", "TQ2_0")  # (q - k)*d: -0.0 when
 FAMILIES = {k: v for k, v in synthetic_families(rows=16, cols=512).items() if k != "huge"}
 
 
-@pytest.mark.parametrize("bits,group", itertools.product((2, 3, 4, 5, 6, 8), (32, 64, 128)))
+@pytest.mark.parametrize("bits,group", list(itertools.product((2, 3, 4, 5, 6, 8), (32, 64, 128))))
 def test_packing_matches_mx_quantize(bits, group):
     rng = np.random.default_rng(bits * 1000 + group)
     codes = rng.integers(0, 2**bits, (4, 256)).astype(np.uint8).reshape(4, -1, group)
