@@ -4,12 +4,18 @@ The prompt is ``prompt_tokens`` token ids of real text when a tokenizer is prese
 sentence repeated), else a fixed pseudo-random sequence. One warm-up pass decodes the weights first
 (and is timed separately as ``load_seconds``) so that the figures measure the forward pass, as
 llama.cpp's llama-bench does after loading. Peak memory is this process's peak resident set size.
+
+Machines are often shared: besides the best run (``prompt_tps``, ``generation_tps``) the report
+gives the median of the runs and the 1-minute load average before and after them, so noise is
+visible. On the NumPy backend a warm-up generation first lets the BLAS thread choice settle
+(:mod:`mlxquant.runtime.blas`); ``threads`` reports what was measured per thread count.
 """
 
 from __future__ import annotations
 
 import os
 import resource
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -44,6 +50,11 @@ class BenchReport:
     file_bytes: int
     bits_per_weight: float
     threads: str
+    prompt_tps_median: float = 0.0
+    generation_tps_median: float = 0.0
+    runs: int = 1
+    load_average: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before, after the runs
+    cpu_count: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +70,14 @@ def prompt_ids(model: Any, n: int) -> list[int]:
     return [int(x) for x in np.random.default_rng(0).integers(0, model.spec.vocab, n)]
 
 
+def load_average() -> float:
+    """1-minute load average (0.0 where unknown)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return 0.0
+
+
 def bench(path: str | os.PathLike, prompt_tokens: int = 256, gen_tokens: int = 32,
           backend: str = "auto", repeats: int = 1) -> BenchReport:
     """Measure ``path`` (any model the runtime reads) on ``backend``.
@@ -66,19 +85,26 @@ def bench(path: str | os.PathLike, prompt_tokens: int = 256, gen_tokens: int = 3
     Args:
         prompt_tokens: prompt length for the prefill figure (default 256).
         gen_tokens: tokens generated greedily after it (default 32; EOS does not stop it).
-        repeats: best of this many runs (default 1).
+        repeats: best (and median) of this many runs (default 1).
     """
     t0 = time.perf_counter()
     model = load_model(path, backend=backend)
     model.forward([0, 1])  # warm-up: decodes the weights (kept within the memory budget)
     load = time.perf_counter() - t0
     ids = prompt_ids(model, prompt_tokens)
-    best_p, best_g, n_gen = 0.0, 0.0, 0
+    if model.backend == "numpy":  # let the BLAS thread choice settle (not timed)
+        generate_tokens(model, ids[:64], max_tokens=min(gen_tokens, 16), stop_at_eos=False)
+    load0 = load_average()
+    ps, gs, n_gen, g = [], [], 0, None
     for _ in range(max(1, repeats)):
         g = generate_tokens(model, ids, max_tokens=gen_tokens, stop_at_eos=False)
-        best_p, best_g = max(best_p, g.prompt_tps), max(best_g, g.generation_tps)
+        ps.append(g.prompt_tps)
+        gs.append(g.generation_tps)
         n_gen = len(g.tokens)
-    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
-    return BenchReport(str(path), model.backend, len(ids), n_gen, round(load, 3), round(best_p, 2),
-                       round(best_g, 2), peak_rss_bytes(), model.weights.file_bytes,
-                       round(model.weights.bits_per_weight, 4), threads)
+    threads = (g.blas_threads if g is not None and g.blas_threads else
+               os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count()))
+    return BenchReport(str(path), model.backend, len(ids), n_gen, round(load, 3), round(max(ps), 2),
+                       round(max(gs), 2), peak_rss_bytes(), model.weights.file_bytes,
+                       round(model.weights.bits_per_weight, 4), threads,
+                       round(statistics.median(ps), 2), round(statistics.median(gs), 2), len(ps),
+                       (load0, load_average()), os.cpu_count() or 0)

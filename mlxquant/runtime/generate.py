@@ -4,16 +4,20 @@
 stopping at ``max_tokens`` or an end-of-sequence token. Greedy when ``temperature == 0`` (the
 default); otherwise softmax sampling at that temperature, optionally restricted to the smallest
 set of tokens whose probability reaches ``top_p``, with a seeded generator. Timings are recorded
-for :mod:`mlxquant.eval.bench`.
+for :mod:`mlxquant.eval.bench`. On the NumPy backend the prefill and each decode step run with
+the BLAS thread count that the model's :class:`~mlxquant.runtime.blas.ThreadChooser` finds fastest
+(1 on a loaded machine: multi-threaded OpenBLAS then stalls, see :mod:`mlxquant.runtime.blas`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+
 
 
 def sample(logits: np.ndarray, temperature: float = 0.0, top_p: float = 1.0,
@@ -45,6 +49,7 @@ class Generation:
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     stopped_by: str = "max_tokens"  # or "eos"
+    blas_threads: str = ""  # NumPy backend: measured ms/token by BLAS thread count
 
     @property
     def prompt_tps(self) -> float:
@@ -72,8 +77,10 @@ def generate_tokens(model: object, prompt: Sequence[int], max_tokens: int = 64, 
     gen = Generation(list(prompt))
     if max_tokens <= 0:
         return gen
+    choosers = getattr(model, "blas_threads", None)  # NumPy backend: {"prefill": .., "decode": ..}
     t0 = time.perf_counter()
-    logits = model.forward(list(prompt), cache, logits_from=len(prompt) - 1)[-1]  # type: ignore[attr-defined]
+    with choosers["prefill"].step(len(prompt)) if choosers else contextlib.nullcontext():
+        logits = model.forward(list(prompt), cache, logits_from=len(prompt) - 1)[-1]  # type: ignore[attr-defined]
     tok = sample(logits, temperature, top_p, rng)
     gen.prefill_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -86,9 +93,12 @@ def generate_tokens(model: object, prompt: Sequence[int], max_tokens: int = 64, 
             break
         if len(gen.tokens) >= max_tokens:
             break
-        logits = model.forward([tok], cache)[-1]  # type: ignore[attr-defined]
+        with choosers["decode"].step() if choosers else contextlib.nullcontext():
+            logits = model.forward([tok], cache)[-1]  # type: ignore[attr-defined]
         tok = sample(logits, temperature, top_p, rng)
     gen.decode_seconds = time.perf_counter() - t1
+    if choosers:
+        gen.blas_threads = f"prefill: {choosers['prefill'].summary()}; decode: {choosers['decode'].summary()}"
     return gen
 
 

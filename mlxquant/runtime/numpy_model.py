@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .blas import ThreadChooser
 from .spec import ModelSpec
 from .weights import Weights
 
@@ -135,6 +136,8 @@ class NumpyModel:
     def __init__(self, weights: Weights, spec: ModelSpec, batch: int = 512, tokenizer: Any = None):
         self.weights, self.spec, self.batch = weights, spec, max(1, int(batch))
         self.tokenizer = tokenizer
+        # BLAS thread counts for generation (see mlxquant.runtime.blas): kept across calls
+        self.blas_threads = {"prefill": ThreadChooser(period=2, max_period=16), "decode": ThreadChooser()}
 
     def new_cache(self, capacity: int = 256) -> KVCache:
         return KVCache(self.spec, capacity)
