@@ -162,7 +162,7 @@ def add_commands(main: click.Group, errors: Callable, human: Callable[[float], s
     @click.argument("model", type=click.Path())
     @click.option("--prompt-tokens", default=256, show_default=True)
     @click.option("--gen-tokens", default=32, show_default=True)
-    @click.option("--repeats", default=1, show_default=True, help="Best of N runs.")
+    @click.option("--repeats", default=1, show_default=True, help="Runs to time (best and median are reported).")
     @click.option("--backend", type=BACKEND, default="auto", show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @errors

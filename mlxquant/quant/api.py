@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Callable
@@ -12,14 +13,19 @@ import numpy as np
 
 from ..errors import QuantInputError, QuantTypeError
 from .mlx_native import dequantize_mlx, parse_mlx_format, quantize_mlx
+from .numeric import destination, is_view_of
 from .types import QuantType, codecs_for, get_codec, get_type
 
 BACKENDS = ("auto", "numpy", "mlx")
 
-# Rows are split into chunks of about this many weights: small enough to stay in cache, large
-# enough that per-chunk Python overhead is negligible. Chunks run on a thread pool (NumPy releases
-# the GIL inside its loops); results do not depend on the split, since ggml works row by row.
-CHUNK_WEIGHTS = 1 << 19
+# Rows are split into chunks of about this many weights: small enough that a chunk's working
+# arrays stay in a core's L2 cache, large enough that per-chunk Python overhead is small.
+# Quantizers keep several arrays per weight alive (the K-quant searches chunk further inside);
+# dequantizers write float32 output, for which a smaller chunk keeps the output in cache.
+# Chunks run on a thread pool (NumPy releases the GIL inside its loops); results do not depend
+# on the split, since ggml works row by row.
+CHUNK_WEIGHTS = 1 << 18
+DEQUANT_CHUNK_WEIGHTS = 1 << 18
 
 
 def _threads() -> int:
@@ -29,26 +35,56 @@ def _threads() -> int:
     return os.cpu_count() or 1
 
 
+# One pool for the process (starting threads costs ~0.1 ms a call, which shows on small
+# tensors), rebuilt when the thread count changes or after a fork (the child has no threads).
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
+_IN_WORKER = threading.local()
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[:2] != (n, os.getpid()):
+            if _POOL is not None and _POOL[1] == os.getpid():
+                _POOL[2].shutdown(wait=False)
+            _POOL = (n, os.getpid(), ThreadPoolExecutor(n, thread_name_prefix="mlxquant"))
+        return _POOL[2]
+
+
 def _chunked(
     fn: Callable[[int, int], np.ndarray], rows: int, cols: int, out: np.ndarray
 ) -> np.ndarray:
     """Fill ``out[r0:r1] = fn(r0, r1)`` over row chunks, in parallel when there is enough work."""
-    step = max(1, CHUNK_WEIGHTS // max(cols, 1))
+    per_chunk = DEQUANT_CHUNK_WEIGHTS if out.dtype == np.float32 else CHUNK_WEIGHTS
+    step = max(1, per_chunk // max(cols, 1))
     spans = [(r, min(rows, r + step)) for r in range(0, rows, step)]
-    n = min(_threads(), len(spans))
+    # a call from inside a pool task (a codec that quantizes) runs serially: no pool deadlock
+    n = 1 if getattr(_IN_WORKER, "on", False) else min(_threads(), len(spans))
 
     def work(span: tuple[int, int]) -> None:
         # Overflow to inf/NaN inside a search is part of ggml's arithmetic on huge inputs (it
-        # happens silently in C); NumPy's error state is per thread, so set it here.
-        with np.errstate(all="ignore"):
-            out[span[0] : span[1]] = fn(*span)
+        # happens silently in C); NumPy's error state is per thread, so set it here. The chunk
+        # of ``out`` is offered to the codec as its output buffer (numeric.destination); codecs
+        # that write straight into it save a copy.
+        dst = out[span[0] : span[1]]
+        with np.errstate(all="ignore"), destination(dst):
+            res = fn(*span)
+        if not is_view_of(res, dst):
+            dst[...] = res
+
+    def task(span: tuple[int, int]) -> None:
+        _IN_WORKER.on = True
+        try:
+            work(span)
+        finally:
+            _IN_WORKER.on = False
 
     if n <= 1:
         for span in spans:
             work(span)
     else:
-        with ThreadPoolExecutor(n) as pool:
-            list(pool.map(work, spans))
+        list(_pool(n).map(task, spans))
     return out
 
 

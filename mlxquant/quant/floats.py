@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import Codec
+from .numeric import f16_to_f32, output
 
 
 class F32(Codec, qtype="F32"):
@@ -24,11 +25,14 @@ class F32(Codec, qtype="F32"):
 class F16(Codec, qtype="F16"):
     @classmethod
     def encode_blocks(cls, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x.astype("<f2")).view(np.uint8).reshape(-1, 2)
+        h = output((x.shape[0], 2), np.uint8).view("<f2")  # (n, 1)
+        np.copyto(h, x, casting="same_kind")  # round to nearest even, as GGML_FP32_TO_FP16
+        return h.view(np.uint8)
 
     @classmethod
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(blocks).view("<f2").astype(np.float32).reshape(-1, 1)
+        h = np.ascontiguousarray(blocks).view("<u2")  # (n, 1)
+        return f16_to_f32(h, output(h.shape, np.float32))
 
 
 class BF16(Codec, qtype="BF16"):
@@ -37,10 +41,18 @@ class BF16(Codec, qtype="BF16"):
         u = np.ascontiguousarray(x, dtype="<f4").view("<u4")
         # (u + 0x7fff + ((u >> 16) & 1)) >> 16: cannot overflow 32 bits for finite input (the
         # largest finite pattern is 0xff7fffff), and the API rejects NaN and Inf.
-        h = ((u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))) >> 16).astype("<u2")
-        return h.view(np.uint8).reshape(-1, 2)
+        t = u >> 16
+        t &= np.uint32(1)
+        t += np.uint32(0x7FFF)
+        t += u
+        t >>= 16
+        h = output((x.shape[0], 2), np.uint8).view("<u2")  # (n, 1)
+        np.copyto(h, t, casting="unsafe")  # the low 16 bits
+        return h.view(np.uint8)
 
     @classmethod
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        h = np.ascontiguousarray(blocks).view("<u2").astype(np.uint32) << 16
-        return h.view(np.float32).reshape(-1, 1)
+        h = np.ascontiguousarray(blocks).view("<u2")  # (n, 1)
+        out = output(h.shape, np.float32)
+        np.left_shift(h, 16, out=out.view(np.uint32), dtype=np.uint32)
+        return out

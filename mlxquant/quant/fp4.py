@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import Codec
-from .numeric import abs_max, pack_halves
+from .numeric import abs_max, field, output, pack_halves, split_nibbles
 
 _F32 = np.float32
 KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
@@ -137,18 +137,15 @@ def mxfp4_exponent(amax: np.ndarray) -> np.ndarray:
 
 
 _LO_VALUES = _KV_F32[np.arange(256) & 0xF]                    # value of a byte's low nibble
-_HI_VALUES = _KV_F32[np.arange(256) >> 4]
+_HI_VALUES = _KV_F32[np.arange(256) >> 4]                      # (used by the MLX twin)
 
 
 def _decode_halves(qs: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """(m, h) packed bytes and (m, 1) scales -> (m, 2h) float32 ``kvalues[code] * d``."""
-    idx = qs.astype(np.intp)
-    h = qs.shape[1]
-    out = np.empty((qs.shape[0], 2 * h), dtype=_F32)
+    """(m, h) packed bytes and (m, 1) scales -> (m, 2h) float32 ``kvalues[code] * d``: codes
+    unpacked with word operations, values from the int8 table, one multiply."""
+    v = np.take(KVALUES_MXFP4, split_nibbles(qs))               # (m, 2h) int8
     with np.errstate(over="ignore"):
-        np.multiply(_LO_VALUES[idx], d, out=out[:, :h])
-        np.multiply(_HI_VALUES[idx], d, out=out[:, h:])
-    return out
+        return np.multiply(v, d, out=output(v.shape, _F32))
 
 
 class MXFP4(Codec, qtype="MXFP4"):
@@ -163,8 +160,9 @@ class MXFP4(Codec, qtype="MXFP4"):
 
     @classmethod
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        d = E8M0_HALF[blocks[:, 0]]                            # (n,)
-        return _decode_halves(blocks[:, 1:17], d[:, None])
+        b = np.ascontiguousarray(blocks)
+        d = E8M0_HALF[field(b, 0, 1)]                          # (n, 1)
+        return _decode_halves(field(b, 1, 17), d)
 
 
 def ue4m3_encode(x: np.ndarray) -> np.ndarray:
@@ -205,7 +203,8 @@ class NVFP4(Codec, qtype="NVFP4"):
 
     @classmethod
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        n = blocks.shape[0]
-        d = UE4M3_HALF[blocks[:, 0:4]]                         # (n, 4)
-        out = _decode_halves(blocks[:, 4:36].reshape(n * 4, 8), d.reshape(-1, 1))
+        b = np.ascontiguousarray(blocks)
+        n = b.shape[0]
+        d = UE4M3_HALF[field(b, 0, 4)]                         # (n, 4)
+        out = _decode_halves(field(b, 4, 36).reshape(n * 4, 8), d.reshape(-1, 1))
         return out.reshape(n, 64)

@@ -39,7 +39,18 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import Codec
-from .numeric import F32, fp16_bytes, fp16_from_bytes, fp16_round, nearest_int_c, seq_sum
+from .numeric import (
+    F32,
+    bit_planes,
+    f16_field,
+    field,
+    fp16_bytes,
+    fp16_round,
+    interleave,
+    nearest_int_c,
+    output,
+    seq_sum,
+)
 from .search_scale_min import make_qp_quants, qkx_search_t
 
 QK_K = 256
@@ -57,14 +68,31 @@ def pack_scales_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 
 def unpack_scales_k4(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(nb, 12) uint8 -> sc, m (nb, 8) uint8: ggml's ``get_scale_min_k4`` for j = 0..7."""
-    sc = np.empty((q.shape[0], 8), dtype=np.uint8)
+    """(nb, 12) uint8 -> sc, m (nb, 8) uint8: ggml's ``get_scale_min_k4`` for j = 0..7.
+
+    Works on the three little-endian 32-bit words of each row (four 6-bit fields per word
+    operation) instead of 4-byte slices.
+    """
+    w = np.ascontiguousarray(q, dtype=np.uint8).view("<u4")          # (nb, 3)
+    w0, w1, w2 = w[:, 0], w[:, 1], w[:, 2]
+    c6, c4, c2 = np.uint32(0x3F3F3F3F), np.uint32(0x0F0F0F0F), np.uint32(0x03030303)
+    sc = np.empty((q.shape[0], 2), "<u4")
     m = np.empty_like(sc)
-    sc[:, 0:4] = q[:, 0:4] & 63
-    m[:, 0:4] = q[:, 4:8] & 63
-    sc[:, 4:8] = (q[:, 8:12] & 0xF) | ((q[:, 0:4] >> 6) << 4)
-    m[:, 4:8] = (q[:, 8:12] >> 4) | ((q[:, 4:8] >> 6) << 4)
-    return sc, m
+    np.bitwise_and(w0, c6, out=sc[:, 0])
+    np.bitwise_and(w1, c6, out=m[:, 0])
+    hi = w0 >> np.uint32(6)
+    hi &= c2
+    hi <<= np.uint32(4)
+    hi |= w2 & c4
+    sc[:, 1] = hi
+    hi = w1 >> np.uint32(6)
+    hi &= c2
+    hi <<= np.uint32(4)
+    lo = w2 >> np.uint32(4)
+    lo &= c4
+    hi |= lo
+    m[:, 1] = hi
+    return sc.view(np.uint8), m.view(np.uint8)
 
 
 def _max_positive(v: np.ndarray) -> np.ndarray:
@@ -107,6 +135,15 @@ def _sub_weights_impl(x: np.ndarray, qw: np.ndarray, two: bool) -> np.ndarray:
     s = seq_sum(np.ascontiguousarray(xx.T), axis=0)                  # (nb,) sequential sum_x2
     sigma2 = ((F32(2.0) * s) if two else s) / F32(QK_K)
     return qw * np.sqrt(sigma2[:, None] + xx)
+
+
+def _nibble_codes(qs: np.ndarray, n: int) -> np.ndarray:
+    """(n, 128) Q4_K/Q5_K code bytes -> (n, 256) uint8 low 4 bits in weight order: byte
+    ``32c + l`` holds weight ``64c + l`` (low nibble) and ``64c + 32 + l`` (high nibble)."""
+    planes = bit_planes(qs.view(np.uint64).reshape(n, 4, 4), (0, 4), 0x0F0F0F0F0F0F0F0F)
+    q = np.empty((n, QK_K), np.uint8)
+    interleave(planes, q, (1, 2, 0))                                 # (n, chunk, half)
+    return q
 
 
 class _AffineK(Codec):
@@ -201,14 +238,19 @@ class _Q45K(_AffineK):
 
     @classmethod
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        blocks = np.ascontiguousarray(blocks)
-        d = fp16_from_bytes(blocks[:, 0:2])
-        dmin = fp16_from_bytes(blocks[:, 2:4])
-        sc, m = unpack_scales_k4(blocks[:, 4:16])
-        d1 = (d[:, None] * sc.astype(F32))[:, :, None]               # (nb, 8, 1)
-        m1 = (dmin[:, None] * m.astype(F32))[:, :, None]
-        q = cls._codes(blocks).reshape(-1, 8, 32).astype(F32)
-        return (d1 * q - m1).reshape(-1, QK_K)
+        """``y = (d*sc)*q - dmin*m`` per 32-weight sub-block, as dequantize_row_q{4,5}_K; the
+        codes are unpacked with 64-bit word operations."""
+        b = np.ascontiguousarray(blocks)
+        n = b.shape[0]
+        sc, m = unpack_scales_k4(field(b, 4, 16))                   # (n, 8) uint8
+        d1 = f16_field(b, 0)[:, None] * sc                          # (n, 8) float32
+        m1 = f16_field(b, 2)[:, None] * m
+        q = cls._codes(b).reshape(n, 8, 32)
+        out = output((n, QK_K), F32)
+        out3 = out.reshape(n, 8, 32)
+        np.multiply(q, d1[:, :, None], out=out3)
+        np.subtract(out3, m1[:, :, None], out=out3)
+        return out
 
 
 class Q4_K(_Q45K, qtype="Q4_K"):
@@ -223,8 +265,8 @@ class Q4_K(_Q45K, qtype="Q4_K"):
 
     @classmethod
     def _codes(cls, blocks: np.ndarray) -> np.ndarray:
-        qs = blocks[:, 16:144].reshape(-1, 4, 1, 32)                  # (nb, chunk, 1, 32)
-        return np.concatenate([qs & 0xF, qs >> 4], axis=2).reshape(-1, QK_K)
+        n = blocks.shape[0]
+        return _nibble_codes(field(blocks, 16, 144), n)
 
 
 class Q5_K(_Q45K, qtype="Q5_K"):
@@ -243,11 +285,14 @@ class Q5_K(_Q45K, qtype="Q5_K"):
 
     @classmethod
     def _codes(cls, blocks: np.ndarray) -> np.ndarray:
-        qh = blocks[:, 16:48].reshape(-1, 1, 1, 32)
-        qs = blocks[:, 48:176].reshape(-1, 4, 1, 32)
-        lo = np.concatenate([qs & 0xF, qs >> 4], axis=2)               # (nb, 4, 2, 32)
-        shifts = np.arange(8, dtype=np.uint8).reshape(1, 4, 2, 1)
-        return (lo + (((qh >> shifts) & 1) << 4)).reshape(-1, QK_K)
+        n = blocks.shape[0]
+        q = _nibble_codes(field(blocks, 48, 176), n)                 # (n, 256) low 4 bits
+        hb = bit_planes(field(blocks, 16, 48).view(np.uint64), range(8), 0x0101010101010101)
+        hb <<= np.uint64(4)                                          # (8, n, 4): bit j of qh[l]
+        fifth = np.empty((n, QK_K), np.uint8)
+        interleave(hb, fifth, (1, 0))                                # weight 32j + l
+        q |= fifth
+        return q
 
 
 # -- Q2_K ----------------------------------------------------------------------------------------
@@ -295,13 +340,20 @@ class Q2_K(_AffineK, qtype="Q2_K"):
 
     @classmethod
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        blocks = np.ascontiguousarray(blocks)
-        sc = blocks[:, 0:16]
-        d = fp16_from_bytes(blocks[:, 80:82])
-        dmin = fp16_from_bytes(blocks[:, 82:84])
-        dl = (d[:, None] * (sc & 0xF).astype(F32))[:, :, None]         # (nb, 16, 1)
-        ml = (dmin[:, None] * (sc >> 4).astype(F32))[:, :, None]
-        qs = blocks[:, 16:80].reshape(-1, 2, 1, 32)                  # (nb, half, 1, 32)
-        shifts = (2 * np.arange(4, dtype=np.uint8)).reshape(1, 1, 4, 1)
-        q = ((qs >> shifts) & 3).reshape(-1, 16, 16).astype(F32)     # (nb, sub-block, 16)
-        return (dl * q - ml).reshape(-1, QK_K)
+        """``y = (d*(sc & 15))*q - dmin*(sc >> 4)`` per 16 weights (dequantize_row_q2_K)."""
+        b = np.ascontiguousarray(blocks)
+        n = b.shape[0]
+        sc = field(b, 0, 16)                                          # (n, 16)
+        d = f16_field(b, 80)[:, None]
+        dmin = f16_field(b, 82)[:, None]
+        planes = bit_planes(field(b, 16, 80).view(np.uint64).reshape(n, 2, 4), (0, 2, 4, 6),
+                            0x0303030303030303)                      # (4, n, half, 4)
+        q = np.empty((n, QK_K), np.uint8)
+        interleave(planes, q, (1, 2, 0))                              # weight 128h + 32s + l
+        dl = d * (sc & np.uint8(15))                                    # (n, 16) float32
+        ml = dmin * (sc >> 4)
+        out = output((n, QK_K), F32)
+        out3 = out.reshape(n, 16, 16)
+        np.multiply(q.reshape(n, 16, 16), dl[:, :, None], out=out3)
+        np.subtract(out3, ml[:, :, None], out=out3)
+        return out

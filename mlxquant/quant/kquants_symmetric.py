@@ -15,6 +15,11 @@ from .codec import Codec
 from .numeric import (
     F32,
     GROUP_MAX_EPS,
+    bit_planes,
+    f16_field,
+    field,
+    interleave,
+    output,
     first_absmax,
     fp16_bytes,
     fp16_from_bytes,
@@ -125,16 +130,26 @@ class Q6_K(Codec, qtype="Q6_K"):
     @classmethod
     @ieee
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        n = blocks.shape[0]
-        ql = blocks[:, :128].reshape(n, 2, 2, 32)
-        qh = blocks[:, 128:192].reshape(n, 2, 1, 32)
-        lo = np.concatenate([ql & 0xF, ql >> 4], axis=2)  # (n, 2, 4, 32)
-        hi = (qh >> np.array([0, 2, 4, 6], dtype=np.uint8)[None, None, :, None]) & 3
-        q = (lo | (hi << 4)).astype(np.int8) - np.int8(32)  # (n, 2, 4, 32)
-        sc = blocks[:, 192:208].view(np.int8).astype(F32)  # (n, 16)
-        d = fp16_from_bytes(blocks[:, 208:210])  # (n,)
-        dl = d[:, None] * sc  # (n, 16): C's d * sc[is], then * q
-        return (dl[:, :, None] * q.reshape(n, N_SUB, 16).astype(F32)).reshape(n, QK_K)
+        """``y = (d * sc) * (q - 32)`` per 16 weights, in C's order (which decides the sign of
+        zeros); codes are unpacked with 64-bit word operations."""
+        b = np.ascontiguousarray(blocks)
+        n = b.shape[0]
+        ql = field(b, 0, 128).view(np.uint64).reshape(n, 2, 2, 4)       # (n, h, g, word)
+        planes = bit_planes(ql, (0, 4), 0x0F0F0F0F0F0F0F0F)              # (2, n, h, g, 4)
+        q = np.empty((n, QK_K), np.uint8)                                # weight 128h + 32k + l,
+        interleave(planes, q, (1, 2, 0, 3))                              # k = 2*nibble + g
+        qh = field(b, 128, 192).view(np.uint64).reshape(n, 2, 4)
+        hb = bit_planes(qh, (0, 2, 4, 6), 0x0303030303030303)             # (4, n, h, 4)
+        hb <<= np.uint64(4)
+        high = np.empty((n, QK_K), np.uint8)
+        interleave(hb, high, (1, 2, 0))
+        q |= high
+        qi = q.view(np.int8)
+        qi -= np.int8(32)
+        dl = f16_field(b, 208)[:, None] * field(b, 192, 208).view(np.int8)  # (n, 16) d*sc
+        out = output((n, QK_K), F32)
+        np.multiply(dl[:, :, None], qi.reshape(n, N_SUB, 16), out=out.reshape(n, N_SUB, 16))
+        return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,18 +245,28 @@ class Q3_K(Codec, qtype="Q3_K"):
     @classmethod
     @ieee
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        n = blocks.shape[0]
-        hmask = blocks[:, :32]
-        qs = blocks[:, 32:96].reshape(n, 2, 1, 32)
-        sb = blocks[:, 96:108]
-        d = fp16_from_bytes(blocks[:, 108:110])  # (n,)
+        """``y = (d * (s - 32)) * (q - 4)`` per 16 weights, in C's order."""
+        b = np.ascontiguousarray(blocks)
+        n = b.shape[0]
+        qs = field(b, 32, 96).view(np.uint64).reshape(n, 2, 4)
+        planes = bit_planes(qs, (0, 2, 4, 6), 0x0303030303030303)      # (4, n, h, 4)
+        q = np.empty((n, QK_K), np.uint8)
+        interleave(planes, q, (1, 2, 0))                                # weight 128h + 32k + l
+        hm = field(b, 0, 32).view(np.uint64)                            # (n, 4)
+        hb = bit_planes(hm, range(8), 0x0101010101010101)               # (8, n, 4)
+        hb <<= np.uint64(2)
+        high = np.empty((n, QK_K), np.uint8)
+        interleave(hb, high, (1, 0))                                    # weight 32b + l
+        q |= high
+        qi = q.view(np.int8)
+        qi -= np.int8(4)                                                # -4..3
+        sb = field(b, 96, 108)
+        d = f16_field(b, 108)[:, None]
         s_lo = np.concatenate([sb[:, :8] & 0xF, sb[:, :8] >> 4], axis=1)  # (n, 16)
         shifts = (2 * (np.arange(16) // 4)).astype(np.uint8)
-        s_hi = (sb[:, 8 + np.arange(16) % 4] >> shifts) & 3  # (n, 16)
-        sc = ((s_lo | (s_hi << 4)).astype(np.int8) - np.int8(32)).astype(F32)
-        dl = d[:, None] * sc  # (n, 16)
-        k2 = np.arange(4, dtype=np.uint8)
-        low = (qs >> (2 * k2)[None, None, :, None]) & 3  # (n, 2, 4, 32)
-        bits = (hmask[:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1  # (n, 8, 32)
-        q = low.reshape(n, 8, 32).astype(np.int8) - np.where(bits == 1, 0, 4).astype(np.int8)
-        return (dl[:, :, None] * q.reshape(n, N_SUB, 16).astype(F32)).reshape(n, QK_K)
+        s_hi = (sb[:, 8 + np.arange(16) % 4] >> shifts) & 3               # (n, 16)
+        sc = (s_lo | (s_hi << 4)).view(np.int8) - np.int8(32)             # (n, 16) -32..31
+        dl = d * sc                                                       # (n, 16) float32
+        out = output((n, QK_K), F32)
+        np.multiply(dl[:, :, None], qi.reshape(n, N_SUB, 16), out=out.reshape(n, N_SUB, 16))
+        return out

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import Codec
-from .numeric import F32, ieee, inverse, seq_sum
+from .numeric import F32, f16_field, field, ieee, inverse, output, put_field, seq_sum
 from .search_scale import make_qx_quants
 from .search_scale_min import make_qkx3_quants
 
@@ -99,7 +99,8 @@ def _first_min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # -- float -> code conversions ------------------------------------------------------------------
 def _per_block(a: np.ndarray) -> np.ndarray:
-    """(n,) -> (n, 32) with every value repeated across its block (a new contiguous array)."""
+    """(n,) -> (n, 32) with every value repeated across its block (a new contiguous array;
+    repeat + a flat in-place op is faster than a (n, 1) broadcast over rows of 32)."""
     return np.repeat(a, QK).reshape(-1, QK)
 
 
@@ -120,16 +121,17 @@ def _codes(v: np.ndarray, top: int, clamp: bool, odd: np.ndarray) -> np.ndarray:
     """``MIN(top, (int8_t)v)`` (or ``(uint8_t)v`` without clamp) as uint8, v (n, 32) float32.
 
     Rows listed in ``odd`` are converted exactly. In the others (normal or zero ``d``) ``v`` lies
-    within a few ulps of ``[0.5, top + 1.5]``, where clamping the float and then truncating gives
-    C's result; ``v`` is clamped in place.
+    within a few ulps of ``[0.5, top + 1.5]``, where truncating to uint8 is C's cast and gives
+    at most ``top + 1`` (a power of two): the clamp is ``q -= q >> log2(top + 1)`` on the bytes
+    (NumPy's minimum with a scalar is not vectorized for uint8).
     """
     exact = None
     if odd.size:
         c = _c_int8(v[odd])
         exact = (np.minimum(c, np.int8(top)) if clamp else c).view(np.uint8)
-    if clamp:
-        np.minimum(v, F32(top), out=v)
     q = v.astype(np.uint8)  # (n, 32) truncation
+    if clamp:
+        np.subtract(q, q >> np.uint8(int(top + 1).bit_length() - 1), out=q)
     if exact is not None:
         q[odd] = exact
     return q
@@ -150,7 +152,7 @@ def _roundf_i8(v: np.ndarray, odd: np.ndarray) -> np.ndarray:
         half = np.abs(vo - r) == F32(0.5)
         r[half] = np.trunc(vo[half]) + np.sign(vo[half])
         exact = _c_int8(r)
-    s = v.view(np.uint32) & np.uint32(0x80000000)  # sign bits
+    s = v.view(np.uint32) & np.uint32(0x80000000)  # sign bits (np.copysign is 3x slower)
     s |= _HALF_DOWN.view(np.uint32)
     v += s.view(F32)
     q = v.astype(np.int8)  # truncation
@@ -174,10 +176,14 @@ def _pack_nibbles(q: np.ndarray) -> np.ndarray:
 def _unpack_nibbles(qs: np.ndarray) -> np.ndarray:
     """(n, 16) packed bytes -> (n, 32) uint8 low 4 bits of every code."""
     p = np.ascontiguousarray(qs).view(U64)  # (n, 2)
-    out = np.empty((qs.shape[0], 4), U64)
-    out[:, 0:2] = p & _LOW_NIBBLES
-    out[:, 2:4] = (p >> U64(4)) & _LOW_NIBBLES
-    return out.view(np.uint8)
+    n = p.shape[0]
+    out = np.empty((n, 2), "V16")  # low nibbles, then high ones; each half one 16-byte element
+    lo = p & _LOW_NIBBLES
+    out[:, 0] = lo.view("V16").reshape(n)
+    np.right_shift(p, U64(4), out=lo)
+    lo &= _LOW_NIBBLES
+    out[:, 1] = lo.view("V16").reshape(n)
+    return out.view(np.uint8).reshape(n, QK)
 
 
 def _pack_qh(q: np.ndarray) -> np.ndarray:
@@ -187,27 +193,64 @@ def _pack_qh(q: np.ndarray) -> np.ndarray:
 
 
 def _unpack_qh(qh: np.ndarray) -> np.ndarray:
-    """(n, 4) uint8 -> (n, 32) uint8 holding the fifth bit (0 or 16) of every code."""
-    bits = np.unpackbits(np.ascontiguousarray(qh).reshape(-1), bitorder="little")
-    return (bits << 4).reshape(-1, QK)
+    """(n, 4) uint8 -> (n, 32) uint8 holding the fifth bit (0 or 16) of every code.
+
+    Each qh byte is spread over the 8 bytes of a uint64 (``* 0x0101..01``, one bit kept per
+    byte); adding 0x7f to a byte sets its top bit exactly when the byte is non-zero.
+    """
+    y = np.ascontiguousarray(qh).astype(U64)  # (n, 4)
+    y *= U64(0x0101010101010101)
+    y &= U64(0x8040201008040201)
+    y += U64(0x7F7F7F7F7F7F7F7F)  # no carry between bytes: each byte is at most 0x80
+    y >>= U64(3)
+    y &= U64(0x1010101010101010)
+    return y.view(np.uint8).reshape(-1, QK)
+
+
+_M_AT = {"Q4_1": 2, "Q5_1": 2}  # byte offset of the fp16 min
+_QH_AT = {"Q5_0": 2, "Q5_1": 4}
 
 
 def _assemble(qtype: str, d: np.ndarray, q: np.ndarray, m: np.ndarray | None = None) -> np.ndarray:
-    """d (n,) f32, codes q (n, 32) uint8 (0..31), m (n,) f32 or None -> (n, type_size) uint8."""
+    """d (n,) f32, codes q (n, 32) uint8 (0..31), m (n,) f32 or None -> (n, type_size) uint8,
+    written into the caller's output buffer when it offers one (:func:`~.numeric.output`)."""
     dt = _LAYOUT[qtype]
-    rec = np.empty(q.shape[0], dt)
+    n = q.shape[0]
+    out = output((n, dt.itemsize), np.uint8)
+    rec = out.view(dt).reshape(n)
     rec["d"] = d  # float32 -> float16, round to nearest even as GGML_FP32_TO_FP16
     if m is not None:
         rec["m"] = m
-    if "qh" in dt.names:
-        rec["qh"] = _pack_qh(q)
-    rec["qs"] = _pack_nibbles(q)
-    return rec.view(np.uint8).reshape(-1, dt.itemsize)
+    if qtype in _QH_AT:
+        put_field(out, _QH_AT[qtype], _pack_qh(q))
+    put_field(out, dt.itemsize - 16, _pack_nibbles(q))
+    return out
 
 
-def _fields(qtype: str, blocks: np.ndarray) -> np.ndarray:
-    """(n, type_size) uint8 -> (n,) structured records of the type's layout."""
-    return np.ascontiguousarray(blocks).view(_LAYOUT[qtype]).reshape(-1)
+def _decode(blocks: np.ndarray, size: int, offset: int) -> np.ndarray:
+    """dequantize_row_q{4,5}_{0,1}: (n, size) uint8 blocks -> (n, 32) float32.
+
+    ``_0`` types (``offset`` 8 or 16): ``(q - offset) * d``. ``_1`` types (``offset`` 0, a min
+    ``m`` after ``d``): ``q * d + m``, two roundings as in C without FMA. ``q * d`` is exact
+    either way (at most 8 significant bits times fp16's 11). Codes are unpacked with 64-bit
+    word operations, and the one float pass per weight writes the caller's output buffer.
+    """
+    b = np.ascontiguousarray(blocks)
+    n = b.shape[0]
+    d = f16_field(b, 0)[:, None]  # (n, 1)
+    m = None if offset else f16_field(b, 2)[:, None]
+    p = 2 if offset else 4  # start of qh (5-bit types) or qs
+    q = _unpack_nibbles(field(b, size - 16, size))  # (n, 32) 0..15
+    if size - p > 16:  # qh present
+        q |= _unpack_qh(field(b, p, p + 4))
+    out = output((n, QK), F32)
+    if offset:
+        qi = q.view(np.int8)
+        qi -= np.int8(offset)
+        return np.multiply(qi, d, out=out)
+    np.multiply(q, d, out=out)
+    out += m
+    return out
 
 
 # -- quantizers shared by the pairs of types ----------------------------------------------------
@@ -259,9 +302,7 @@ class Q4_0(Codec, qtype="Q4_0"):
     @classmethod
     @ieee
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        rec = _fields("Q4_0", blocks)
-        q = _unpack_nibbles(rec["qs"]).view(np.int8) - np.int8(8)  # (n, 32) -8..7
-        return q.astype(F32) * rec["d"].astype(F32)[:, None]
+        return _decode(blocks, 18, 8)
 
     @classmethod
     @ieee
@@ -280,9 +321,7 @@ class Q5_0(Codec, qtype="Q5_0"):
     @classmethod
     @ieee
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        rec = _fields("Q5_0", blocks)
-        q = _unpack_nibbles(rec["qs"]) | _unpack_qh(rec["qh"])  # (n, 32) 0..31
-        return (q.view(np.int8) - np.int8(16)).astype(F32) * rec["d"].astype(F32)[:, None]
+        return _decode(blocks, 22, 16)
 
     @classmethod
     @ieee
@@ -301,11 +340,7 @@ class Q4_1(Codec, qtype="Q4_1"):
     @classmethod
     @ieee
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        rec = _fields("Q4_1", blocks)
-        q = _unpack_nibbles(rec["qs"]).astype(F32)  # (n, 32) 0..15
-        q *= rec["d"].astype(F32)[:, None]
-        q += rec["m"].astype(F32)[:, None]  # x0*d + m: two roundings, as in C without FMA
-        return q
+        return _decode(blocks, 20, 0)
 
     @classmethod
     @ieee
@@ -325,11 +360,7 @@ class Q5_1(Codec, qtype="Q5_1"):
     @classmethod
     @ieee
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        rec = _fields("Q5_1", blocks)
-        q = (_unpack_nibbles(rec["qs"]) | _unpack_qh(rec["qh"])).astype(F32)  # (n, 32) 0..31
-        q *= rec["d"].astype(F32)[:, None]
-        q += rec["m"].astype(F32)[:, None]
-        return q
+        return _decode(blocks, 24, 0)
 
     @classmethod
     @ieee
@@ -349,13 +380,15 @@ class Q8_0(Codec, qtype="Q8_0"):
         d = amax / F32(127)
         v = _per_block(inverse(d))
         v *= x  # (n, 32) x*id, in [-127, 127] for a normal d
-        rec = np.empty(x.shape[0], _LAYOUT["Q8_0"])
-        rec["d"] = d
-        rec["qs"] = _roundf_i8(v, _odd_scales(d))
-        return rec.view(np.uint8).reshape(-1, 34)
+        out = output((x.shape[0], 34), np.uint8)
+        out.view(_LAYOUT["Q8_0"]).reshape(-1)["d"] = d
+        put_field(out, 2, _roundf_i8(v, _odd_scales(d)).view(np.uint8))
+        return out
 
     @classmethod
     @ieee
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        rec = _fields("Q8_0", blocks)
-        return rec["qs"].astype(F32) * rec["d"].astype(F32)[:, None]
+        b = np.ascontiguousarray(blocks)
+        d = f16_field(b, 0)[:, None]  # (n, 1)
+        q = field(b, 2, 34).view(np.int8)  # (n, 32)
+        return np.multiply(q, d, out=output(q.shape, F32))

@@ -24,6 +24,9 @@ from .numeric import F32, GROUP_MAX_EPS, nearest_int_c, seq_sum
 
 _NINT_LIMIT = F32(4194303.0)  # ggml's nearest_int is exact rounding up to this magnitude
 
+# The clip ufunc itself: np.clip's Python wrapper costs as much as the clip of a search tile.
+_clip = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", np.clip)
+
 
 def _first_min_max(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ggml's ``min = max = x[0]; if (x[i] < min) ...; if (x[i] > max) ...`` over axis 0.
@@ -91,7 +94,7 @@ def qkx_search_t(
         np.rint(out, out=out)
         if exact is not None:
             out[:, odd] = exact
-        np.clip(out, F32(0.0), fnmax, out=out)
+        _clip(out, F32(0.0), fnmax, out=out)
         return out
 
     def error(scale: np.ndarray, m: np.ndarray, Lf: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import Codec
-from .numeric import abs_max, fp16_bytes, fp16_from_bytes, inverse
+from .numeric import abs_max, bit_planes, f16_field, field, fp16_bytes, interleave, inverse, output
 
 _F32 = np.float32
 _CEIL_TAB = ((np.arange(256) * 256 + 242) // 243).astype(np.uint8)   # only 0..242 occur
@@ -67,11 +67,26 @@ def _pack_base3(t: np.ndarray, extra: bool = False) -> np.ndarray:
     return _CEIL_TAB[q]
 
 
-def _unpack_base3(b: np.ndarray, n_trits: int) -> np.ndarray:
-    """(..., m) uint8 bytes -> (..., n_trits, m) trits minus one (-1, 0, 1) as int16."""
-    pow3 = np.array([1, 3, 9, 27, 81][:n_trits], dtype=np.uint8)
-    q = b[..., None, :] * pow3[:, None]                        # uint8, wraps mod 256 as in C
-    return ((q.astype(np.uint16) * 3) >> 8).astype(np.int16) - 1
+def _trits(b: np.ndarray, n_trits: int) -> np.ndarray:
+    """(n, m) uint8 bytes -> (n_trits, n, m) trits (0, 1, 2), trit k first.
+
+    ggml's ``((uint16_t)(uint8_t)(byte * 3^k) * 3) >> 8`` is 1 for a product of 86..170 and 2
+    from 171: two byte comparisons, with the product wrapping in uint8 as in C.
+    """
+    pow3 = np.array([1, 3, 9, 27, 81][:n_trits], dtype=np.uint8).reshape(-1, 1, 1)
+    q = np.multiply(b[None], pow3)                              # uint8, wraps mod 256 as in C
+    t = np.greater(q, np.uint8(85)).view(np.uint8)
+    t += np.greater(q, np.uint8(170)).view(np.uint8)
+    return t
+
+
+def _scaled(codes: np.ndarray, blocks: np.ndarray, at: int) -> np.ndarray:
+    """(n, 256) trits and the blocks' fp16 ``d`` at byte ``at`` -> ``(trit - 1) * d``."""
+    t = codes.view(np.int8)
+    t -= np.int8(1)
+    d = f16_field(blocks, at)[:, None]
+    with np.errstate(invalid="ignore"):
+        return np.multiply(t, d, out=output(t.shape, _F32))
 
 
 class TQ1_0(Codec, qtype="TQ1_0"):
@@ -88,14 +103,14 @@ class TQ1_0(Codec, qtype="TQ1_0"):
 
     @classmethod
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        n = blocks.shape[0]
-        d = fp16_from_bytes(blocks[:, 52:54])                  # (n,)
-        t = np.empty((n, 256), dtype=np.int16)
-        t[:, 0:160] = _unpack_base3(blocks[:, 0:32], 5).reshape(n, 160)
-        t[:, 160:240] = _unpack_base3(blocks[:, 32:48], 5).reshape(n, 80)
-        t[:, 240:256] = _unpack_base3(blocks[:, 48:52], 4).reshape(n, 16)
-        with np.errstate(invalid="ignore"):
-            return t.astype(_F32) * d[:, None]
+        b = np.ascontiguousarray(blocks)
+        n = b.shape[0]
+        t = np.empty((n, 256), dtype=np.uint8)                  # weight order
+        interleave(_trits(field(b, 0, 32), 5).view(np.uint64), t[:, 0:160], (1, 0))
+        interleave(_trits(field(b, 32, 48), 5).view(np.uint64), t[:, 160:240], (1, 0))
+        q = _trits(field(b, 48, 52), 4)                         # (4, n, 4): x[240 + 4k + j]
+        t[:, 240:256].view("V4")[...] = np.ascontiguousarray(q).view("V4")[..., 0].T
+        return _scaled(t, b, 52)
 
 
 class TQ2_0(Codec, qtype="TQ2_0"):
@@ -112,10 +127,10 @@ class TQ2_0(Codec, qtype="TQ2_0"):
 
     @classmethod
     def decode_blocks(cls, blocks: np.ndarray) -> np.ndarray:
-        n = blocks.shape[0]
-        d = fp16_from_bytes(blocks[:, 64:66])
-        qs = blocks[:, 0:64].reshape(n, 2, 1, 32)
-        shifts = np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]
-        t = ((qs >> shifts) & 3).astype(np.int16) - 1          # (n, 2, 4, 32)
-        with np.errstate(invalid="ignore"):
-            return t.reshape(n, 256).astype(_F32) * d[:, None]
+        b = np.ascontiguousarray(blocks)
+        n = b.shape[0]
+        qs = field(b, 0, 64).view(np.uint64).reshape(n, 2, 4)   # (n, h, 32 bytes)
+        planes = bit_planes(qs, (0, 2, 4, 6), 0x0303030303030303)   # (l, n, h, 4)
+        t = np.empty((n, 256), dtype=np.uint8)
+        interleave(planes, t, (1, 2, 0))                        # weight 128h + 32l + m
+        return _scaled(t, b, 64)
