@@ -112,3 +112,18 @@ def test_case_insensitive_and_ids():
     b = mlxquant.quantize(x, 2)
     assert np.array_equal(a, b)
     assert mlxquant.get_type("iq4_xs").name == "IQ4_XS"
+
+
+def test_non_finite_found_across_row_chunks():
+    # large enough to be split over several row chunks (and threads): the error names the first
+    # bad row of the whole matrix, and the pool keeps working afterwards
+    x = np.random.default_rng(1).standard_normal((2048, 512)).astype(np.float32)
+    x[1500, 3] = np.nan
+    x[700, 9] = -np.inf
+    with pytest.raises(QuantInputError, match=r"Q4_K.*NaN or Inf.*row 700, col 9"):
+        mlxquant.quantize(x, "Q4_K")
+    x[700, 9] = 0.0
+    with pytest.raises(QuantInputError, match=r"Q4_K.*row 1500, col 3"):
+        mlxquant.quantize(x, "Q4_K")
+    x[1500, 3] = 0.0
+    assert mlxquant.quantize(x, "Q8_0").shape == (2048, 512 // 32 * 34)

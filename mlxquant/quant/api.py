@@ -146,12 +146,19 @@ def _check_matrix(x, t: QuantType, backend: str):
                 f"{t.name}: input contains NaN or Inf (first at row {i // cols}, col {i % cols})"
             )
         return x
-    x = np.ascontiguousarray(np.array(x) if _is_mx(x) else x, dtype=np.float32)
+    # NumPy: finiteness is checked per row chunk inside the thread pool (_check_finite), so the
+    # check runs in parallel and while the chunk is in cache.
+    return np.ascontiguousarray(np.array(x) if _is_mx(x) else x, dtype=np.float32)
+
+
+def _check_finite(x: np.ndarray, t: QuantType, row0: int) -> None:
+    """Raise if rows ``row0...`` of a matrix (the chunk ``x``) hold NaN or Inf."""
     finite = np.isfinite(x)
     if not finite.all():
         r, c = np.argwhere(~finite)[0]
-        raise QuantInputError(f"{t.name}: input contains NaN or Inf (first at row {r}, col {c})")
-    return x
+        raise QuantInputError(
+            f"{t.name}: input contains NaN or Inf (first at row {row0 + r}, col {c})"
+        )
 
 
 def _as_mx(a: np.ndarray):
@@ -228,7 +235,14 @@ def quantize(
         out = codec.quantize_rows(x, None if w is None else mx.array(w))
         return out if as_mx else np.array(out)
     out = np.empty((rows, t.row_bytes(cols)), dtype=np.uint8)
-    out = _chunked(lambda r0, r1: codec.quantize_rows(x[r0:r1], w), rows, cols, out)
+
+    def encode(r0: int, r1: int) -> np.ndarray:
+        _check_finite(x[r0:r1], t, r0)  # before the codec sees the chunk
+        return codec.quantize_rows(x[r0:r1], w)
+
+    # a failing chunk raises from _chunked; chunks are awaited in row order, so the error names
+    # the first bad row of the matrix
+    out = _chunked(encode, rows, cols, out)
     return _as_mx(out) if as_mx else out
 
 
