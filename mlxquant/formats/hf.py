@@ -71,8 +71,11 @@ def read_json(path: Path, what: str = "JSON") -> Any:
         raise FormatError(f"{path}: cannot read {what}: {e}") from None
 
 
-def read_safetensors_header(path: Path) -> dict[str, HFTensor]:
-    """Parse and check a safetensors header (no tensor data is read)."""
+def read_safetensors_header(
+    path: Path, dtypes: dict[str, tuple[Any, int]] = _DTYPES
+) -> dict[str, HFTensor]:
+    """Parse and check a safetensors header (no tensor data is read): offsets inside the file,
+    sizes matching shapes, dtypes among ``dtypes`` (name -> (NumPy dtype, bytes))."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -100,14 +103,50 @@ def read_safetensors_header(path: Path) -> dict[str, HFTensor]:
             dtype, shape, (b, end) = e["dtype"], tuple(int(d) for d in e["shape"]), e["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise FormatError(f"{path}: corrupt safetensors entry for {name!r}") from None
-        if dtype not in _DTYPES:
+        if dtype not in dtypes:
             raise FormatError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
         count = int(np.prod(shape, dtype=np.int64))
-        if not (0 <= b <= end and base + end <= size and end - b == count * _DTYPES[dtype][1]):
+        if any(d < 0 for d in shape) or not (
+            0 <= b <= end and base + end <= size and end - b == count * dtypes[dtype][1]
+        ):
             raise FormatError(f"{path}: tensor {name!r} ({dtype}, {list(shape)}) has bad data "
                               f"offsets {b}..{end} (file {size} bytes)")
         out[name] = HFTensor(name, dtype, shape, path, base + b, base + end)
     return out
+
+
+def index_safetensors(
+    folder: Path, pattern: str = "*.safetensors", dtypes: dict[str, tuple[Any, int]] = _DTYPES
+) -> dict[str, HFTensor]:
+    """Every tensor of a folder's safetensors shards: those of ``model.safetensors.index.json``
+    when present (each listed shard must exist and hold its tensors), else of the files matching
+    ``pattern`` (a tensor name may appear in one shard only)."""
+    index = folder / INDEX_FILE
+    tensors: dict[str, HFTensor] = {}
+    if index.is_file():
+        weight_map = read_json(index, "safetensors index").get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise FormatError(f"{index}: no weight_map")
+        shards = sorted(set(weight_map.values()), key=str)
+        for shard in shards:
+            if not isinstance(shard, str) or "/" in shard or not (folder / shard).is_file():
+                raise FormatError(f"{folder / str(shard)}: missing safetensors shard (listed in {INDEX_FILE})")
+        for shard in shards:
+            found = read_safetensors_header(folder / shard, dtypes)
+            for name, file in weight_map.items():
+                if file == shard and name not in found:
+                    raise FormatError(f"{folder / shard}: tensor {name!r} listed in {INDEX_FILE} is missing")
+            tensors.update({k: v for k, v in found.items() if weight_map.get(k) == shard})
+    else:
+        files = sorted(folder.glob(pattern))
+        if not files:
+            raise FormatError(f"{folder}: no {pattern} weights")
+        for shard in files:
+            for name, t in read_safetensors_header(shard, dtypes).items():
+                if name in tensors:
+                    raise FormatError(f"{shard}: tensor {name!r} also in {tensors[name].file.name}")
+                tensors[name] = t
+    return tensors
 
 
 class HFModel:
@@ -135,31 +174,7 @@ class HFModel:
         self._tensors = self._index()
 
     def _index(self) -> dict[str, HFTensor]:
-        index = self.path / INDEX_FILE
-        tensors: dict[str, HFTensor] = {}
-        if index.is_file():
-            weight_map = read_json(index, "safetensors index").get("weight_map")
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise FormatError(f"{index}: no weight_map")
-            for shard in sorted(set(weight_map.values())):
-                if not (self.path / shard).is_file():
-                    raise FormatError(f"{self.path / shard}: missing safetensors shard (listed in {INDEX_FILE})")
-            for shard in sorted(set(weight_map.values())):
-                found = read_safetensors_header(self.path / shard)
-                for name, file in weight_map.items():
-                    if file == shard and name not in found:
-                        raise FormatError(f"{self.path / shard}: tensor {name!r} listed in {INDEX_FILE} is missing")
-                tensors.update({k: v for k, v in found.items() if weight_map.get(k) == shard})
-        else:
-            shards = sorted(self.path.glob("*.safetensors"))
-            if not shards:
-                raise FormatError(f"{self.path}: no *.safetensors weights")
-            for shard in shards:
-                for name, t in read_safetensors_header(shard).items():
-                    if name in tensors:
-                        raise FormatError(f"{shard}: tensor {name!r} also in {tensors[name].file.name}")
-                    tensors[name] = t
-        return tensors
+        return index_safetensors(self.path)
 
     # -- tokenizer -----------------------------------------------------------------------------
     @property

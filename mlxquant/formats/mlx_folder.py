@@ -32,7 +32,8 @@ import numpy as np
 
 from ..errors import FormatError
 from .atomic import atomic_dir
-from .hf import INDEX_FILE, MAX_HEADER_BYTES, TOKENIZER_FILES, bf16_to_f32, read_json
+from .hf import (INDEX_FILE, TOKENIZER_FILES, HFTensor, bf16_to_f32, index_safetensors, read_json,
+                 read_safetensors_header)
 
 log = logging.getLogger(__name__)
 
@@ -46,54 +47,13 @@ FLOAT_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 DEFAULT_SHARD_BYTES = 5 << 30
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """A tensor in a shard: safetensors dtype, NumPy shape, file and absolute byte range."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    file: Path
-    start: int
-    end: int
+# A tensor in a shard: safetensors dtype, NumPy shape, file and absolute byte range.
+TensorInfo = HFTensor
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
     """Parse and check one safetensors header (offsets inside the file, sizes match shapes)."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise FormatError(f"{path}: truncated safetensors file ({size} bytes)")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise FormatError(f"{path}: safetensors header of {n} bytes does not fit the file ({size} bytes)")
-            header = json.loads(f.read(n))
-    except FileNotFoundError:
-        raise FormatError(f"{path}: missing safetensors shard") from None
-    except (UnicodeDecodeError, ValueError) as e:
-        if isinstance(e, FormatError):
-            raise
-        raise FormatError(f"{path}: corrupt safetensors header: {e}") from None
-    if not isinstance(header, dict):
-        raise FormatError(f"{path}: corrupt safetensors header (not a JSON object)")
-    out: dict[str, TensorInfo] = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (b, end) = e["dtype"], tuple(int(d) for d in e["shape"]), e["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise FormatError(f"{path}: corrupt safetensors entry for {name!r}") from None
-        if dtype not in DTYPES:
-            raise FormatError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
-        count = int(np.prod(shape, dtype=np.int64))
-        if any(d < 0 for d in shape) or not (0 <= b <= end and 8 + n + end <= size
-                                              and end - b == count * DTYPES[dtype][1]):
-            raise FormatError(f"{path}: tensor {name!r} ({dtype}, {list(shape)}) has bad data offsets")
-        out[name] = TensorInfo(name, dtype, shape, path, 8 + n + b, 8 + n + end)
-    return out
+    return read_safetensors_header(path, DTYPES)
 
 
 def is_mlx_folder(path: str | os.PathLike) -> bool:
@@ -133,31 +93,7 @@ class MLXModel:
         self._modules = self._check_modules()
 
     def _index(self) -> dict[str, TensorInfo]:
-        index = self.path / INDEX_FILE
-        tensors: dict[str, TensorInfo] = {}
-        if index.is_file():
-            wm = read_json(index, "safetensors index").get("weight_map")
-            if not isinstance(wm, dict) or not wm:
-                raise FormatError(f"{index}: no weight_map")
-            for shard in sorted(set(wm.values())):
-                if not isinstance(shard, str) or "/" in shard or not (self.path / shard).is_file():
-                    raise FormatError(f"{self.path / str(shard)}: missing safetensors shard (listed in {INDEX_FILE})")
-            for shard in sorted(set(wm.values())):
-                found = read_header(self.path / shard)
-                for name, file in wm.items():
-                    if file == shard and name not in found:
-                        raise FormatError(f"{self.path / shard}: tensor {name!r} listed in {INDEX_FILE} is missing")
-                tensors.update({k: v for k, v in found.items() if wm.get(k) == shard})
-        else:
-            shards = sorted(self.path.glob("model*.safetensors"))
-            if not shards:
-                raise FormatError(f"{self.path}: no model*.safetensors weights")
-            for shard in shards:
-                for name, t in read_header(shard).items():
-                    if name in tensors:
-                        raise FormatError(f"{shard}: tensor {name!r} also in {tensors[name].file.name}")
-                    tensors[name] = t
-        return tensors
+        return index_safetensors(self.path, "model*.safetensors", DTYPES)
 
     def module_params(self, module: str) -> dict | None:
         """The quantization parameters of ``module`` as config.json gives them (per-module
