@@ -1,9 +1,11 @@
-"""Codec throughput: mlxquant (NumPy; MLX where present) vs gguf-py vs ggml's C reference.
+"""Codec throughput: mlxquant (compiled, NumPy, MLX) vs gguf-py vs ggml's C reference.
 
 For every type: quantize and dequantize throughput in million weights per second on a 4096x4096
 float32 normal matrix and on one real SmolLM2 tensor, all implementations in one run. Prints a
 markdown table with ratios to ggml (``ggml_quantize_chunk`` in one call, and ``to_float``) and
-writes JSON.
+writes JSON. "numba" is the CPU default (``backend="auto"`` without a GPU); its first-call time
+is Numba's on-disk cache load, or a compile when the cache is cold (benchmarks/jit_warmup.py
+measures both).
 
     python benchmarks/codecs.py [--types Q4_K,Q6_K] [--size 4096] [--json out.json] [--imatrix]
 """
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--imatrix", action="store_true", help="also time the imatrix paths")
-    ap.add_argument("--backends", default="numpy,mlx")
+    ap.add_argument("--backends", default="numba,numpy,mlx")
     ap.add_argument("--json", default="benchmarks/results/codecs.json")
     args = ap.parse_args(argv)
     backends = args.backends.split(",")

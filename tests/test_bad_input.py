@@ -28,13 +28,14 @@ def test_row_not_multiple_of_block(qtype):
         mlxquant.quantize(_x(cols=256 + 16), qtype)
 
 
+@pytest.mark.parametrize("backend", ["auto", "numpy"])
 @pytest.mark.parametrize("qtype", TYPES)
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_non_finite(qtype, value):
+def test_non_finite(qtype, value, backend):
     x = _x()
     x[1, 7] = value
     with pytest.raises(QuantInputError, match=rf"{qtype}.*NaN or Inf.*row 1, col 7"):
-        mlxquant.quantize(x, qtype)
+        mlxquant.quantize(x, qtype, backend=backend)
 
 
 @pytest.mark.parametrize("qtype", TYPES)

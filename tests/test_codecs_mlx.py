@@ -69,8 +69,8 @@ def test_mlx_bad_input_named():
         mlxquant.dequantize(mx.zeros((7,), dtype=mx.uint8), "F16", (2, 2), backend="mlx")
 
 
-def test_auto_backend_is_numpy_on_cpu():
+def test_auto_backend_is_not_mlx_on_cpu():
     from mlxquant.quant.api import _backend, mlx_on_gpu
 
     if not mlx_on_gpu():
-        assert _backend("auto", get_type("Q4_K")) == "numpy"
+        assert _backend("auto", get_type("Q4_K")) in ("numpy", "numba")

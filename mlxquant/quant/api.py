@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Callable
@@ -13,10 +15,10 @@ import numpy as np
 
 from ..errors import QuantInputError, QuantTypeError
 from .mlx_native import dequantize_mlx, parse_mlx_format, quantize_mlx
-from .numeric import destination, is_view_of
+from .numeric import EMPTY_WEIGHTS, destination, is_view_of
 from .types import QuantType, codecs_for, get_codec, get_type
 
-BACKENDS = ("auto", "numpy", "mlx")
+BACKENDS = ("auto", "numpy", "numba", "mlx")
 
 # Rows are split into chunks of about this many weights: small enough that a chunk's working
 # arrays stay in a core's L2 cache, large enough that per-chunk Python overhead is small.
@@ -26,13 +28,22 @@ BACKENDS = ("auto", "numpy", "mlx")
 # on the split, since ggml works row by row.
 CHUNK_WEIGHTS = 1 << 18
 DEQUANT_CHUNK_WEIGHTS = 1 << 18
+# Below this many weights a matrix is not split for threads (the pool's hand-off costs more).
+MIN_PARALLEL_WEIGHTS = 1 << 15
+CHUNKS_PER_THREAD = 4
+PARALLEL_MIN_SECONDS = 5e-4
+# (codec, direction) -> best single-thread seconds per weight seen in this process
+_RATE: dict[tuple, float] = {}
+
+
+_CPUS = os.cpu_count() or 1
 
 
 def _threads() -> int:
     env = os.environ.get("MLXQUANT_THREADS")
     if env:
         return max(1, int(env))
-    return os.cpu_count() or 1
+    return _CPUS
 
 
 # One pool for the process (starting threads costs ~0.1 ms a call, which shows on small
@@ -53,39 +64,93 @@ def _pool(n: int) -> ThreadPoolExecutor:
 
 
 def _chunked(
-    fn: Callable[[int, int], np.ndarray], rows: int, cols: int, out: np.ndarray
+    fn: Callable[[int, int, np.ndarray], None], rows: int, cols: int, out: np.ndarray,
+    per_chunk: int | None = None, rate_key: tuple | None = None,
 ) -> np.ndarray:
-    """Fill ``out[r0:r1] = fn(r0, r1)`` over row chunks, in parallel when there is enough work."""
-    per_chunk = DEQUANT_CHUNK_WEIGHTS if out.dtype == np.float32 else CHUNK_WEIGHTS
+    """``fn(r0, r1, out[r0:r1])`` (which fills that chunk) over row chunks, in parallel when
+    there is enough work.
+
+    ``rate_key`` names the codec and direction: their measured cost per weight decides whether
+    a call is worth threads (waking a thread costs ~0.1-0.2 ms here, so a call that one thread
+    finishes within ``PARALLEL_MIN_SECONDS`` runs on the calling thread alone).
+
+    ``per_chunk`` (weights) overrides the NumPy codecs' cache-sized chunks: compiled kernels
+    stream block by block, so for them a chunk only has to amortize its few microseconds of
+    Python overhead. A parallel matrix is cut into at least ``CHUNKS_PER_THREAD`` chunks per
+    thread, which the calling thread and the pool's threads take in turn (the caller works
+    too: a thread hand-off costs tens of microseconds, as much as a small matrix's decode).
+    """
+    if per_chunk is None:
+        per_chunk = DEQUANT_CHUNK_WEIGHTS if out.dtype == np.float32 else CHUNK_WEIGHTS
     step = max(1, per_chunk // max(cols, 1))
+    # a call from inside a chunk (a codec that quantizes) runs serially: no pool deadlock
+    threads = 1 if getattr(_IN_WORKER, "on", False) else _threads()
+    weights = rows * cols
+    seconds_per_weight = _RATE.get(rate_key) if rate_key is not None else None
+    if seconds_per_weight is not None and seconds_per_weight * weights < PARALLEL_MIN_SECONDS:
+        threads = 1  # this codec does it alone faster than threads can be woken
+    if threads > 1 and weights >= 2 * MIN_PARALLEL_WEIGHTS:
+        step = min(step, max(1, rows // (threads * CHUNKS_PER_THREAD)))
     spans = [(r, min(rows, r + step)) for r in range(0, rows, step)]
-    # a call from inside a pool task (a codec that quantizes) runs serially: no pool deadlock
-    n = 1 if getattr(_IN_WORKER, "on", False) else min(_threads(), len(spans))
+    n = min(threads, len(spans))
+    started = time.perf_counter()
+    _run_spans(fn, spans, out, n, threads)
+    if rate_key is not None and weights:
+        # one thread's cost per weight, best seen (a small call's overhead only raises it)
+        spw = (time.perf_counter() - started) * n / weights
+        _RATE[rate_key] = min(spw, _RATE.get(rate_key, spw))
+    return out
+
+
+def _run_spans(fn: Callable[[int, int, np.ndarray], None], spans: list[tuple[int, int]],
+               out: np.ndarray, n: int, threads: int) -> None:
 
     def work(span: tuple[int, int]) -> None:
-        # Overflow to inf/NaN inside a search is part of ggml's arithmetic on huge inputs (it
-        # happens silently in C); NumPy's error state is per thread, so set it here. The chunk
-        # of ``out`` is offered to the codec as its output buffer (numeric.destination); codecs
-        # that write straight into it save a copy.
-        dst = out[span[0] : span[1]]
-        with np.errstate(all="ignore"), destination(dst):
-            res = fn(*span)
-        if not is_view_of(res, dst):
-            dst[...] = res
-
-    def task(span: tuple[int, int]) -> None:
-        _IN_WORKER.on = True
-        try:
-            work(span)
-        finally:
-            _IN_WORKER.on = False
+        fn(span[0], span[1], out[span[0] : span[1]])
 
     if n <= 1:
         for span in spans:
             work(span)
-    else:
-        list(_pool(n).map(task, spans))
-    return out
+        return
+
+    lock = threading.Lock()
+    state = {"next": 0}
+    errors: dict[int, BaseException] = {}
+
+    def take_chunks() -> None:
+        was = getattr(_IN_WORKER, "on", False)
+        _IN_WORKER.on = True
+        try:
+            while True:
+                with lock:
+                    i = state["next"]
+                    state["next"] = i + 1
+                if i >= len(spans):
+                    return
+                try:
+                    work(spans[i])
+                except BaseException as e:  # noqa: BLE001 - re-raised below, first chunk first
+                    errors[i] = e
+        finally:
+            _IN_WORKER.on = was
+
+    helpers = [_pool(threads - 1).submit(take_chunks) for _ in range(n - 1)]
+    take_chunks()
+    for f in helpers:
+        f.result()
+    if errors:  # the error of the first failing chunk: it names the first bad row
+        raise errors[min(errors)]
+
+
+def _fill(dst: np.ndarray, produce: Callable[[], np.ndarray]) -> None:
+    """``dst[...] = produce()`` for the NumPy codecs: ``dst`` is offered to the codec as its
+    output buffer (numeric.destination), so codecs that write straight into it save a copy.
+    Overflow to inf/NaN inside a search is part of ggml's arithmetic on huge inputs (silent in
+    C); NumPy's error state is per thread, so it is set here, on the thread doing the work."""
+    with np.errstate(all="ignore"), destination(dst):
+        res = produce()
+    if not is_view_of(res, dst):
+        dst[...] = res
 
 
 def _is_mx(a: object) -> bool:
@@ -108,13 +173,22 @@ def mlx_on_gpu() -> bool:
 
 
 def _backend(backend: str, t: QuantType) -> str:
-    """Resolve ``backend``: "auto" is MLX where MLX runs on a GPU and has the type, else NumPy
-    (on a CPU, NumPy is faster than MLX here: see benchmarks/codecs.py)."""
+    """Resolve ``backend``: "auto" is MLX where MLX runs on a GPU and has the type; else the
+    compiled CPU codec (Numba) where there is one, else NumPy. On a CPU both are faster than MLX
+    (benchmarks/codecs.py)."""
     if backend not in BACKENDS:
         raise QuantTypeError(f"{t.name}: unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "auto":
-        return "mlx" if mlx_on_gpu() and "mlx" in codecs_for(t.name) else "numpy"
+        return _auto_backend(t.name)
     return backend
+
+
+@lru_cache(maxsize=None)
+def _auto_backend(name: str) -> str:
+    have = codecs_for(name)
+    if mlx_on_gpu() and "mlx" in have:
+        return "mlx"
+    return "numba" if "numba" in have else "numpy"
 
 
 def _check_matrix(x, t: QuantType, backend: str):
@@ -151,14 +225,23 @@ def _check_matrix(x, t: QuantType, backend: str):
     return np.ascontiguousarray(np.array(x) if _is_mx(x) else x, dtype=np.float32)
 
 
-def _check_finite(x: np.ndarray, t: QuantType, row0: int) -> None:
-    """Raise if rows ``row0...`` of a matrix (the chunk ``x``) hold NaN or Inf."""
-    finite = np.isfinite(x)
-    if not finite.all():
+def _check_finite(x: np.ndarray, t: QuantType, row0: int, compiled: bool = False) -> None:
+    """Raise if rows ``row0...`` of a matrix (the chunk ``x``, C-contiguous float32) hold NaN or
+    Inf. ``compiled``: use the one-pass compiled scan (the compiled codecs are fast enough for
+    NumPy's two passes to show)."""
+    if compiled:
+        from .jit.numeric import first_nonfinite
+
+        i = int(first_nonfinite(x))
+        if i < 0:
+            return
+        r, c = divmod(i, x.shape[1])
+    else:
+        finite = np.isfinite(x)
+        if finite.all():
+            return
         r, c = np.argwhere(~finite)[0]
-        raise QuantInputError(
-            f"{t.name}: input contains NaN or Inf (first at row {row0 + r}, col {c})"
-        )
+    raise QuantInputError(f"{t.name}: input contains NaN or Inf (first at row {row0 + r}, col {c})")
 
 
 def _as_mx(a: np.ndarray):
@@ -206,8 +289,10 @@ def quantize(
         imatrix: optional per-column importance weights, shape ``(cols,)``, non-negative (what
             llama.cpp's imatrix tool gives). Used by the types whose ggml quantizer takes one and
             ignored by the others, as in llama.cpp.
-        backend: ``"auto"`` (default: MLX where MLX runs on a GPU, else NumPy), ``"numpy"`` or
-            ``"mlx"``. Every backend gives the same bytes.
+        backend: ``"auto"`` (default: MLX where MLX runs on a GPU; else the compiled CPU codec,
+            else NumPy), ``"numpy"`` (the vectorized reference), ``"numba"`` (ggml's loops
+            compiled for the CPU: :mod:`mlxquant.quant.jit`) or ``"mlx"``. Every backend gives
+            the same bytes.
 
     Returns:
         uint8 ``(rows, row_bytes)`` in GGUF block layout; an ``mx.array`` when ``x`` is one (it
@@ -235,14 +320,20 @@ def quantize(
         out = codec.quantize_rows(x, None if w is None else mx.array(w))
         return out if as_mx else np.array(out)
     out = np.empty((rows, t.row_bytes(cols)), dtype=np.uint8)
+    kernel = getattr(codec, "quantize_kernel", None)  # a compiled codec: straight into ``out``
+    kw = w if w is not None and t.uses_imatrix else EMPTY_WEIGHTS
 
-    def encode(r0: int, r1: int) -> np.ndarray:
-        _check_finite(x[r0:r1], t, r0)  # before the codec sees the chunk
-        return codec.quantize_rows(x[r0:r1], w)
+    def encode(r0: int, r1: int, dst: np.ndarray) -> None:
+        chunk = x[r0:r1]
+        _check_finite(chunk, t, r0, kernel is not None)  # before the codec sees the chunk
+        if kernel is not None:
+            kernel(chunk, kw, dst)
+        else:
+            _fill(dst, lambda: codec.quantize_rows(chunk, w))
 
     # a failing chunk raises from _chunked; chunks are awaited in row order, so the error names
     # the first bad row of the matrix
-    out = _chunked(encode, rows, cols, out)
+    out = _chunked(encode, rows, cols, out, codec.chunk_weights, (codec, "q", w is not None))
     return _as_mx(out) if as_mx else out
 
 
@@ -280,7 +371,7 @@ def dequantize(
         raise QuantInputError(
             f"{t.name}: last dimension {cols} is not a positive multiple of the block size {t.block_size}"
         )
-    rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+    rows = math.prod(shape[:-1])
     as_mx = _is_mx(data)
     if as_mx and backend == "mlx":
         import mlx.core as mx
@@ -310,5 +401,13 @@ def dequantize(
         return out if as_mx else np.array(out)
     buf = np.ascontiguousarray(buf).reshape(rows, t.row_bytes(cols))
     out = np.empty((rows, cols), dtype=np.float32)
-    out = _chunked(lambda r0, r1: codec.dequantize_rows(buf[r0:r1], cols), rows, cols, out).reshape(shape)
+    kernel = getattr(codec, "dequantize_kernel", None)
+
+    def decode(r0: int, r1: int, dst: np.ndarray) -> None:
+        if kernel is not None:
+            kernel(buf[r0:r1], dst)
+        else:
+            _fill(dst, lambda: codec.dequantize_rows(buf[r0:r1], cols))
+
+    out = _chunked(decode, rows, cols, out, codec.chunk_weights, (codec, "dq")).reshape(shape)
     return _as_mx(out) if as_mx else out

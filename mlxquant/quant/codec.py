@@ -28,6 +28,8 @@ class Codec:
 
     qtype: ClassVar[QuantType]
     backend: ClassVar[str] = "numpy"
+    # weights per row chunk of the API's thread pool; None: the API's cache-sized default
+    chunk_weights: ClassVar[int | None] = None
 
     def __init_subclass__(cls, qtype: str | None = None, backend: str = "numpy", **kwargs):
         super().__init_subclass__(**kwargs)

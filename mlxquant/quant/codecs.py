@@ -6,6 +6,13 @@ from . import kquants_symmetric  # noqa: F401
 from . import kquants_affine  # noqa: F401
 from . import fp4, iquants, ternary  # noqa: F401
 
+try:  # the compiled CPU codecs register where Numba is installed (a dependency)
+    import numba  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+else:
+    from .jit import codecs as _jit_codecs  # noqa: F401
+
 try:  # the MLX twins register only where MLX is installed
     import mlx.core  # noqa: F401
 except ImportError:  # pragma: no cover - mlx is a dependency, but keep NumPy usable without it

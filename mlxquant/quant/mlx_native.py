@@ -14,7 +14,7 @@ Spelling (case-insensitive):
 for the fp modes) exactly as ``mx.quantize`` makes them; scales take the input dtype, as in MLX.
 They are MLX arrays for MLX input and NumPy arrays for NumPy input. These formats are computed by
 MLX itself (on its default device), whatever ``backend`` says, except that ``backend="numpy"``
-is refused: there is no NumPy codec for them.
+and ``backend="numba"`` are refused: there is no CPU codec of ours for them.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ def _mx():
 
 def quantize_mlx(x: Any, fmt: MLXFormat, backend: str) -> MLXQuantized:
     """``mx.quantize`` with mlxquant's validation; output type follows the input type."""
-    if backend == "numpy":
-        raise QuantTypeError(f"{fmt.name}: no numpy codec (MLX formats are computed by MLX)")
+    if backend in ("numpy", "numba"):
+        raise QuantTypeError(f"{fmt.name}: no {backend} codec (MLX formats are computed by MLX)")
     mx = _mx()
     as_mx = isinstance(x, mx.array)
     shape = tuple(x.shape) if as_mx else np.shape(x)
@@ -125,8 +125,8 @@ def quantize_mlx(x: Any, fmt: MLXFormat, backend: str) -> MLXQuantized:
 
 def dequantize_mlx(data: Any, fmt: MLXFormat, shape: tuple[int, ...], backend: str) -> Any:
     """``mx.dequantize`` to float32 of ``shape``; ``data`` is an :class:`MLXQuantized` (or tuple)."""
-    if backend == "numpy":
-        raise QuantTypeError(f"{fmt.name}: no numpy codec (MLX formats are computed by MLX)")
+    if backend in ("numpy", "numba"):
+        raise QuantTypeError(f"{fmt.name}: no {backend} codec (MLX formats are computed by MLX)")
     mx = _mx()
     if not isinstance(data, tuple) or len(data) not in (2, 3):
         raise QuantInputError(f"{fmt.name}: expected (weight, scales[, biases]) from quantize")

@@ -18,6 +18,7 @@ import numpy as np
 F32 = np.float32
 GROUP_MAX_EPS = F32(1e-15)  # ggml's GROUP_MAX_EPS: groups with max |x| below it are all-zero
 _MAGIC = F32(12582912.0)  # 1.5 * 2**23
+EMPTY_WEIGHTS = np.zeros(0, dtype=F32)  # "no imatrix" for the compiled kernels' weight argument
 
 
 def ieee(fn: Callable) -> Callable:

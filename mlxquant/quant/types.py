@@ -45,7 +45,7 @@ class QuantType:
 
     @property
     def codecs(self) -> tuple[str, ...]:
-        """Backends with a codec for this type (``"numpy"``, ``"mlx"``)."""
+        """Backends with a codec for this type (``"numpy"``, ``"numba"``, ``"mlx"``)."""
         return codecs_for(self.name)
 
 
