@@ -38,6 +38,7 @@ from .formats.inspect import detect_format
 from .formats.tokenizer import tokenizer_to_gguf
 from .formats.tokenizer_export import tokenizer_from_gguf
 from .quant import get_type, quantize
+from .quant.api import preload
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +134,16 @@ def _report(src: Path, out: Path, to: str, outtype: str, arch: str,
 
 
 def _set_provenance(meta: Metadata, src: Path, recipe: dict[str, Any],
-                    specs: list[TensorSpec], source_types: dict[str, str]) -> None:
-    """Add the ``mlxquant.*`` provenance keys (source hashes, version, recipe, per-tensor types)."""
+                    specs: list[TensorSpec], source_types: dict[str, str]) -> provenance.BackgroundHashes:
+    """Add the ``mlxquant.*`` provenance keys (source hashes, version, recipe, per-tensor types).
+    The source is hashed on a thread while the conversion runs: pass the returned object's
+    ``patch`` as ``write_gguf(finish=...)`` to put the digests in."""
+    hashes = provenance.BackgroundHashes(src)
     tensors = [{"name": s.name, "type": s.type, "source_type": source_types.get(s.name, "generated")}
                for s in specs]
-    for k, v in provenance.gguf_keys(provenance.build(src, recipe, tensors)).items():
+    for k, v in provenance.gguf_keys(provenance.build(src, recipe, tensors, hashes.files)).items():
         meta.set(k, v)
+    return hashes
 
 
 def _counter(progress: Progress | None, total: int) -> Callable[[Any], None] | None:
@@ -182,6 +187,7 @@ def _hf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, force:
     hp = arch.hparams_to_gguf(cfg)
     plan, file_type = _plan(outtype, shapes, arch, hp, imatrix is not None)
     specs = [TensorSpec(g, plan[g], s).check() for g, s in shapes]
+    preload(sorted(set(plan.values())))  # their kernels load while the header is written
 
     meta = Metadata()
     meta.set("general.architecture", arch.name)
@@ -193,7 +199,7 @@ def _hf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, force:
     for k, v in tok_meta.items():
         meta.set(k, v)
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
-    _set_provenance(meta, src, recipe, specs, {g: hf.info(h).dtype for g, h in names.items()})
+    hashes = _set_provenance(meta, src, recipe, specs, {g: hf.info(h).dtype for g, h in names.items()})
 
     def produce(spec: TensorSpec) -> np.ndarray:
         if spec.name in extra:
@@ -211,7 +217,7 @@ def _hf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, force:
         return _encode(arr, spec.type, w, spec.name)
 
     write_gguf(out, meta, specs, produce, force=force, progress=_counter(progress, len(specs)),
-               workers=None)
+               workers=None, finish=hashes.patch)
     return arch.name, [(s.name, s.shape, s.type) for s in specs]
 
 
@@ -225,6 +231,7 @@ def _gguf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, forc
     plan, file_type = _plan(outtype, shapes, arch, g.metadata, imatrix is not None,
                             {t.name: t.type for t in g.tensors})
     specs = [TensorSpec(name, plan.get(name, g.info(name).qtype.name), s).check() for name, s in shapes]
+    preload(sorted(set(plan.values())))  # their kernels load while the header is written
 
     requant = sorted({f"{g.info(n).qtype.name}->{t}" for n, t in plan.items()
                       if g.info(n).qtype.is_quantized and get_type(t).is_quantized
@@ -238,7 +245,7 @@ def _gguf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, forc
             meta.set(k, v, g.value_types[k])  # the source's own provenance is replaced below
     meta.set("general.file_type", int(file_type))
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
-    _set_provenance(meta, src, recipe, specs, {t.name: t.type for t in g.tensors})
+    hashes = _set_provenance(meta, src, recipe, specs, {t.name: t.type for t in g.tensors})
 
     def produce(spec: TensorSpec) -> np.ndarray:
         if g.info(spec.name).qtype.name == spec.type:
@@ -249,7 +256,7 @@ def _gguf_to_gguf(src: Path, out: Path, outtype: str, imatrix: dict | None, forc
         return _encode(g.tensor(spec.name), spec.type, w, spec.name)
 
     write_gguf(out, meta, specs, produce, force=force, progress=_counter(progress, len(specs)),
-               workers=None)
+               workers=None, finish=hashes.patch)
     return arch.name, [(s.name, s.shape, s.type) for s in specs]
 
 
@@ -358,6 +365,15 @@ def convert(
     if to == "gguf":
         recipe["imatrix"] = None if imatrix is None else {
             "name": Path(imatrix).name, "sha256": provenance.sha256_file(imatrix)}
+    if to == "gguf" and outtype.upper() not in ("F32", "F16", "BF16"):
+        # the codecs (Numba, ~0.5 s to start in a new process) load on a thread while the
+        # source's header is read; the other kernels of the plan follow once it is known
+        from .models.presets import preset_default_type
+
+        try:
+            preload([preset_default_type(outtype)])
+        except QuantTypeError:
+            pass  # an unknown outtype is reported below, with the full message
     if to == "gguf" and fmt == "hf":
         arch, specs = _hf_to_gguf(src, out, outtype, im, force, progress, recipe)
     elif to == "gguf":

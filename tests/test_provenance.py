@@ -135,3 +135,28 @@ def test_sha256_streams(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
     assert sizes and all(0 < n <= 1 << 22 for n in sizes)
+
+
+def test_a_failed_source_hash_leaves_no_output(made, tmp_path, monkeypatch):
+    """The source is hashed on a thread while the GGUF is written, with placeholders in the
+    header: if hashing fails, the conversion fails and nothing is left at the output path."""
+    from mlxquant import provenance
+
+    def broken(path):
+        raise OSError(f"{path}: read error")
+
+    monkeypatch.setattr(provenance, "sha256_file", broken)
+    out = tmp_path / "q8.gguf"
+    with pytest.raises(OSError, match="read error"):
+        convert(made["GGUF->GGUF"][0], out, outtype="Q8_0")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_placeholders_never_reach_the_output(made):
+    """Every digest in a GGUF written with background hashing is the file's real SHA-256 (the
+    random placeholder was patched in place, so the header kept its length)."""
+    src, out, _ = made["HF->GGUF"]
+    with GGUFModel(out) as g:
+        lines = list(g.metadata["mlxquant.source.files"])
+    want = {f.name: sha256_file(f) for f in sorted(Path(src).iterdir()) if f.is_file() and not f.name.startswith(".")}
+    assert {ln.partition("  ")[2]: ln.partition("  ")[0] for ln in lines} == want

@@ -281,6 +281,7 @@ def write_gguf(
     force: bool = False,
     progress: Callable[[TensorSpec], None] | None = None,
     workers: int | None = 1,
+    finish: Callable[[Path, int], None] | None = None,
 ) -> Path:
     """Write a GGUF file, streaming tensor data.
 
@@ -299,6 +300,9 @@ def write_gguf(
             None: ``MLXQUANT_THREADS`` or the CPU count). With more than one, results are still
             written in order, and the tensors in flight never exceed the largest one's float32
             size in total (one tensor is always allowed), so peak memory follows the largest.
+        finish: called as ``finish(temporary_path, header_end)`` once every byte is written and
+            before the file is synced and renamed (to patch header fields in place, same size:
+            :class:`mlxquant.provenance.BackgroundHashes`); an error there leaves no output.
 
     Returns:
         ``out`` as a Path.
@@ -343,6 +347,8 @@ def write_gguf(
             w.write_header_to_file(path=tmp)
             w.write_kv_data_to_file()
             w.write_ti_data_to_file()
+            assert w.fout is not None
+            header_end = w.fout[0].tell()
             for i, spec in enumerate(tensors):
                 if pipe is not None:
                     arr = pipe.get(i)
@@ -355,9 +361,11 @@ def write_gguf(
                 del arr
                 if progress is not None:
                     progress(spec)
-            assert w.fout is not None
             for f in w.fout:
                 f.flush()
+            if finish is not None:
+                finish(tmp, header_end)
+            for f in w.fout:
                 os.fsync(f.fileno())
         finally:
             if pipe is not None:

@@ -90,6 +90,13 @@ def preset_file_type(preset: str) -> int:
     raise QuantTypeError(f"{preset}: no llama.cpp file type records this type")
 
 
+def preset_default_type(preset: str) -> str:
+    """The type most of a preset's tensors get (llama_ftype_get_default_type), or the type
+    itself for a single-type name."""
+    name = preset.upper()
+    return _DEFAULT_TYPE.get(name) or _single_type(name)
+
+
 def _single_type(name: str) -> str:
     if name in TYPES and name not in _NOT_STORAGE:
         return name

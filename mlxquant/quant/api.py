@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -17,6 +18,8 @@ from ..errors import QuantInputError, QuantTypeError
 from .mlx_native import dequantize_mlx, parse_mlx_format, quantize_mlx
 from .numeric import EMPTY_WEIGHTS, destination, is_view_of
 from .types import QuantType, codecs_for, get_codec, get_type
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "numpy", "numba", "mlx")
 
@@ -151,6 +154,41 @@ def _fill(dst: np.ndarray, produce: Callable[[], np.ndarray]) -> None:
         res = produce()
     if not is_view_of(res, dst):
         dst[...] = res
+
+
+_LOADING: set[str] = set()
+_LOADING_LOCK = threading.Lock()
+
+
+def preload(qtypes, background: bool = True) -> threading.Thread | None:
+    """Load the CPU codecs of ``qtypes`` (type names) ahead of use: import them and have Numba
+    load (or, the first time on a machine, compile) each compiled kernel. A conversion starts
+    this on a thread while it reads headers, so the ~0.3 s of imports and cache loads overlap
+    other work. Returns the thread (None when ``background`` is False: done on return)."""
+
+    with _LOADING_LOCK:
+        qtypes = [n for n in qtypes if n not in _LOADING]
+        _LOADING.update(qtypes)
+
+    def run() -> None:
+        for name in qtypes:
+            try:
+                t = get_type(name)
+                if not t.is_quantized and t.name not in ("F16", "BF16"):
+                    continue
+                if _backend("auto", t) != "numba":
+                    continue
+                x = np.zeros((1, t.block_size), np.float32)
+                dequantize(quantize(x, t), t, x.shape)
+            except Exception:  # noqa: BLE001 - a warm-up; the real call reports errors
+                log.debug("preload of %s failed", name, exc_info=True)
+
+    if not background:
+        run()
+        return None
+    th = threading.Thread(target=run, name="mlxquant-preload", daemon=True)
+    th.start()
+    return th
 
 
 def _is_mx(a: object) -> bool:
