@@ -30,7 +30,7 @@ TYPES = (
 ).split()
 
 
-def _best(fn, min_time: float = 0.3, max_reps: int = 3) -> float:
+def _best(fn, min_time: float = 0.3, max_reps: int = 7) -> float:
     """Best wall time of up to ``max_reps`` calls (stop once ``min_time`` has been spent)."""
     best, spent, reps = float("inf"), 0.0, 0
     while reps < max_reps and (reps == 0 or spent < min_time):

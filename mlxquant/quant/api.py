@@ -221,6 +221,24 @@ def _backend(backend: str, t: QuantType) -> str:
     return backend
 
 
+@lru_cache(maxsize=256)
+def _resolve(qtype: str | int | QuantType, backend: str):
+    """(MLX format or None, type, backend, codec) for a call's ``qtype`` and ``backend``: the
+    lookups every call repeats (errors are raised, not cached)."""
+    fmt = parse_mlx_format(qtype)
+    if fmt is not None:
+        if backend not in BACKENDS:
+            raise QuantTypeError(f"{fmt.name}: unknown backend {backend!r}")
+        return fmt, None, backend, None
+    t = get_type(qtype)
+    b = _backend(backend, t)
+    try:
+        codec = get_codec(t, b)
+    except QuantTypeError:
+        codec = None  # raised by the call, after its input checks (they name the problem first)
+    return None, t, b, codec
+
+
 @lru_cache(maxsize=None)
 def _auto_backend(name: str) -> str:
     have = codecs_for(name)
@@ -340,18 +358,14 @@ def quantize(
         QuantTypeError: unknown type, or no codec for it.
         QuantInputError: wrong shape, non-float or non-finite input, bad imatrix.
     """
-    fmt = parse_mlx_format(qtype)
+    fmt, t, backend, codec = _resolve(qtype, backend)
     if fmt is not None:
-        if backend not in BACKENDS:
-            raise QuantTypeError(f"{fmt.name}: unknown backend {backend!r}")
         return quantize_mlx(x, fmt, backend)
-    t = get_type(qtype)
-    backend = _backend(backend, t)
     as_mx = _is_mx(x)
     x = _check_matrix(x, t, backend)
     rows, cols = x.shape
     w = _check_imatrix(imatrix, cols, t)
-    codec = get_codec(t, backend)
+    codec = codec or get_codec(t, backend)
     if backend == "mlx":
         import mlx.core as mx
 
@@ -394,13 +408,9 @@ def dequantize(
     Returns:
         float32 array of ``shape``: an ``mx.array`` when ``data`` is one, else NumPy.
     """
-    fmt = parse_mlx_format(qtype)
+    fmt, t, backend, codec = _resolve(qtype, backend)
     if fmt is not None:
-        if backend not in BACKENDS:
-            raise QuantTypeError(f"{fmt.name}: unknown backend {backend!r}")
         return dequantize_mlx(data, fmt, shape, backend)
-    t = get_type(qtype)
-    backend = _backend(backend, t)
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
     if not shape or any(s < 0 for s in shape):
         raise QuantInputError(f"{t.name}: invalid shape {shape}")
@@ -430,7 +440,7 @@ def dequantize(
         raise QuantInputError(
             f"{t.name}: {buf.size} bytes given, shape {shape} needs {expected}"
         )
-    codec = get_codec(t, backend)
+    codec = codec or get_codec(t, backend)
     if backend == "mlx":
         import mlx.core as mx
 
