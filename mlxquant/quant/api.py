@@ -375,8 +375,14 @@ def quantize(
     kernel = getattr(codec, "quantize_kernel", None)  # a compiled codec: straight into ``out``
     kw = w if w is not None and t.uses_imatrix else EMPTY_WEIGHTS
 
+    fused_check = kernel is not None and codec.checks_finite
+
     def encode(r0: int, r1: int, dst: np.ndarray) -> None:
         chunk = x[r0:r1]
+        if fused_check:  # the kernel reports NaN/Inf in its own pass; then find the first
+            if kernel(chunk, kw, dst):
+                _check_finite(chunk, t, r0, True)
+            return
         _check_finite(chunk, t, r0, kernel is not None)  # before the codec sees the chunk
         if kernel is not None:
             kernel(chunk, kw, dst)

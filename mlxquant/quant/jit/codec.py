@@ -25,6 +25,9 @@ class JitCodec(Codec):
     quantize_kernel: ClassVar[Callable]
     dequantize_kernel: ClassVar[Callable]
     chunk_weights = 1 << 22  # kernels stream: big chunks, at least one per thread (api._chunked)
+    # the quantize kernel returns 1 when its input holds NaN or Inf (then the API finds and
+    # names the first one); otherwise the API checks each chunk before the kernel sees it
+    checks_finite: ClassVar[bool] = False
 
     @classmethod
     def quantize_rows(cls, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:

@@ -117,20 +117,32 @@ def put_f16(o, pos, f):
     return fp16_to_fp32(h)
 
 
+@intrinsic
+def nonfinite_i32(typingctx, f):
+    """1 when a float32 is NaN or +-inf (exponent bits all ones), else 0: an int32, so that an
+    OR over many values vectorizes."""
+    if not isinstance(f, types.Float) or f.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = context.get_value_type(types.int32)
+        e = builder.and_(builder.bitcast(args[0], i32), i32(0x7F800000))
+        return builder.zext(builder.icmp_unsigned("==", e, i32(0x7F800000)), i32)
+
+    return types.int32(f), codegen
+
+
 @njit(**KERNEL)
 def first_nonfinite(x):
     """Flat index of the first NaN or Inf of a C-contiguous float32 array, or -1. One read of
-    the data and no temporary (``np.isfinite(x).all()`` writes and reads a bool array): runs of
-    1024 values are OR-reduced (vectorized) and only a run that holds one is scanned."""
+    the data and no temporary (``np.isfinite(x).all()`` writes and reads a bool array): an OR
+    over all values (one vectorized loop, the common case), then a scan only when it is set."""
     flat = x.reshape(-1)
-    n = flat.size
-    for start in range(0, n, 1024):
-        stop = min(n, start + 1024)
-        bad = 0
-        for i in range(start, stop):
-            bad |= (f32_bits(flat[i]) & 0x7F800000) == 0x7F800000
-        if bad:
-            for i in range(start, stop):
-                if (f32_bits(flat[i]) & 0x7F800000) == 0x7F800000:
-                    return i
+    bad = np.int32(0)
+    for i in range(flat.size):
+        bad |= nonfinite_i32(flat[i])
+    if bad:
+        for i in range(flat.size):
+            if nonfinite_i32(flat[i]):
+                return i
     return -1
