@@ -72,3 +72,25 @@ def test_preload_loads_kernels():
     if th is not None:
         th.join()
     assert get_codec("Q5_1", "numba").quantize_kernel.signatures
+
+
+def test_auto_does_not_wait_for_a_first_compile(monkeypatch):
+    """While a compiled kernel is neither loaded nor cached on disk, "auto" uses the NumPy
+    codec (same bytes) and compiles on a thread; once it is there, "auto" uses it."""
+    from mlxquant.quant.types import get_codec
+
+    calls = []
+    monkeypatch.setattr(api, "_kernel_ready", lambda k: False)
+    monkeypatch.setattr(api, "preload", lambda names, background=True: calls.append(list(names)))
+    x = np.random.default_rng(6).standard_normal((8, 256)).astype(np.float32)
+    used = []
+    real = get_codec("Q4_K", "numpy").quantize_rows
+    monkeypatch.setattr(get_codec("Q4_K", "numpy"), "quantize_rows",
+                        classmethod(lambda cls, a, w: (used.append("numpy"), real(a, w))[1]))
+    got = mlxquant.quantize(x, "Q4_K")
+    assert used == ["numpy"] and calls == [["Q4_K"]]
+    assert np.array_equal(got, mlxquant.quantize(x, "Q4_K", backend="numba"))
+    monkeypatch.setattr(api, "_kernel_ready", lambda k: True)
+    used.clear()
+    mlxquant.quantize(x, "Q4_K")
+    assert used == []

@@ -156,39 +156,70 @@ def _fill(dst: np.ndarray, produce: Callable[[], np.ndarray]) -> None:
         dst[...] = res
 
 
-_LOADING: set[str] = set()
+_LOADING: dict[str, threading.Event] = {}  # type name -> set once its kernels are loaded
 _LOADING_LOCK = threading.Lock()
 
 
 def preload(qtypes, background: bool = True) -> threading.Thread | None:
-    """Load the CPU codecs of ``qtypes`` (type names) ahead of use: import them and have Numba
-    load (or, the first time on a machine, compile) each compiled kernel. A conversion starts
-    this on a thread while it reads headers, so the ~0.3 s of imports and cache loads overlap
-    other work. Returns the thread (None when ``background`` is False: done on return)."""
-
+    """Load the compiled CPU codecs of ``qtypes`` (type names) ahead of use: import them and
+    have Numba load each kernel from its disk cache or, the first time on a machine, compile
+    it (seconds for a K-quant). A conversion starts this on a thread while it reads headers.
+    Returns the thread, or None when ``background`` is False (then done on return, including
+    loads another thread had started)."""
+    mine, others = [], []
     with _LOADING_LOCK:
-        qtypes = [n for n in qtypes if n not in _LOADING]
-        _LOADING.update(qtypes)
+        for n in qtypes:
+            if n in _LOADING:
+                others.append(_LOADING[n])
+            else:
+                _LOADING[n] = threading.Event()
+                mine.append(n)
 
     def run() -> None:
-        for name in qtypes:
+        for name in mine:
             try:
                 t = get_type(name)
-                if not t.is_quantized and t.name not in ("F16", "BF16"):
-                    continue
-                if _backend("auto", t) != "numba":
-                    continue
-                x = np.zeros((1, t.block_size), np.float32)
-                dequantize(quantize(x, t), t, x.shape)
+                if (t.is_quantized or t.name in ("F16", "BF16")) and "numba" in codecs_for(t.name):
+                    x = np.zeros((1, t.block_size), np.float32)
+                    dequantize(quantize(x, t, backend="numba"), t, x.shape, backend="numba")
             except Exception:  # noqa: BLE001 - a warm-up; the real call reports errors
                 log.debug("preload of %s failed", name, exc_info=True)
+            finally:
+                _LOADING[name].set()
 
     if not background:
         run()
+        for ev in others:
+            ev.wait()
         return None
     th = threading.Thread(target=run, name="mlxquant-preload", daemon=True)
     th.start()
     return th
+
+
+def _kernel_ready(kernel) -> bool:
+    """True when a Numba kernel is compiled in this process or cached on disk (a cache load
+    takes milliseconds; a compile, seconds). Unknown layouts count as ready."""
+    if kernel.signatures:
+        return True
+    try:
+        index = kernel._cache._cache_file._index_path
+    except AttributeError:
+        return True
+    return os.path.exists(index)
+
+
+def _auto_codec(t: QuantType, backend: str, codec, requested: str, direction: str):
+    """``"auto"`` never stalls on a first compile: while a compiled codec has neither machine
+    code in this process nor a disk cache, its NumPy twin (the same bytes) does the call and
+    the compile runs on a thread. Returns (backend, codec)."""
+    if requested != "auto" or backend != "numba":
+        return backend, codec
+    kernel = codec.quantize_kernel if direction == "q" else codec.dequantize_kernel
+    if _kernel_ready(kernel):
+        return backend, codec
+    preload([t.name])
+    return "numpy", get_codec(t, "numpy")
 
 
 def _is_mx(a: object) -> bool:
@@ -358,9 +389,12 @@ def quantize(
         QuantTypeError: unknown type, or no codec for it.
         QuantInputError: wrong shape, non-float or non-finite input, bad imatrix.
     """
-    fmt, t, backend, codec = _resolve(qtype, backend)
+    fmt, t, resolved, codec = _resolve(qtype, backend)
     if fmt is not None:
         return quantize_mlx(x, fmt, backend)
+    if codec is not None:
+        resolved, codec = _auto_codec(t, resolved, codec, backend, "q")
+    backend = resolved
     as_mx = _is_mx(x)
     x = _check_matrix(x, t, backend)
     rows, cols = x.shape
@@ -414,9 +448,12 @@ def dequantize(
     Returns:
         float32 array of ``shape``: an ``mx.array`` when ``data`` is one, else NumPy.
     """
-    fmt, t, backend, codec = _resolve(qtype, backend)
+    fmt, t, resolved, codec = _resolve(qtype, backend)
     if fmt is not None:
         return dequantize_mlx(data, fmt, shape, backend)
+    if codec is not None:
+        resolved, codec = _auto_codec(t, resolved, codec, backend, "dq")
+    backend = resolved
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
     if not shape or any(s < 0 for s in shape):
         raise QuantInputError(f"{t.name}: invalid shape {shape}")
