@@ -5,7 +5,7 @@ float32 normal matrix and on one real SmolLM2 tensor, all implementations in one
 markdown table with ratios to ggml (``ggml_quantize_chunk`` in one call, and ``to_float``) and
 writes JSON. "numba" is the CPU default (``backend="auto"`` without a GPU); its first-call time
 is Numba's on-disk cache load, or a compile when the cache is cold (benchmarks/jit_warmup.py
-measures both).
+measures both); its ratios to ggml come from calls timed alternately with ggml's.
 
     python benchmarks/codecs.py [--types Q4_K,Q6_K] [--size 4096] [--json out.json] [--imatrix]
 """
@@ -30,7 +30,7 @@ TYPES = (
 ).split()
 
 
-def _best(fn, min_time: float = 0.3, max_reps: int = 7) -> float:
+def _best(fn, min_time: float = 0.3, max_reps: int = 40) -> float:
     """Best wall time of up to ``max_reps`` calls (stop once ``min_time`` has been spent)."""
     best, spent, reps = float("inf"), 0.0, 0
     while reps < max_reps and (reps == 0 or spent < min_time):
@@ -39,6 +39,22 @@ def _best(fn, min_time: float = 0.3, max_reps: int = 7) -> float:
         dt = time.perf_counter() - t0
         best, spent, reps = min(best, dt), spent + dt, reps + 1
     return best
+
+
+def _best_pair(fa, fb, min_time: float = 0.3, max_reps: int = 40) -> tuple[float, float]:
+    """Best wall times of ``fa`` and ``fb`` called alternately (ratios between two fast calls
+    then see the same machine state: frequency, cache, other load)."""
+    ba = bb = float("inf")
+    spent, reps = 0.0, 0
+    while reps < max_reps and (reps == 0 or spent < min_time):
+        t0 = time.perf_counter()
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ba, bb = min(ba, t1 - t0), min(bb, t2 - t1)
+        spent, reps = spent + t2 - t0, reps + 1
+    return ba, bb
 
 
 def _gguf_py(qtype: str):
@@ -87,21 +103,32 @@ def bench_matrix(x: np.ndarray, qtype: str, imatrix: np.ndarray | None, backends
             row[f"{b}_q"] = row[f"{b}_dq"] = None
             continue
         row[f"{b}_exact"] = bool(np.array_equal(np.array(ours), ref))
-        row[f"{b}_q"] = n / _best(lambda: sync(mlxquant.quantize(xin, qtype, imatrix=imatrix, backend=b)))
-        row[f"{b}_dq"] = n / _best(lambda: sync(mlxquant.dequantize(refin, qtype, x.shape, backend=b)))
+        q = lambda: sync(mlxquant.quantize(xin, qtype, imatrix=imatrix, backend=b))  # noqa: E731
+        dq = lambda: sync(mlxquant.dequantize(refin, qtype, x.shape, backend=b))  # noqa: E731
+        if b == "numba":  # the CPU default, whose ratios are the targets: timed alternately with ggml
+            g, t = _best_pair(lambda: o.quantize(x, qtype, imatrix=imatrix), q)
+            row[f"{b}_q"], row[f"{b}_q_x_ggml"] = n / t, g / t
+            if row["ggml_dq"] is not None:
+                g, t = _best_pair(lambda: o.dequantize(ref, qtype, x.shape), dq)
+                row[f"{b}_dq"], row[f"{b}_dq_x_ggml"] = n / t, g / t
+            continue
+        row[f"{b}_q"] = n / _best(q)
+        row[f"{b}_dq"] = n / _best(dq)
     gq, gd = _gguf_py(qtype)
     row["ggufpy_q"] = n / _best(lambda: gq(x)) if gq and imatrix is None else None
     row["ggufpy_dq"] = n / _best(lambda: gd(ref, x.shape)) if gd else None
     return row
 
 
-def _fmt(v, ref=None) -> str:
+def _fmt(v, ref=None, ratio=None) -> str:
     if v is None:
         return "—"
     if isinstance(v, bool):
         return "yes" if v else "NO"
     s = f"{v:.1f}"
-    if ref:
+    if ratio is not None:
+        s += f" ({ratio:.2f}×)"
+    elif ref:
         s += f" ({v / ref:.2f}×)"
     return s
 
@@ -146,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = [r["matrix"], r["type"], "yes" if r["imatrix"] else "no", _fmt(r["ggml_q"]), _fmt(r["ggml_dq"])]
         for b in backends:
             first = r.get(f"{b}_first_s")
-            cells += [_fmt(r.get(f"{b}_exact")), _fmt(r.get(f"{b}_q"), r["ggml_q"]),
-                      _fmt(r.get(f"{b}_dq"), r["ggml_dq"]), "—" if first is None else f"{first:.2f}"]
+            cells += [_fmt(r.get(f"{b}_exact")), _fmt(r.get(f"{b}_q"), r["ggml_q"], r.get(f"{b}_q_x_ggml")),
+                      _fmt(r.get(f"{b}_dq"), r["ggml_dq"], r.get(f"{b}_dq_x_ggml")),
+                      "—" if first is None else f"{first:.2f}"]
         cells += [_fmt(r["ggufpy_q"], r["ggml_q"]), _fmt(r["ggufpy_dq"], r["ggml_dq"])]
         print("| " + " | ".join(cells) + " |")
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)

@@ -80,6 +80,7 @@ def test_auto_does_not_wait_for_a_first_compile(monkeypatch):
     from mlxquant.quant.types import get_codec
 
     calls = []
+    monkeypatch.setattr(api, "_READY", set())
     monkeypatch.setattr(api, "_kernel_ready", lambda k: False)
     monkeypatch.setattr(api, "preload", lambda names, background=True: calls.append(list(names)))
     x = np.random.default_rng(6).standard_normal((8, 256)).astype(np.float32)

@@ -86,12 +86,14 @@ def _chunked(
     if per_chunk is None:
         per_chunk = DEQUANT_CHUNK_WEIGHTS if out.dtype == np.float32 else CHUNK_WEIGHTS
     step = max(1, per_chunk // max(cols, 1))
-    # a call from inside a chunk (a codec that quantizes) runs serially: no pool deadlock
-    threads = 1 if getattr(_IN_WORKER, "on", False) else _threads()
     weights = rows * cols
     seconds_per_weight = _RATE.get(rate_key) if rate_key is not None else None
     if seconds_per_weight is not None and seconds_per_weight * weights < PARALLEL_MIN_SECONDS:
         threads = 1  # this codec does it alone faster than threads can be woken
+    elif getattr(_IN_WORKER, "on", False):
+        threads = 1  # a call from inside a chunk (a codec that quantizes): no pool deadlock
+    else:
+        threads = _threads()
     if threads > 1 and weights >= 2 * MIN_PARALLEL_WEIGHTS:
         step = min(step, max(1, rows // (threads * CHUNKS_PER_THREAD)))
     spans = [(r, min(rows, r + step)) for r in range(0, rows, step)]
@@ -197,6 +199,9 @@ def preload(qtypes, background: bool = True) -> threading.Thread | None:
     return th
 
 
+_READY: set[tuple] = set()  # (codec, direction) whose kernel is compiled or cached
+
+
 def _kernel_ready(kernel) -> bool:
     """True when a Numba kernel is compiled in this process or cached on disk (a cache load
     takes milliseconds; a compile, seconds). Unknown layouts count as ready."""
@@ -213,10 +218,11 @@ def _auto_codec(t: QuantType, backend: str, codec, requested: str, direction: st
     """``"auto"`` never stalls on a first compile: while a compiled codec has neither machine
     code in this process nor a disk cache, its NumPy twin (the same bytes) does the call and
     the compile runs on a thread. Returns (backend, codec)."""
-    if requested != "auto" or backend != "numba":
+    if requested != "auto" or backend != "numba" or (codec, direction) in _READY:
         return backend, codec
     kernel = codec.quantize_kernel if direction == "q" else codec.dequantize_kernel
     if _kernel_ready(kernel):
+        _READY.add((codec, direction))
         return backend, codec
     preload([t.name])
     return "numpy", get_codec(t, "numpy")
