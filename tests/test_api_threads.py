@@ -16,6 +16,7 @@ def parallel(monkeypatch):
     monkeypatch.setenv("MLXQUANT_THREADS", "2")
     monkeypatch.setattr(api, "PARALLEL_MIN_SECONDS", 0.0)
     monkeypatch.setattr(api, "MIN_PARALLEL_WEIGHTS", 1)
+    monkeypatch.setattr(api, "PROBE_WEIGHTS", 0)
     monkeypatch.setattr(api, "_RATE", {})
 
 
@@ -47,12 +48,16 @@ def test_threads_and_chunks_do_not_change_results(parallel, qtype, monkeypatch):
 
 
 def test_a_fast_call_stays_on_the_calling_thread(monkeypatch):
-    """Once a codec's cost per weight is known, a call it finishes within PARALLEL_MIN_SECONDS
-    does not wake the pool."""
+    """Once a codec's cost per weight is known (from its calls on one thread, not counting the
+    first), a call it finishes within PARALLEL_MIN_SECONDS does not wake the pool."""
+    from mlxquant.quant.types import get_codec
+
     monkeypatch.setenv("MLXQUANT_THREADS", "2")
     monkeypatch.setattr(api, "_RATE", {})
+    monkeypatch.setattr(api, "_SEEN", set())
     x = np.random.default_rng(5).standard_normal((256, 1024)).astype(np.float32)
     q = mlxquant.quantize(x, "Q8_0", backend="numba")
+    mlxquant.dequantize(q, "Q8_0", x.shape, backend="numba")  # a first call: not counted
     mlxquant.dequantize(q, "Q8_0", x.shape, backend="numba")  # measures the rate
     used = []
     real = api._run_spans
@@ -62,6 +67,7 @@ def test_a_fast_call_stays_on_the_calling_thread(monkeypatch):
     monkeypatch.setattr(api, "PARALLEL_MIN_SECONDS", 0.0)
     mlxquant.dequantize(q, "Q8_0", x.shape, backend="numba")
     assert used == [1, 2]
+    assert api._RATE[(get_codec("Q8_0", "numba"), "dq")] > 0
 
 
 def test_preload_loads_kernels():

@@ -35,8 +35,11 @@ DEQUANT_CHUNK_WEIGHTS = 1 << 18
 MIN_PARALLEL_WEIGHTS = 1 << 15
 CHUNKS_PER_THREAD = 4
 PARALLEL_MIN_SECONDS = 5e-4
+# Until a codec's cost is measured, calls up to this many weights run on one thread (to measure).
+PROBE_WEIGHTS = 1 << 22
 # (codec, direction) -> best single-thread seconds per weight seen in this process
 _RATE: dict[tuple, float] = {}
+_SEEN: set[tuple] = set()  # keys whose first (uncounted) single-thread call has run
 
 
 _CPUS = os.cpu_count() or 1
@@ -73,9 +76,10 @@ def _chunked(
     """``fn(r0, r1, out[r0:r1])`` (which fills that chunk) over row chunks, in parallel when
     there is enough work.
 
-    ``rate_key`` names the codec and direction: their measured cost per weight decides whether
-    a call is worth threads (waking a thread costs ~0.1-0.2 ms here, so a call that one thread
-    finishes within ``PARALLEL_MIN_SECONDS`` runs on the calling thread alone).
+    ``rate_key`` names the codec and direction: their cost per weight, measured on calls that
+    ran on one thread, decides whether a call is worth threads (waking a thread costs ~0.1-0.2
+    ms here, so a call that one thread finishes within ``PARALLEL_MIN_SECONDS`` runs on the
+    calling thread alone); until it is known, calls up to ``PROBE_WEIGHTS`` run alone.
 
     ``per_chunk`` (weights) overrides the NumPy codecs' cache-sized chunks: compiled kernels
     stream block by block, so for them a chunk only has to amortize its few microseconds of
@@ -88,7 +92,11 @@ def _chunked(
     step = max(1, per_chunk // max(cols, 1))
     weights = rows * cols
     seconds_per_weight = _RATE.get(rate_key) if rate_key is not None else None
-    if seconds_per_weight is not None and seconds_per_weight * weights < PARALLEL_MIN_SECONDS:
+    if seconds_per_weight is not None:
+        alone = seconds_per_weight * weights < PARALLEL_MIN_SECONDS
+    else:  # not measured yet: a call of moderate size runs alone once more, to measure
+        alone = rate_key is not None and weights <= PROBE_WEIGHTS
+    if alone:
         threads = 1  # this codec does it alone faster than threads can be woken
     elif getattr(_IN_WORKER, "on", False):
         threads = 1  # a call from inside a chunk (a codec that quantizes): no pool deadlock
@@ -100,10 +108,15 @@ def _chunked(
     n = min(threads, len(spans))
     started = time.perf_counter()
     _run_spans(fn, spans, out, n, threads)
-    if rate_key is not None and weights:
-        # one thread's cost per weight, best seen (a small call's overhead only raises it)
-        spw = (time.perf_counter() - started) * n / weights
-        _RATE[rate_key] = min(spw, _RATE.get(rate_key, spw))
+    if rate_key is not None and weights and n == 1:
+        # one thread's cost per weight, best seen on the calling thread alone (a small call's
+        # overhead only raises it); a codec's first call is not counted: it may include
+        # Numba loading or compiling the kernel
+        spw = (time.perf_counter() - started) / weights
+        if rate_key in _SEEN:
+            _RATE[rate_key] = min(spw, _RATE.get(rate_key, spw))
+        else:
+            _SEEN.add(rate_key)
     return out
 
 
