@@ -1,27 +1,11 @@
-"""Conversions with an MLX side: HF / GGUF / MLX -> MLX folder, and MLX folder -> GGUF.
+"""Conversions with an MLX side: HF / GGUF / MLX -> MLX folder, MLX folder -> GGUF or HF.
 
-- HF (or MLX) -> MLX: ``mx.quantize`` semantics, as ``mlx_lm convert -q`` does it: the model is
-  cast to ``dtype`` (default: config.json's ``torch_dtype``, else float16), then every linear /
-  embedding weight (2-D ``*.weight``) whose rows divide by the group size is quantized with
-  ``(q_bits, q_group_size, q_mode)`` or per module by a mixed recipe (mlx-lm's
-  ``mixed_2_6``/``mixed_3_4``/``mixed_3_6``/``mixed_4_6``, re-implemented here with the same rule).
-- GGUF -> MLX: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, TQ1_0, TQ2_0, MXFP4, NVFP4 keep their
-  integer codes (:mod:`mlxquant.quant.transcode`); other types are requantized to the smallest
-  affine bits not coarser than the source, group 32. Scales/biases are stored in the model dtype
-  (float16 by default) or, with ``exact_scales``, float32. Each tensor is reported "exact"
-  (ggml's values, reproduced by ``scale*q + bias`` in float32), "codes kept" (same codes, scales
-  rounded to the dtype) or "requantized", with the max abs error against ggml's values.
-- MLX -> GGUF: affine 4/5-bit -> Q4_1/Q5_1 (exact when scales fit float16), symmetric 8-bit ->
-  Q8_0, mxfp4 -> MXFP4, nvfp4 -> NVFP4; anything else is requantized to the nearest GGUF type.
-
-Rows of Q/K projections are permuted between the Hugging Face and llama.cpp layouts by moving
-whole quantized rows (rows are independent in both formats).
-
-The work is split by what it holds: :mod:`mlxquant.mlx_records` (per-tensor records),
-:mod:`mlxquant.mlx_sources` (HF / MLX / GGUF tensor sources), :mod:`mlxquant.to_mlx` (options,
-mixed recipes and the MLX writer) and :mod:`mlxquant.mlx_to_gguf`. This module keeps the MLX ->
+The work is split by what it holds: :mod:`mlxquant.to_mlx` (options, mlx-lm's mixed recipes and
+the MLX writer, including which GGUF types keep their codes), :mod:`mlxquant.mlx_to_gguf` (MLX
+folder -> GGUF), :mod:`mlxquant.mlx_sources` (HF / MLX / GGUF tensor sources, with the Q/K row
+permutations) and :mod:`mlxquant.mlx_records` (per-tensor records). This module keeps the MLX ->
 HF dequantization and the entry point from :func:`mlxquant.convert.convert`, and re-exports the
-rest under their old names.
+public names under their old home.
 """
 
 from __future__ import annotations
