@@ -17,8 +17,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from ..codec import Codec
-from ..numeric import output
-from .numeric import EMPTY_WEIGHTS
+from ..numeric import EMPTY_WEIGHTS, output
 
 
 class JitCodec(Codec):

@@ -13,8 +13,6 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ..numeric import EMPTY_WEIGHTS  # noqa: F401  (re-exported for the kernels)
-
 F32 = np.float32
 MAGIC = F32(12582912.0)  # 1.5 * 2**23, ggml's nearest_int
 GROUP_MAX_EPS = F32(1e-15)
