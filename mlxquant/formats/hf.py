@@ -255,8 +255,8 @@ def _encode(spec: HFTensorSpec, arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.dtype(_DTYPES[spec.dtype][0]).newbyteorder("<"))
 
 
-def _shards(specs: Sequence[HFTensorSpec], max_bytes: int) -> list[list[HFTensorSpec]]:
-    shards: list[list[HFTensorSpec]] = [[]]
+def _shards(specs: Sequence[Any], max_bytes: int) -> list[list[Any]]:
+    shards: list[list[Any]] = [[]]
     size = 0
     for s in specs:
         if shards[-1] and size + s.nbytes > max_bytes:
@@ -267,9 +267,10 @@ def _shards(specs: Sequence[HFTensorSpec], max_bytes: int) -> list[list[HFTensor
     return shards
 
 
-def _write_shard(path: Path, specs: list[HFTensorSpec], data: Callable[[HFTensorSpec], np.ndarray],
-                 progress: Callable[[HFTensorSpec], None] | None) -> None:
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+def _write_shard(path: Path, specs: list[Any], data: Callable[[Any], np.ndarray],
+                 to_bytes: Callable[[Any, np.ndarray], Any], fmt: str,
+                 progress: Callable[[Any], None] | None) -> None:
+    header: dict[str, Any] = {"__metadata__": {"format": fmt}}
     offset = 0
     for s in specs:
         header[s.name] = {"dtype": s.dtype, "shape": list(s.shape), "data_offsets": [offset, offset + s.nbytes]}
@@ -279,13 +280,54 @@ def _write_shard(path: Path, specs: list[HFTensorSpec], data: Callable[[HFTensor
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)) + blob)
         for s in specs:
-            arr = _encode(s, data(s))
-            f.write(arr.tobytes())
-            del arr
+            f.write(to_bytes(s, data(s)))
             if progress is not None:
                 progress(s)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_safetensors_folder(
+    out: str | os.PathLike,
+    config: dict,
+    tensors: Sequence[Any],
+    data: Callable[[Any], np.ndarray],
+    to_bytes: Callable[[Any, np.ndarray], Any],
+    *,
+    fmt: str,
+    always_index: bool,
+    files: dict[str, Any] | None,
+    max_shard_bytes: int,
+    force: bool,
+    progress: Callable[[Any], None] | None,
+) -> Path:
+    """The writer behind :func:`write_hf_folder` and ``mlx_folder.write_mlx_folder``: safetensors
+    shards (``__metadata__.format`` = ``fmt``; specs have ``name``, ``shape``, ``dtype`` and
+    ``nbytes``; ``to_bytes(spec, array)`` checks and encodes one tensor), the shard index
+    (``always_index``, or when there is more than one shard), config.json and ``files``, all in
+    a temporary folder renamed when complete."""
+    out = Path(out)
+    with atomic_dir(out, force=force) as tmp:
+        shards = _shards(tensors, max_shard_bytes)
+        names = (["model.safetensors"] if len(shards) == 1 else
+                 [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+        for name, specs in zip(names, shards):
+            _write_shard(tmp / name, specs, data, to_bytes, fmt, progress)
+        if always_index or len(shards) > 1:
+            index = {"metadata": {"total_size": sum(s.nbytes for s in tensors)},
+                     "weight_map": {s.name: n for n, specs in zip(names, shards) for s in specs}}
+            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+        for name, content in (files or {}).items():
+            p = tmp / name
+            if isinstance(content, bytes):
+                p.write_bytes(content)
+            elif isinstance(content, str):
+                p.write_text(content, encoding="utf-8")
+            else:
+                p.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
+    log.info("wrote %s (%d tensors, %d shard(s))", out, len(tensors), len(shards))
+    return out
 
 
 def write_hf_folder(
@@ -313,25 +355,6 @@ def write_hf_folder(
         force: replace an existing ``out``.
         progress: called after each tensor.
     """
-    out = Path(out)
-    with atomic_dir(out, force=force) as tmp:
-        shards = _shards(tensors, max_shard_bytes)
-        names = (["model.safetensors"] if len(shards) == 1 else
-                 [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
-        for name, specs in zip(names, shards):
-            _write_shard(tmp / name, specs, data, progress)
-        if len(shards) > 1:
-            index = {"metadata": {"total_size": sum(s.nbytes for s in tensors)},
-                     "weight_map": {s.name: n for n, specs in zip(names, shards) for s in specs}}
-            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
-        for name, content in (files or {}).items():
-            p = tmp / name
-            if isinstance(content, bytes):
-                p.write_bytes(content)
-            elif isinstance(content, str):
-                p.write_text(content, encoding="utf-8")
-            else:
-                p.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
-    log.info("wrote %s (%d tensors, %d shard(s))", out, len(tensors), len(shards))
-    return out
+    return write_safetensors_folder(
+        out, config, tensors, data, lambda s, a: _encode(s, a).tobytes(), fmt="pt", always_index=False,
+        files=files, max_shard_bytes=max_shard_bytes, force=force, progress=progress)

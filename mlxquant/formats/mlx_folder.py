@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,9 +30,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from .atomic import atomic_dir
-from .hf import (INDEX_FILE, TOKENIZER_FILES, HFTensor, bf16_to_f32, index_safetensors, read_json,
-                 read_safetensors_header)
+from .hf import (TOKENIZER_FILES, HFTensor, bf16_to_f32, index_safetensors, read_json,
+                 read_safetensors_header, write_safetensors_folder)
 
 log = logging.getLogger(__name__)
 
@@ -233,25 +231,6 @@ def _bytes(spec: MLXTensorSpec, arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(a).tobytes()
 
 
-def _write_shard(path: Path, specs: Sequence[MLXTensorSpec], data: Callable[[MLXTensorSpec], np.ndarray],
-                 progress: Callable[[MLXTensorSpec], None] | None) -> None:
-    header: dict[str, Any] = {"__metadata__": {"format": "mlx"}}
-    off = 0
-    for s in specs:
-        header[s.name] = {"dtype": s.dtype, "shape": list(s.shape), "data_offsets": [off, off + s.nbytes]}
-        off += s.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
-        for s in specs:
-            f.write(_bytes(s, data(s)))
-            if progress is not None:
-                progress(s)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def write_mlx_folder(
     out: str | os.PathLike,
     config: dict,
@@ -279,33 +258,9 @@ def write_mlx_folder(
     cfg = dict(config)
     if isinstance(cfg.get("quantization"), dict):
         cfg["quantization_config"] = cfg["quantization"]
-    with atomic_dir(out, force=force) as tmp:
-        shards: list[list[MLXTensorSpec]] = [[]]
-        size = 0
-        for s in tensors:
-            if shards[-1] and size + s.nbytes > max_shard_bytes:
-                shards.append([])
-                size = 0
-            shards[-1].append(s)
-            size += s.nbytes
-        names = (["model.safetensors"] if len(shards) == 1 else
-                 [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
-        for name, specs in zip(names, shards):
-            _write_shard(tmp / name, specs, data, progress)
-        index = {"metadata": {"total_size": sum(s.nbytes for s in tensors)},
-                 "weight_map": {s.name: n for n, specs in zip(names, shards) for s in specs}}
-        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
-        for name, content in (files or {}).items():
-            p = tmp / name
-            if isinstance(content, bytes):
-                p.write_bytes(content)
-            elif isinstance(content, str):
-                p.write_text(content, encoding="utf-8")
-            else:
-                p.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
-    log.info("wrote %s (%d tensors, %d shard(s))", out, len(tensors), len(shards))
-    return out
+    return write_safetensors_folder(
+        out, cfg, tensors, data, _bytes, fmt="mlx", always_index=True,
+        files=files, max_shard_bytes=max_shard_bytes, force=force, progress=progress)
 
 
 def tokenizer_files(folder: str | os.PathLike) -> dict[str, bytes]:
