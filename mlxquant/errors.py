@@ -36,3 +36,23 @@ class UnsupportedArchitectureError(MlxquantError, ValueError):
 
 class ImatrixRequiredError(MlxquantError, ValueError):
     """A preset or type that llama.cpp refuses to produce without an importance matrix."""
+
+
+class OptionError(MlxquantError, ValueError):
+    """A conversion option that does not apply to the chosen target (``q_bits`` for a GGUF
+    output, ``outtype="Q8_0"`` for an MLX folder), or conflicting options; the message names the
+    option and the target."""
+
+
+class UnsafeOutputError(OutputExistsError):
+    """``force`` cannot replace the output path: it is a source of the conversion, a folder
+    containing one, a link, or holds files mlxquant did not write. The message names the path
+    and the reason."""
+
+
+class OutputWriteError(MlxquantError, OSError):
+    """The OS refused to write an output (full disk, read-only folder, ...). ``filename`` and the
+    message name the output path the caller gave, never the temporary file; ``errno`` is kept."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}" if self.filename is not None else super().__str__()

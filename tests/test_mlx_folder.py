@@ -23,7 +23,7 @@ mx = pytest.importorskip("mlx.core")
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     d = shakespeare_model_dir()
-    need(d is not None, "shared/models/tiny-shakespeare-llama")
+    need(d is not None, "tests/data/tiny-shakespeare-llama")
     root = tmp_path_factory.mktemp("mlx_folder")
     convert(d, root / "q4", to="mlx", q_bits=4, q_group_size=64, dtype="float16")
     return d, root
@@ -63,7 +63,7 @@ def test_mlx_to_gguf_opens_in_llama_cpp(base, tmp_path):
     r = convert(root / "q4", tmp_path / "q4.gguf", to="gguf")
     assert {d["status"] for d in r.details if d["type"] == "Q4_1"} == {"exact"}
     from mlxquant.formats.gguf_read import GGUFModel
-    from mlxquant.provenance import from_gguf_metadata
+    from mlxquant.convert.provenance import from_gguf_metadata
 
     with GGUFModel(tmp_path / "q4.gguf") as g:
         prov = from_gguf_metadata(g.metadata)
@@ -85,7 +85,7 @@ def test_cli_report_and_json(base, tmp_path):
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert rep["details"] and all("status" in d for d in rep["details"])
-    res = CliRunner().invoke(main, ["convert", str(tmp_path / "o.gguf"), "-o", str(tmp_path / "m"),
+    res = CliRunner().invoke(main, ["-v", "convert", str(tmp_path / "o.gguf"), "-o", str(tmp_path / "m"),
                                     "--to", "mlx", "--exact-scales"])
     assert res.exit_code == 0, res.output
     assert "exact" in res.stdout and "summary:" in res.stdout

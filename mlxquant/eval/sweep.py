@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import MlxquantError
+from ..errors import MlxquantError, QuantTypeError
 from .evaluate import (EvalError, check_same_vocabulary, open_for_eval, reference_logits, score,
                        window_tokens)
 
@@ -75,6 +75,37 @@ def parse_size(text: str) -> int:
     if not m:
         raise ValueError(f"cannot read memory size {text!r} (e.g. 8GB, 512MiB)")
     return int(float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper()))
+
+
+MLX_BITS = (2, 3, 4, 5, 6, 8)
+MLX_GROUPS = (32, 64, 128)
+
+
+def check_variants(types: tuple[str, ...] | list[str]) -> None:
+    """Refuse, before any work, a sweep whose variants cannot all be made: an unknown name, a
+    preset mlxquant cannot quantize yet (IQ1..IQ3), an ``mlxN[gG]`` that MLX has no format for.
+
+    Raises:
+        QuantTypeError: naming the variant and listing the valid names.
+    """
+    from ..models.presets import check_makeable, makeable_presets, missing_codecs
+
+    if not types:
+        raise QuantTypeError("sweep: no variants given (e.g. --types Q8_0,Q4_K_M,mlx4)")
+    valid = (f"presets {', '.join(makeable_presets())}; a GGML type such as Q4_K; mlxN or mlxNgG "
+             f"with N in {', '.join(map(str, MLX_BITS))} and G in {', '.join(map(str, MLX_GROUPS))}")
+    for name in types:
+        m = _MLX.match(name)
+        if m:
+            if int(m.group(1)) not in MLX_BITS or int(m.group(2) or 64) not in MLX_GROUPS:
+                raise QuantTypeError(f"sweep: {name!r} is not an MLX format mlxquant makes (valid: {valid})")
+            continue
+        try:
+            missing = missing_codecs(name)
+        except QuantTypeError:
+            raise QuantTypeError(f"sweep: unknown variant {name!r} (valid: {valid})") from None
+        if missing:
+            check_makeable(name)  # "<preset>: needs IQ3_S, which mlxquant cannot quantize yet (...)"
 
 
 def _convert(base: Path, name: str, out_dir: Path, force: bool) -> tuple[Path, float]:
@@ -135,9 +166,11 @@ def sweep(base: str | os.PathLike, text: str, out_dir: str | os.PathLike,
         progress: ``progress(done, total, label)`` over conversions and windows.
 
     Raises:
-        EvalError, FormatError, UnsupportedArchitectureError, TokenizerError, FileNotFoundError.
-        A variant that fails to convert or evaluate is reported in its row, not raised.
+        QuantTypeError (before any work: see :func:`check_variants`), EvalError, FormatError,
+        UnsupportedArchitectureError, TokenizerError, FileNotFoundError. A variant that fails to
+        convert or evaluate is reported in its row, not raised.
     """
+    check_variants(types)
     base_p, out = Path(base), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ref = open_for_eval(base_p, "numpy", ctx)

@@ -39,6 +39,13 @@ MAX_KEY_BYTES = 1 << 16
 MAX_TENSOR_NAME_BYTES = 63     # GGML_MAX_NAME (64) including the terminating NUL
 MAX_DIMS = 4                   # GGML_MAX_DIMS
 MAX_ARRAY_DEPTH = 8            # llama.cpp refuses nested arrays; gguf-py writes them
+# mlxquant's own limits, far above any real model (they hold < 100 keys, < 10,000 tensors and
+# < 2 M array items: tokens, scores, types, merges) and low enough that a header at the limit
+# decodes in well under a second: every key, tensor and array item becomes a Python object, and
+# a crafted 100 MB header of 5 M keys took 58 s and 2 GB before these limits existed.
+MAX_KV = 1 << 16
+MAX_TENSORS = 1 << 16
+MAX_TOTAL_ARRAY_ITEMS = 1 << 23
 
 
 class ValueType(IntEnum):
@@ -109,6 +116,19 @@ class TensorInfo:
         return n
 
 
+class GGUFMetadata(dict):
+    """A GGUF file's metadata (key -> plain value) that remembers the file it came from, so that
+    code turning it into a config or a tokenizer names the file in its errors."""
+
+    source: Path | None = None
+
+
+def metadata_source(meta: Any) -> str:
+    """The file GGUF metadata was read from, or ``"GGUF metadata"`` when it is a plain dict."""
+    src = getattr(meta, "source", None)
+    return str(src) if src is not None else "GGUF metadata"
+
+
 @dataclass
 class GGUFHeader:
     """A validated GGUF header: metadata as plain Python values, their stored types, tensors."""
@@ -118,7 +138,7 @@ class GGUFHeader:
     file_size: int
     alignment: int
     data_offset: int
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: GGUFMetadata = field(default_factory=GGUFMetadata)
     value_types: dict[str, ValueTypeInfo] = field(default_factory=dict)
     tensors: list[TensorInfo] = field(default_factory=list)
 
@@ -128,6 +148,7 @@ class _Cursor:
 
     def __init__(self, buf: Any, size: int, path: Path):
         self.buf, self.size, self.path, self.pos = buf, size, path, 0
+        self.items_left = MAX_TOTAL_ARRAY_ITEMS  # array items the header may still declare
 
     def fail(self, problem: str) -> FormatError:
         return FormatError(f"{self.path}: {problem}")
@@ -188,6 +209,10 @@ def _read_array(cur: _Cursor, what: str, depth: int) -> tuple[list, ValueTypeInf
             f"truncated: {what}: array of {count} {item.name} items cannot fit in the "
             f"{cur.left} bytes left"
         )
+    if count > cur.items_left:
+        raise cur.fail(f"{what}: array of {count} items takes the header past "
+                       f"{MAX_TOTAL_ARRAY_ITEMS} array items in total (mlxquant's limit)")
+    cur.items_left -= count
     if item in _SCALAR:
         dtype, size = _SCALAR[item]
         nbytes = count * size
@@ -256,7 +281,7 @@ def check_gguf(path: str | os.PathLike) -> GGUFHeader:
     """Validate the header of the GGUF file at ``path`` and return it decoded.
 
     Checks: magic, version (2 or 3, little-endian), tensor and key/value counts against the file
-    size, every key and value (all types, nested arrays up to 8 levels; no allocation before a
+    size and ``MAX_TENSORS`` / ``MAX_KV``, array items against ``MAX_TOTAL_ARRAY_ITEMS``, every key and value (all types, nested arrays up to 8 levels; no allocation before a
     declared count is checked against the bytes left), unique non-empty keys,
     ``general.alignment`` (u32, power of two), tensor names (unique, < 64 bytes), dimensions
     (at most 4, non-negative, no int64 overflow), GGML types (known to mlxquant's registry), rows a
@@ -299,8 +324,13 @@ def _parse(cur: _Cursor) -> GGUFHeader:
     # each tensor info needs >= 8 (name length) + 4 (n_dims) + 4 (type) + 8 (offset) bytes
     if n_tensors * 24 > cur.left:
         raise cur.fail(f"truncated: {n_tensors} tensor infos cannot fit in the {cur.left} bytes left")
+    if n_kv > MAX_KV:
+        raise cur.fail(f"{n_kv} key/value pairs exceed mlxquant's limit of {MAX_KV}")
+    if n_tensors > MAX_TENSORS:
+        raise cur.fail(f"{n_tensors} tensors exceed mlxquant's limit of {MAX_TENSORS}")
 
     hdr = GGUFHeader(cur.path, version, cur.size, DEFAULT_ALIGNMENT, 0)
+    hdr.metadata.source = cur.path
     for i in range(n_kv):
         kb = cur.raw_string(f"key {i}", MAX_KEY_BYTES)
         if not kb:
@@ -338,12 +368,15 @@ def _parse(cur: _Cursor) -> GGUFHeader:
         if n_dims > MAX_DIMS:
             raise cur.fail(f"tensor {name!r} has {n_dims} dimensions (at most {MAX_DIMS})")
         ne = [cur.u64(f"tensor {name!r} dimension {j}") for j in range(n_dims)] or [1]
-        total = 1
+        total = nonzero = 1
         for j, d in enumerate(ne):
             if d >= 1 << 63:
                 raise cur.fail(f"tensor {name!r} dimension {j} is negative or too large ({d})")
             total *= d
-            if total >= 1 << 63:
+            nonzero *= max(d, 1)
+            # NumPy refuses shapes whose non-zero dims multiply past its limit, even for an
+            # empty tensor: keep room for a float64 decode (8 bytes per element)
+            if total >= 1 << 63 or nonzero >= 1 << 59:
                 raise cur.fail(f"tensor {name!r}: shape {ne} overflows int64")
         type_id = cur.u32(f"tensor {name!r} type")
         try:

@@ -60,6 +60,16 @@ class GGUFModel:
         self.header: GGUFHeader = check_gguf(self.path)
         self._infos: dict[str, TensorInfo] = {t.name: t for t in self.header.tensors}
         self._mm: np.memmap | None = None
+        self._check_vocab()
+
+    def _check_vocab(self) -> None:
+        """``{arch}.vocab_size`` must not exceed the embedding's rows (converters size the
+        vocabulary from it)."""
+        key = f"{self.architecture}.vocab_size"
+        vocab, embd = self.metadata.get(key), self._infos.get("token_embd.weight")
+        if isinstance(vocab, int) and embd is not None and len(embd.shape) == 2 and vocab > embd.shape[0]:
+            raise FormatError(f"{self.path}: key {key!r} ({vocab}) exceeds the {embd.shape[0]} rows "
+                              "of token_embd.weight")
 
     # -- metadata ------------------------------------------------------------------------------
     @property

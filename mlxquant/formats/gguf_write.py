@@ -302,7 +302,7 @@ def write_gguf(
             size in total (one tensor is always allowed), so peak memory follows the largest.
         finish: called as ``finish(temporary_path, header_end)`` once every byte is written and
             before the file is synced and renamed (to patch header fields in place, same size:
-            :class:`mlxquant.provenance.BackgroundHashes`); an error there leaves no output.
+            :class:`mlxquant.convert.provenance.BackgroundHashes`); an error there leaves no output.
 
     Returns:
         ``out`` as a Path.

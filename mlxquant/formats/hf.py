@@ -1,7 +1,8 @@
 """Hugging Face model folders: config.json, safetensors shards, tokenizer and generation files.
 
 Reading is lazy: shard headers are parsed and checked up front (names, dtypes, shapes, offsets
-inside the file), tensors are read one at a time through ``safetensors.safe_open(framework=
+inside the file: :mod:`.safetensors_read`), config.json's values are checked
+(:func:`mlxquant.models.hparams.check_hf_config`), tensors are read one at a time through ``safetensors.safe_open(framework=
 "numpy")``; bfloat16, which NumPy lacks, is read as raw bytes and widened to float32 here.
 Writing streams safetensors shards tensor by tensor into a temporary folder that is renamed into
 place when complete (:func:`mlxquant.formats.atomic.atomic_dir`).
@@ -21,21 +22,17 @@ import numpy as np
 
 from ..errors import FormatError
 from .atomic import atomic_dir
+from .ownership import PROVENANCE_FILE
+from .json_file import MAX_JSON_BYTES, read_json_object
+from .json_file import read_json as _read_json
+from .safetensors_read import (SAFETENSORS_DTYPES, INDEX_FILE, HFTensor, check_biases, embedding_rows,
+                               index_safetensors)
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
                    "chat_template.json", "generation_config.json")
-MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
-
-# safetensors dtype -> (numpy dtype or None for bfloat16, bytes per element)
-_DTYPES: dict[str, tuple[Any, int]] = {
-    "F64": (np.float64, 8), "F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (None, 2),
-    "I64": (np.int64, 8), "I32": (np.int32, 4), "I16": (np.int16, 2), "I8": (np.int8, 1),
-    "U8": (np.uint8, 1), "BOOL": (np.bool_, 1),
-}
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
@@ -50,103 +47,9 @@ def f32_to_bf16(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), np.uint16(0x7FC0), rounded)
 
 
-@dataclass(frozen=True)
-class HFTensor:
-    """A tensor in a safetensors shard: name, dtype (safetensors spelling), shape, file."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    file: Path
-    start: int  # absolute byte offsets in the file
-    end: int
-
-
 def read_json(path: Path, what: str = "JSON") -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FormatError(f"{path}: missing {what} file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"{path}: cannot read {what}: {e}") from None
-
-
-def read_safetensors_header(
-    path: Path, dtypes: dict[str, tuple[Any, int]] = _DTYPES
-) -> dict[str, HFTensor]:
-    """Parse and check a safetensors header (no tensor data is read): offsets inside the file,
-    sizes matching shapes, dtypes among ``dtypes`` (name -> (NumPy dtype, bytes))."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise FormatError(f"{path}: truncated safetensors file ({size} bytes)")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise FormatError(f"{path}: safetensors header of {n} bytes does not fit the file "
-                                  f"({size} bytes)")
-            header = json.loads(f.read(n))
-    except FileNotFoundError:
-        raise FormatError(f"{path}: missing safetensors shard") from None
-    except FormatError:
-        raise
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"{path}: corrupt safetensors header: {e}") from None
-    if not isinstance(header, dict):
-        raise FormatError(f"{path}: corrupt safetensors header (not a JSON object)")
-    base, out = 8 + n, {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (b, end) = e["dtype"], tuple(int(d) for d in e["shape"]), e["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise FormatError(f"{path}: corrupt safetensors entry for {name!r}") from None
-        if dtype not in dtypes:
-            raise FormatError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
-        count = int(np.prod(shape, dtype=np.int64))
-        if any(d < 0 for d in shape) or not (
-            0 <= b <= end and base + end <= size and end - b == count * dtypes[dtype][1]
-        ):
-            raise FormatError(f"{path}: tensor {name!r} ({dtype}, {list(shape)}) has bad data "
-                              f"offsets {b}..{end} (file {size} bytes)")
-        out[name] = HFTensor(name, dtype, shape, path, base + b, base + end)
-    return out
-
-
-def index_safetensors(
-    folder: Path, pattern: str = "*.safetensors", dtypes: dict[str, tuple[Any, int]] = _DTYPES
-) -> dict[str, HFTensor]:
-    """Every tensor of a folder's safetensors shards: those of ``model.safetensors.index.json``
-    when present (each listed shard must exist and hold its tensors), else of the files matching
-    ``pattern`` (a tensor name may appear in one shard only)."""
-    index = folder / INDEX_FILE
-    tensors: dict[str, HFTensor] = {}
-    if index.is_file():
-        weight_map = read_json(index, "safetensors index").get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise FormatError(f"{index}: no weight_map")
-        shards = sorted(set(weight_map.values()), key=str)
-        for shard in shards:
-            if not isinstance(shard, str) or "/" in shard or not (folder / shard).is_file():
-                raise FormatError(f"{folder / str(shard)}: missing safetensors shard (listed in {INDEX_FILE})")
-        for shard in shards:
-            found = read_safetensors_header(folder / shard, dtypes)
-            for name, file in weight_map.items():
-                if file == shard and name not in found:
-                    raise FormatError(f"{folder / shard}: tensor {name!r} listed in {INDEX_FILE} is missing")
-            tensors.update({k: v for k, v in found.items() if weight_map.get(k) == shard})
-    else:
-        files = sorted(folder.glob(pattern))
-        if not files:
-            raise FormatError(f"{folder}: no {pattern} weights")
-        for shard in files:
-            for name, t in read_safetensors_header(shard, dtypes).items():
-                if name in tensors:
-                    raise FormatError(f"{shard}: tensor {name!r} also in {tensors[name].file.name}")
-                tensors[name] = t
-    return tensors
+    """One JSON file of a model folder (bounded size and depth; see :mod:`.json_file`)."""
+    return _read_json(path, what)
 
 
 class HFModel:
@@ -164,14 +67,19 @@ class HFModel:
         self.path = Path(path)
         if not self.path.is_dir():
             raise FormatError(f"{self.path}: not a Hugging Face model folder")
-        self.config: dict = read_json(self.path / "config.json", "config.json")
-        if not isinstance(self.config, dict):
-            raise FormatError(f"{self.path / 'config.json'}: not a JSON object")
+        from ..models.hparams import check_hf_config
+
+        cfg_path = self.path / "config.json"
+        self.config: dict = read_json_object(cfg_path, "config.json")
         tc = self.path / "tokenizer_config.json"
-        self.tokenizer_config: dict = read_json(tc, "tokenizer config") if tc.is_file() else {}
+        self.tokenizer_config: dict = (read_json_object(tc, "tokenizer config") if tc.is_file()
+                                       else {})
         gc = self.path / "generation_config.json"
-        self.generation_config: dict | None = read_json(gc, "generation config") if gc.is_file() else None
+        self.generation_config: dict | None = (read_json_object(gc, "generation config")
+                                               if gc.is_file() else None)
         self._tensors = self._index()
+        check_biases(self._tensors)
+        check_hf_config(self.config, cfg_path, embedding_rows(self._tensors))
 
     def _index(self) -> dict[str, HFTensor]:
         return index_safetensors(self.path)
@@ -188,10 +96,15 @@ class HFModel:
             return t
         jinja = self.path / "chat_template.jinja"
         if jinja.is_file():
-            return jinja.read_text(encoding="utf-8")
+            try:
+                if jinja.stat().st_size > MAX_JSON_BYTES:
+                    raise FormatError(f"{jinja}: chat template larger than {MAX_JSON_BYTES} bytes")
+                return jinja.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise FormatError(f"{jinja}: cannot read chat template: {e}") from None
         js = self.path / "chat_template.json"
         if js.is_file():
-            t = read_json(js, "chat template").get("chat_template")
+            t = read_json_object(js, "chat template").get("chat_template")
             return t if isinstance(t, str) else None
         return None
 
@@ -209,7 +122,7 @@ class HFModel:
     def tensor(self, name: str) -> np.ndarray:
         """One tensor as float32 (integer tensors keep their dtype)."""
         t = self.info(name)
-        np_dtype, _ = _DTYPES[t.dtype]
+        np_dtype, _ = SAFETENSORS_DTYPES[t.dtype]
         if np_dtype is None:  # bfloat16
             raw = np.fromfile(t.file, dtype="<u2", count=(t.end - t.start) // 2, offset=t.start)
             return bf16_to_f32(raw).reshape(t.shape)
@@ -244,7 +157,7 @@ class HFTensorSpec:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * _DTYPES[self.dtype][1]
+        return int(np.prod(self.shape, dtype=np.int64)) * SAFETENSORS_DTYPES[self.dtype][1]
 
 
 def _encode(spec: HFTensorSpec, arr: np.ndarray) -> np.ndarray:
@@ -252,7 +165,7 @@ def _encode(spec: HFTensorSpec, arr: np.ndarray) -> np.ndarray:
         raise FormatError(f"tensor {spec.name!r}: got shape {arr.shape}, expected {spec.shape}")
     if spec.dtype == "BF16":
         return f32_to_bf16(arr)
-    return np.ascontiguousarray(arr, dtype=np.dtype(_DTYPES[spec.dtype][0]).newbyteorder("<"))
+    return np.ascontiguousarray(arr, dtype=np.dtype(SAFETENSORS_DTYPES[spec.dtype][0]).newbyteorder("<"))
 
 
 def _shards(specs: Sequence[Any], max_bytes: int) -> list[list[Any]]:
@@ -318,7 +231,7 @@ def write_safetensors_folder(
                      "weight_map": {s.name: n for n, specs in zip(names, shards) for s in specs}}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
-        for name, content in (files or {}).items():
+        for name, content in _record_written(files, [p.name for p in tmp.iterdir()]).items():
             p = tmp / name
             if isinstance(content, bytes):
                 p.write_bytes(content)
@@ -328,6 +241,24 @@ def write_safetensors_folder(
                 p.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
     log.info("wrote %s (%d tensors, %d shard(s))", out, len(tensors), len(shards))
     return out
+
+
+def _record_written(files: dict[str, Any] | None, written: list[str]) -> dict[str, Any]:
+    """``files`` with the list of every file of the folder (``written`` + ``files``) recorded in
+    ``mlxquant.json`` as ``output.files`` (added when absent): what lets ``force`` replace this
+    folder later, and nothing a user added to it (:mod:`mlxquant.formats.ownership`)."""
+    out = dict(files or {})
+    record = out.get(PROVENANCE_FILE, {"mlxquant_version": _version()})
+    if isinstance(record, dict):
+        listed = sorted({*written, *out, PROVENANCE_FILE})
+        out[PROVENANCE_FILE] = {**record, "output": {"files": listed}}
+    return out
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def write_hf_folder(

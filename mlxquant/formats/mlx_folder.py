@@ -20,7 +20,6 @@ wrongly (or crash on) is refused with one line naming the file and the tensor.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -30,8 +29,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from .hf import (TOKENIZER_FILES, HFTensor, bf16_to_f32, index_safetensors, read_json,
-                 read_safetensors_header, write_safetensors_folder)
+from .hf import TOKENIZER_FILES, bf16_to_f32, write_safetensors_folder
+from .json_file import read_json_object
+from .safetensors_read import (HFTensor, check_biases, embedding_rows, index_safetensors,
+                               read_safetensors_header)
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,10 @@ def is_mlx_folder(path: str | os.PathLike) -> bool:
     if not (p / "config.json").is_file():
         return False
     try:
-        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(cfg, dict) and isinstance(cfg.get("quantization"), dict)
+        cfg = read_json_object(p / "config.json", "config.json")
+    except FormatError:
+        return False  # not readable as an MLX folder; the HF reader reports the problem
+    return isinstance(cfg.get("quantization"), dict)
 
 
 class MLXModel:
@@ -80,14 +81,15 @@ class MLXModel:
         self.path = Path(path)
         if not self.path.is_dir():
             raise FormatError(f"{self.path}: not an MLX model folder")
-        self.config: dict = read_json(self.path / "config.json", "config.json")
-        if not isinstance(self.config, dict):
-            raise FormatError(f"{self.path / 'config.json'}: not a JSON object")
+        from ..models.hparams import check_hf_config, check_quantization
+
+        cfg_path = self.path / "config.json"
+        self.config: dict = read_json_object(cfg_path, "config.json")
         q = self.config.get("quantization", self.config.get("quantization_config")) or {}
-        if not isinstance(q, dict):
-            raise FormatError(f"{self.path / 'config.json'}: quantization is not an object")
-        self.quantization: dict = q
+        self.quantization: dict = check_quantization(q, cfg_path)
         self._tensors = self._index()
+        check_biases(self._tensors)
+        check_hf_config(self.config, cfg_path, embedding_rows(self._tensors))
         self._modules = self._check_modules()
 
     def _index(self) -> dict[str, TensorInfo]:
@@ -100,17 +102,26 @@ class MLXModel:
         entry = q.get(module)
         if entry is False or f"{module}.scales" not in self._tensors:
             return None
-        if isinstance(entry, dict):
-            return {"group_size": int(entry.get("group_size", q.get("group_size", 64))),
-                    "bits": int(entry.get("bits", q.get("bits", 4))),
-                    "mode": str(entry.get("mode", q.get("mode", "affine")))}
-        return {"group_size": int(q.get("group_size", 64)), "bits": int(q.get("bits", 4)),
-                "mode": str(q.get("mode", "affine"))}
+        own = entry if isinstance(entry, dict) else {}
+
+        def pick(k: str, default: Any) -> Any:
+            v = own.get(k)
+            return v if v is not None else q.get(k) if q.get(k) is not None else default
+
+        # types and ranges were checked by check_quantization when the folder was opened
+        return {"group_size": int(pick("group_size", 64)), "bits": int(pick("bits", 4)),
+                "mode": str(pick("mode", "affine"))}
 
     def _check_modules(self) -> dict[str, dict]:
         """Every ``p.scales`` needs ``p.weight``, and shapes must agree with the config."""
         mods: dict[str, dict] = {}
         cfg_file = self.path / "config.json"
+        for name, t in self._tensors.items():
+            # a packed weight whose scales are missing (e.g. left out of the shard index)
+            m = name[: -len(".weight")]
+            if (self.quantization and name.endswith(".weight") and t.dtype == "U32"
+                    and f"{m}.scales" not in self._tensors and self.quantization.get(m) is not False):
+                raise FormatError(f"{self.path}: quantized tensor {name!r} has no {m}.scales")
         for name in self._tensors:
             if not name.endswith(".scales"):
                 continue
@@ -123,7 +134,8 @@ class MLXModel:
             if self.quantization.get(m) is False:
                 raise FormatError(f"{cfg_file}: {m!r} is marked unquantized (false) but has scales")
             p = self.module_params(m)
-            assert p is not None
+            if p is None:  # unreachable: m.scales exists and m is not marked false
+                raise FormatError(f"{cfg_file}: no quantization parameters for {m!r}")
             bits, g, mode = p["bits"], p["group_size"], p["mode"]
             cols = s.shape[-1] * g if s.shape else 0
             ok = (w.dtype == "U32" and len(w.shape) == len(s.shape) >= 2 and w.shape[:-1] == s.shape[:-1]

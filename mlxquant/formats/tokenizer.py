@@ -21,7 +21,8 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from ..errors import TokenizerError
+from ..errors import FormatError, TokenizerError
+from .json_file import MAX_TOKENIZER_JSON_BYTES, check_int, expect_dict, read_json
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,58 @@ QWEN2_REGEX = (
 )
 
 
-def _byte_level(pt: dict | None, use_regex: bool) -> bool:
-    return bool(pt) and pt.get("type") == "ByteLevel" and bool(pt.get("use_regex", True)) == use_regex
+def library_error(e: BaseException) -> bool:
+    """Whether ``e`` is a third-party library failing on a malformed file: ``tokenizers``,
+    ``sentencepiece`` and gguf-py raise plain ``Exception``s, and a Rust panic inside
+    ``tokenizers`` arrives as pyo3's ``PanicException``, a ``BaseException``. Interruptions,
+    exits and ``MemoryError`` are not."""
+    return not isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError))
+
+
+# The most tokens a vocabulary may have (the same bound as mlxquant.models.hparams.MAX_VOCAB:
+# padded token lists are built in Python, so this keeps them small whatever a file claims).
+MAX_VOCAB = 1 << 21
+
+
+# Bounds on a tokenizer.json's normalizer / pre-tokenizer / decoder / post-processor pipelines,
+# checked before the tokenizers library runs them: steps can grow the text (ByteLevel maps each
+# byte of its input to a 1-2 byte character, so 1,000 ByteLevel steps never return from Rust), and
+# real files use at most ~5 steps, at most one ByteLevel step, and replacements of a few chars.
+MAX_PIPELINE_STEPS = 16
+MAX_GROWING_STEPS = 2
+_GROWING = {"ByteLevel", "Precompiled", "NFKC", "NFKD"}
+
+
+def check_pipeline(tj: dict, path: Path) -> None:
+    """Refuse a tokenizer.json whose pipelines could grow a text without bound (see
+    ``MAX_PIPELINE_STEPS``): more than 16 steps in one pipeline, or more than 2 steps that can
+    lengthen the text (ByteLevel, Precompiled, NFKC/NFKD, a Replace with a longer content)."""
+    for section in ("normalizer", "pre_tokenizer", "decoder", "post_processor"):
+        steps = growing = 0
+        stack = [tj.get(section)]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, list):
+                stack.extend(v)
+            elif isinstance(v, dict):
+                kind = v.get("type")
+                if isinstance(kind, str):
+                    steps += 1
+                    content, pattern = v.get("content"), v.get("pattern")
+                    pat = next(iter(pattern.values()), "") if isinstance(pattern, dict) else pattern
+                    longer = (kind == "Replace" and isinstance(content, str)
+                              and len(content) > len(pat if isinstance(pat, str) else ""))
+                    growing += kind in _GROWING or longer
+                stack.extend(x for x in v.values() if isinstance(x, (dict, list)))
+            if steps > MAX_PIPELINE_STEPS or growing > MAX_GROWING_STEPS:
+                raise TokenizerError(
+                    f"{path}: the {section} has more than {MAX_PIPELINE_STEPS} steps or more than "
+                    f"{MAX_GROWING_STEPS} steps that lengthen the text (mlxquant's limit)")
+
+
+def _byte_level(pt: Any, use_regex: bool) -> bool:
+    return (isinstance(pt, dict) and pt.get("type") == "ByteLevel"
+            and bool(pt.get("use_regex", True)) == use_regex)
 
 
 def pre_from_structure(pre_tokenizer: dict | None) -> str | None:
@@ -70,15 +121,18 @@ def pre_from_structure(pre_tokenizer: dict | None) -> str | None:
     or None. A plain byte-level BPE needs "gpt-2" (with "default" llama.cpp splits differently)."""
     if _byte_level(pre_tokenizer, True):
         return "gpt-2"
-    if not pre_tokenizer or pre_tokenizer.get("type") != "Sequence":
+    if not isinstance(pre_tokenizer, dict) or pre_tokenizer.get("type") != "Sequence":
         return None
     steps = pre_tokenizer.get("pretokenizers") or []
+    if not isinstance(steps, list) or not all(isinstance(x, dict) for x in steps):
+        return None
     if (len(steps) == 2 and steps[0].get("type") == "Digits"
             and steps[0].get("individual_digits") and _byte_level(steps[1], True)):
         return "smollm"
     if len(steps) == 2 and steps[0].get("type") == "Split" and _byte_level(steps[1], False):
-        regex = (steps[0].get("pattern") or {}).get("Regex")
-        return {LLAMA3_REGEX: "llama-bpe", QWEN2_REGEX: "qwen2"}.get(regex)
+        pattern = steps[0].get("pattern")
+        regex = pattern.get("Regex") if isinstance(pattern, dict) else None
+        return {LLAMA3_REGEX: "llama-bpe", QWEN2_REGEX: "qwen2"}.get(regex) if isinstance(regex, str) else None
     return None
 
 
@@ -92,7 +146,9 @@ def detect_bpe_pre(folder: Path, tokenizer_json: dict) -> str:
 
     try:
         ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(CHECK_TEXT).ids
-    except Exception as e:  # tokenizers raises plain Exceptions
+    except BaseException as e:  # tokenizers raises plain Exceptions
+        if not library_error(e):
+            raise
         raise TokenizerError(f"{folder / 'tokenizer.json'}: cannot load: {e}") from None
     chkhsh = sha256(str(ids).encode()).hexdigest()
     pre = KNOWN_PRE_HASHES.get(chkhsh) or pre_from_structure(tokenizer_json.get("pre_tokenizer"))
@@ -115,12 +171,41 @@ def looks_special(token: str) -> bool:
     )
 
 
+def _tok_int(v: Any, path: Path, what: str, hi: int | None = MAX_VOCAB - 1) -> int:
+    """A token id from a tokenizer file: an int in [0, hi], else TokenizerError naming the file."""
+    try:
+        return check_int(v, path, what, 0, hi)
+    except FormatError as e:
+        raise TokenizerError(str(e)) from None
+
+
+def _bpe_tables(path: Path, tj: dict) -> tuple[dict[str, int], dict[int, dict]]:
+    """A BPE tokenizer.json's ``model.vocab`` (token -> id) and ``added_tokens`` (id -> entry),
+    every id an int in [0, MAX_VOCAB) and every token a string."""
+    vocab = tj["model"].get("vocab")
+    vocab = {} if vocab is None else vocab
+    if not isinstance(vocab, dict):
+        raise TokenizerError(f"{path}: model.vocab must be a JSON object (token -> id)")
+    for t, i in vocab.items():
+        _tok_int(i, path, f"model.vocab entry {t[:40]!r}")
+    entries = tj.get("added_tokens")
+    entries = [] if entries is None else entries
+    if not isinstance(entries, list):
+        raise TokenizerError(f"{path}: added_tokens must be a JSON array")
+    added: dict[int, dict] = {}
+    for n, a in enumerate(entries):
+        if not isinstance(a, dict) or not isinstance(a.get("content"), str):
+            raise TokenizerError(f"{path}: added_tokens[{n}] must be an object with a string content")
+        added[_tok_int(a.get("id"), path, f"added_tokens[{n}] id")] = a
+    return vocab, added
+
+
 def _bpe_vocab(folder: Path, tj: dict, vocab_size: int) -> tuple[list[str], list[int]]:
     """Tokens and types of a byte-level BPE tokenizer.json (``get_vocab_base``)."""
     from tokenizers import Tokenizer
 
-    vocab: dict[str, int] = dict(tj["model"].get("vocab") or {})
-    added = {a["id"]: a for a in tj.get("added_tokens", [])}
+    vocab, added = _bpe_tables(folder / "tokenizer.json", tj)
+    vocab = dict(vocab)
     for a in added.values():
         vocab[a["content"]] = a["id"]
     if vocab and max(vocab.values()) >= vocab_size:
@@ -139,10 +224,15 @@ def _bpe_vocab(folder: Path, tj: dict, vocab_size: int) -> tuple[list[str], list
         token = reverse[i]
         if i in added:
             if not added[i].get("normalized", False):
-                if tok is None:
-                    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-                token = tok.decode(tok.encode(token, add_special_tokens=False).ids,
-                                   skip_special_tokens=False)
+                try:
+                    if tok is None:
+                        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+                    token = tok.decode(tok.encode(token, add_special_tokens=False).ids,
+                                       skip_special_tokens=False)
+                except BaseException as e:  # tokenizers raises plain Exceptions
+                    if not library_error(e):
+                        raise
+                    raise TokenizerError(f"{folder / 'tokenizer.json'}: cannot load: {e}") from None
             if added[i].get("special") or looks_special(token):
                 types.append(CONTROL)
             else:
@@ -161,9 +251,13 @@ def _spm_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str], list[fl
     sp = SentencePieceProcessor()
     try:
         sp.LoadFromFile(str(folder / "tokenizer.model"))
-    except Exception as e:
+    except BaseException as e:
+        if not library_error(e):
+            raise
         raise TokenizerError(f"{folder / 'tokenizer.model'}: cannot load: {e}") from None
     n = vocab_size or sp.vocab_size()
+    if n > MAX_VOCAB:
+        raise TokenizerError(f"{folder / 'tokenizer.model'}: {n} tokens (more than {MAX_VOCAB})")
     tokens = [f"[PAD{i}]" for i in range(n)]
     scores = [-10000.0] * n
     types = [UNUSED] * n
@@ -174,11 +268,14 @@ def _spm_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str], list[fl
     added_file = folder / "added_tokens.json"
     if added_file.is_file():
         for text, i in _load_json(added_file).items():
-            if i < n:
+            if _tok_int(i, added_file, f"entry {text[:40]!r}", None) < n:
                 tokens[i], scores[i], types[i] = text, -1000.0, USER_DEFINED
     cfg_file = folder / "tokenizer_config.json"
-    decoder = _load_json(cfg_file).get("added_tokens_decoder", {}) if cfg_file.is_file() else {}
-    for key, data in decoder.items():
+    decoder = _load_json(cfg_file).get("added_tokens_decoder") if cfg_file.is_file() else None
+    for key, data in _as_dict(decoder, cfg_file, "added_tokens_decoder").items():
+        if not key.isdigit() or not isinstance(data, dict) or not isinstance(data.get("content"), str):
+            raise TokenizerError(f"{cfg_file}: added_tokens_decoder entry {key[:40]!r} must map a "
+                                 "token id to an object with a string content")
         i, text = int(key), data["content"]
         if i >= n:
             continue
@@ -191,10 +288,19 @@ def _spm_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str], list[fl
 
 
 def _load_json(path: Path) -> dict:
+    """A tokenizer file's JSON object (bounded size and depth: :mod:`.json_file`)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise TokenizerError(f"{path}: cannot read JSON: {e}") from None
+        return expect_dict(read_json(path, "JSON", MAX_TOKENIZER_JSON_BYTES), path, "the file")
+    except FormatError as e:
+        raise TokenizerError(str(e)) from None
+
+
+def _as_dict(v: Any, path: Path, what: str) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise TokenizerError(f"{path}: {what} must be a JSON object")
+    return v
 
 
 def _special(folder: Path, n_vocab: int, load_merges: bool, out: dict[str, Any]) -> None:
@@ -203,15 +309,22 @@ def _special(folder: Path, n_vocab: int, load_merges: bool, out: dict[str, Any])
 
     try:
         sv = SpecialVocab(folder, load_merges=load_merges, n_vocab=n_vocab)
-    except (OSError, ValueError) as e:
-        raise TokenizerError(f"{folder}: cannot read tokenizer files: {e}") from None
+    except BaseException as e:  # gguf-py indexes the files' JSON without checking its shape
+        if not library_error(e):
+            raise
+        raise TokenizerError(f"{folder}: cannot read tokenizer files: {type(e).__name__}: {e}") from None
     if load_merges and not sv.merges:
         raise TokenizerError(f"{folder / 'tokenizer.json'}: a BPE tokenizer without merges")
     # let SpecialVocab write into a scratch GGUFWriter: the same keys llama.cpp's converter writes
     from gguf import GGUFWriter
 
     w = GGUFWriter(path=None, arch="scratch")
-    sv.add_to_gguf(w, quiet=True)
+    try:
+        sv.add_to_gguf(w, quiet=True)
+    except BaseException as e:  # values of the wrong type for their GGUF keys
+        if not library_error(e):
+            raise
+        raise TokenizerError(f"{folder}: cannot convert special tokens: {type(e).__name__}: {e}") from None
     for key, val in w.kv_data[0].items():
         if key != "general.architecture":
             out[key] = val.value
@@ -236,11 +349,22 @@ def tokenizer_to_gguf(folder: str | Path, config: dict, arch: str) -> dict[str, 
     tj_path, spm_path = folder / "tokenizer.json", folder / "tokenizer.model"
     cfg_path = folder / "tokenizer_config.json"
     tcfg = _load_json(cfg_path) if cfg_path.is_file() else {}
-    vocab_size = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    text = config.get("text_config")
+    vocab_size = config.get("vocab_size") or (text.get("vocab_size") if isinstance(text, dict) else None)
+    if vocab_size is not None:
+        try:
+            vocab_size = check_int(vocab_size, "config.json", "key 'vocab_size'", 1, MAX_VOCAB)
+        except FormatError as e:
+            raise TokenizerError(f"{folder}: {e}") from None
     out: dict[str, Any] = {}
     if arch == "llama" and isinstance(tcfg.get("add_prefix_space"), bool):
         out["tokenizer.ggml.add_space_prefix"] = tcfg["add_prefix_space"]
     tj = _load_json(tj_path) if tj_path.is_file() else None
+    if tj is not None:
+        check_pipeline(tj, tj_path)
+    model = tj.get("model") if tj is not None else None
+    if tj is not None and not isinstance(model, dict):
+        raise TokenizerError(f"{tj_path}: 'model' must be a JSON object")
 
     if spm_path.is_file():
         tokens, scores, types = _spm_vocab(folder, vocab_size)
@@ -248,29 +372,35 @@ def tokenizer_to_gguf(folder: str | Path, config: dict, arch: str) -> dict[str, 
         out.update({"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.scores": scores,
                     "tokenizer.ggml.token_type": types})
         _special(folder, len(tokens), False, out)
-    elif tj is not None and tj.get("model", {}).get("type") == "BPE" and tj["model"].get("byte_fallback"):
+    elif tj is not None and model.get("type") == "BPE" and model.get("byte_fallback"):
         from gguf import LlamaHfVocab
 
+        _bpe_tables(tj_path, tj)
         try:
             vocab = LlamaHfVocab(folder)
-        except (FileNotFoundError, TypeError) as e:
-            raise TokenizerError(f"{tj_path}: unsupported byte-fallback BPE tokenizer: {e}") from None
-        toks = list(vocab.all_tokens())
+            toks = list(vocab.all_tokens())
+        except BaseException as e:  # gguf-py and tokenizers raise whatever the file provokes
+            if not library_error(e):
+                raise
+            raise TokenizerError(f"{tj_path}: unsupported byte-fallback BPE tokenizer: "
+                                 f"{type(e).__name__}: {e}") from None
         out.update({"tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default",
                     "tokenizer.ggml.tokens": [t.decode("utf-8", "replace") for t, _, _ in toks],
                     "tokenizer.ggml.scores": [float(s) for _, s, _ in toks],
                     "tokenizer.ggml.token_type": [int(k) for _, _, k in toks]})
         _special(folder, len(toks), False, out)
-    elif tj is not None and tj.get("model", {}).get("type") == "BPE":
-        n = vocab_size or (max(len(tj["model"]["vocab"]), 1 + max(
-            [a["id"] for a in tj.get("added_tokens", [])], default=0)))
+    elif tj is not None and model.get("type") == "BPE":
+        bpe_vocab, added = _bpe_tables(tj_path, tj)
+        n = vocab_size or max(len(bpe_vocab), 1 + max(added, default=0))
+        if n > MAX_VOCAB:
+            raise TokenizerError(f"{tj_path}: {n} tokens (more than {MAX_VOCAB})")
         tokens, types = _bpe_vocab(folder, tj, int(n))
         out.update({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": detect_bpe_pre(folder, tj),
                     "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types})
         _special(folder, len(tokens), True, out)
     elif tj is not None:
         raise TokenizerError(
-            f"{tj_path}: tokenizer model type {tj.get('model', {}).get('type')!r} is not supported "
+            f"{tj_path}: tokenizer model type {str(model.get('type'))[:40]!r} is not supported "
             "(BPE or a SentencePiece tokenizer.model)"
         )
     else:

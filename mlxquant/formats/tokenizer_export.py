@@ -15,7 +15,9 @@ import logging
 from typing import Any
 
 from ..errors import TokenizerError
-from .tokenizer import BYTE, CONTROL, LLAMA3_REGEX, NORMAL, QWEN2_REGEX, UNKNOWN, USER_DEFINED
+from .gguf_check import metadata_source
+from .tokenizer import (BYTE, CONTROL, LLAMA3_REGEX, MAX_VOCAB, NORMAL, QWEN2_REGEX, UNKNOWN,
+                        USER_DEFINED)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ def _bpe_files(meta: dict[str, Any], tokens: list[str], types: list[int]) -> dic
     for m in merges:
         parts = m.split(" ")
         if len(parts) != 2:
-            raise TokenizerError(f"tokenizer.ggml.merges: malformed merge {m!r}")
+            raise TokenizerError(f"{metadata_source(meta)}: tokenizer.ggml.merges: malformed merge {m[:60]!r}")
         pairs.append(parts)
     added = _added_tokens(tokens, types)
     post = _template(meta, tokens) or {"type": "ByteLevel", "add_prefix_space": True,
@@ -153,9 +155,10 @@ def _spm_files(meta: dict[str, Any], tokens: list[str], types: list[int]) -> dic
     ts.byte_fallback = BYTE in types
     specials = {name: meta.get(f"tokenizer.ggml.{key}") for name, key in _SPECIAL_KEYS.items()}
     ts.unk_id = types.index(UNKNOWN) if UNKNOWN in types else -1
-    ts.bos_id = specials["bos"] if isinstance(specials["bos"], int) else -1
-    ts.eos_id = specials["eos"] if isinstance(specials["eos"], int) else -1
-    ts.pad_id = specials["pad"] if isinstance(specials["pad"], int) else -1
+    def sid(v: Any) -> int:  # an id outside the vocabulary (or not an int) means "none"
+        return v if type(v) is int and 0 <= v < len(tokens) else -1
+
+    ts.bos_id, ts.eos_id, ts.pad_id = sid(specials["bos"]), sid(specials["eos"]), sid(specials["pad"])
     ns = m.normalizer_spec
     ns.name = "identity"
     ns.add_dummy_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
@@ -170,6 +173,45 @@ def _spm_files(meta: dict[str, Any], tokens: list[str], types: list[int]) -> dic
     return {"tokenizer.model": m.SerializeToString(), "tokenizer_config.json": cfg}
 
 
+def _check_types(meta: dict[str, Any], where: str) -> tuple[str, list[str], list[int]]:
+    """The model name, tokens (text) and token types of GGUF tokenizer metadata, after checking
+    the type of every ``tokenizer.*`` key this module reads (gguf-py writes whatever it is given,
+    so a file can hold e.g. an array where a string belongs)."""
+    model = meta.get("tokenizer.ggml.model")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if not model or not tokens:
+        raise TokenizerError(f"{where}: the GGUF file has no tokenizer (tokenizer.ggml.model / .tokens)")
+
+    def bad(key: str, want: str) -> TokenizerError:
+        return TokenizerError(f"{where}: key {key!r} must be {want}")
+
+    if not isinstance(model, str):
+        raise bad("tokenizer.ggml.model", "a string")
+    if not isinstance(tokens, list) or len(tokens) > MAX_VOCAB or not all(
+            isinstance(t, (str, bytes)) for t in tokens):
+        raise bad("tokenizer.ggml.tokens", f"an array of at most {MAX_VOCAB} strings")
+    tokens = [t if isinstance(t, str) else t.decode("utf-8", "replace") for t in tokens]
+    types = meta.get("tokenizer.ggml.token_type")
+    if types is None:
+        types = [NORMAL] * len(tokens)
+    if not isinstance(types, list) or not all(type(k) is int for k in types):
+        raise bad("tokenizer.ggml.token_type", "an array of integers")
+    if len(types) != len(tokens):
+        raise TokenizerError(
+            f"{where}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
+    scores = meta.get("tokenizer.ggml.scores")
+    if scores is not None and (not isinstance(scores, list) or len(scores) != len(tokens) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores)):
+        raise bad("tokenizer.ggml.scores", "an array of numbers, one per token")
+    merges = meta.get("tokenizer.ggml.merges")
+    if merges is not None and (not isinstance(merges, list) or not all(isinstance(m, str) for m in merges)):
+        raise bad("tokenizer.ggml.merges", "an array of strings")
+    for key in ("tokenizer.ggml.pre", "tokenizer.chat_template"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad(key, "a string")
+    return model, tokens, types
+
+
 def tokenizer_from_gguf(meta: dict[str, Any]) -> dict[str, Any]:
     """Hugging Face tokenizer files for a GGUF file's metadata.
 
@@ -177,25 +219,18 @@ def tokenizer_from_gguf(meta: dict[str, Any]) -> dict[str, Any]:
         file name -> content: a dict (written as JSON) or bytes (``tokenizer.model``).
 
     Raises:
-        TokenizerError: no ``tokenizer.ggml.tokens``, or a tokenizer model other than
-            ``"gpt2"`` (byte-level BPE) and ``"llama"`` (SentencePiece).
+        TokenizerError: no ``tokenizer.ggml.tokens``, a ``tokenizer.*`` value of the wrong type
+            (naming the file when ``meta`` is a :class:`~.gguf_check.GGUFMetadata`), or a
+            tokenizer model other than ``"gpt2"`` (byte-level BPE) and ``"llama"`` (SentencePiece).
     """
-    model = meta.get("tokenizer.ggml.model")
-    tokens = meta.get("tokenizer.ggml.tokens")
-    if not model or not tokens:
-        raise TokenizerError("the GGUF file has no tokenizer (tokenizer.ggml.model / .tokens)")
-    tokens = [t if isinstance(t, str) else t.decode("utf-8", "replace") for t in tokens]
-    types = list(meta.get("tokenizer.ggml.token_type") or [NORMAL] * len(tokens))
-    if len(types) != len(tokens):
-        raise TokenizerError(
-            f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens"
-        )
+    where = metadata_source(meta)
+    model, tokens, types = _check_types(meta, where)
     if model == "gpt2":
         files = _bpe_files(meta, tokens, types)
     elif model == "llama":
         files = _spm_files(meta, tokens, types)
     else:
         raise TokenizerError(
-            f"tokenizer.ggml.model {model!r} cannot be exported (supported: gpt2, llama)"
+            f"{where}: tokenizer.ggml.model {model[:40]!r} cannot be exported (supported: gpt2, llama)"
         )
     return files

@@ -24,6 +24,7 @@ import numpy as np
 from gguf.constants import Keys
 
 from ..errors import FormatError
+from .hparams import check_gguf_hparams, require_hparams, text_config
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,6 @@ GLOBAL_TENSORS = {
 def key(template: str, arch: str) -> str:
     """A gguf-py key template (``Keys.LLM.CONTEXT_LENGTH``) for one architecture."""
     return template.format(arch=arch)
-
-
-def text_config(hf_config: Mapping[str, Any]) -> dict[str, Any]:
-    """config.json with a multimodal model's ``text_config`` merged into the root, as the
-    converter does (the text values win)."""
-    c = dict(hf_config)
-    if isinstance(c.get("text_config"), Mapping):
-        c = {**c, **c["text_config"]}
-    return c
 
 
 def find_hparam(c: Mapping[str, Any], keys: Iterable[str], default: Any = None) -> Any:
@@ -111,7 +103,11 @@ def rope_scaling_to_gguf(arch: str, rope: Mapping[str, Any]) -> dict[str, object
     elif rtype == "yarn" and factor is not None:
         kv[key(Keys.Rope.SCALING_TYPE, arch)] = "yarn"
         kv[key(Keys.Rope.SCALING_FACTOR, arch)] = float(factor)
-        kv[key(Keys.Rope.SCALING_ORIG_CTX_LEN, arch)] = int(rope["original_max_position_embeddings"])
+        orig = rope.get("original_max_position_embeddings")
+        if orig is None:
+            raise FormatError(f"config.json: {arch} yarn RoPE scaling without "
+                              "'original_max_position_embeddings'")
+        kv[key(Keys.Rope.SCALING_ORIG_CTX_LEN, arch)] = int(orig)
         for src, dst in (("extrapolation_factor", Keys.Rope.SCALING_YARN_EXT_FACTOR),
                          ("beta_fast", Keys.Rope.SCALING_YARN_BETA_FAST),
                          ("beta_slow", Keys.Rope.SCALING_YARN_BETA_SLOW)):
@@ -270,7 +266,7 @@ class Architecture:
         """GGUF metadata keys (``"{arch}.…"``) that ``convert_hf_to_gguf.py`` writes for this
         config: ints are u32 keys, floats f32, strings and bools as such. ``general.*`` and
         ``tokenizer.*`` keys are not included."""
-        c = text_config(hf_config)
+        c = require_hparams(self, hf_config)
         a = self.name
         kv: dict[str, object] = {key(Keys.LLM.BLOCK_COUNT, a): int(self.n_layers(c))}
         n_ctx = find_hparam(c, ("max_position_embeddings", "n_ctx", "n_positions", "max_length",
@@ -304,6 +300,12 @@ class Architecture:
             kv[key(Keys.Attention.VALUE_LENGTH, a)] = int(c["head_dim"])
         return kv
 
+    def required_hparams(self, c: Mapping[str, Any]) -> tuple[str, ...]:
+        """config.json keys (after ``text_config`` is merged) this architecture cannot do without;
+        checked by :func:`mlxquant.models.hparams.require_hparams` where they are used."""
+        return ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "vocab_size")
+
     def n_layers(self, c: Mapping[str, Any]) -> int:
         n = find_hparam(text_config(c), ("n_layers", "num_hidden_layers", "n_layer", "num_layers"))
         if n is None:
@@ -320,16 +322,25 @@ class Architecture:
         from ``token_embd`` rows when the metadata has neither ``{arch}.vocab_size`` nor
         ``tokenizer.ggml.tokens``; without them the family's default tie applies.
         ``rope_freqs`` (the ``rope_freqs.weight`` tensor) restores llama3 RoPE scaling.
+
+        Raises:
+            FormatError: a hyper-parameter missing, of the wrong type or out of range, naming the
+                file when ``metadata`` is a GGUF file's (:func:`~.hparams.check_gguf_hparams`).
         """
+        from ..formats.gguf_check import metadata_source
+
         meta = {k: _plain(v) for k, v in metadata.items()}
         a = self.name
+        shapes = tensors if isinstance(tensors, Mapping) else {}
+        embd = shapes.get("token_embd.weight")
+        # types, ranges and relations first: nothing below is sized or divided by a bad value
+        check_gguf_hparams(a, meta, metadata_source(metadata), int(embd[0]) if embd else None)
 
         def get(template: str, default: Any = None) -> Any:
             v = meta.get(key(template, a))
             return default if v is None else v
 
         names = set(tensors) if tensors is not None else None
-        shapes = tensors if isinstance(tensors, Mapping) else {}
         n_embd = int(get(Keys.LLM.EMBEDDING_LENGTH))
         n_head = int(get(Keys.Attention.HEAD_COUNT))
         n_head_kv = int(get(Keys.Attention.HEAD_COUNT_KV, n_head))

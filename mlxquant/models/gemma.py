@@ -22,7 +22,9 @@ from typing import Any, Mapping
 import numpy as np
 from gguf.constants import Keys
 
-from .base import GLOBAL_TENSORS, LLAMA_LIKE_LAYER, Architecture, key, rope_parameters, text_config
+from .base import (GLOBAL_TENSORS, LLAMA_LIKE_LAYER, Architecture, find_hparam, key, rope_parameters,
+                   text_config)
+from .hparams import require_hparams
 
 GEMMA_LAYER = {
     **{k: v for k, v in LLAMA_LIKE_LAYER.items() if k != "post_attention_layernorm"},
@@ -76,8 +78,11 @@ class Gemma2Architecture(_Gemma):
     def tie_word_embeddings(self, hf_config: Mapping[str, Any]) -> bool:
         return True
 
+    def required_hparams(self, c: Mapping[str, Any]) -> tuple[str, ...]:
+        return (*super().required_hparams(c), "max_position_embeddings", "rms_norm_eps", "head_dim")
+
     def hparams_to_gguf(self, hf_config: Mapping[str, Any]) -> dict[str, object]:
-        c = text_config(hf_config)
+        c = require_hparams(self, hf_config)
         a = self.name
         n_head = int(c["num_attention_heads"])
         return {
@@ -90,9 +95,9 @@ class Gemma2Architecture(_Gemma):
             key(Keys.Attention.LAYERNORM_RMS_EPS, a): float(c["rms_norm_eps"]),
             key(Keys.Attention.KEY_LENGTH, a): int(c["head_dim"]),
             key(Keys.Attention.VALUE_LENGTH, a): int(c["head_dim"]),
-            key(Keys.LLM.ATTN_LOGIT_SOFTCAPPING, a): float(c.get("attn_logit_softcapping", 50.0)),
-            key(Keys.LLM.FINAL_LOGIT_SOFTCAPPING, a): float(c.get("final_logit_softcapping", 30.0)),
-            key(Keys.Attention.SLIDING_WINDOW, a): int(c.get("sliding_window", 4096)),
+            key(Keys.LLM.ATTN_LOGIT_SOFTCAPPING, a): float(find_hparam(c, ("attn_logit_softcapping",), 50.0)),
+            key(Keys.LLM.FINAL_LOGIT_SOFTCAPPING, a): float(find_hparam(c, ("final_logit_softcapping",), 30.0)),
+            key(Keys.Attention.SLIDING_WINDOW, a): int(find_hparam(c, ("sliding_window",), 4096)),
         }
 
     def _finish_hf_config(self, cfg: dict[str, Any], get: Any, names: set[str] | None,
@@ -127,22 +132,26 @@ class Gemma3Architecture(_Gemma):
         "self_attn.k_norm": "attn_k_norm",
     }
 
+    def required_hparams(self, c: Mapping[str, Any]) -> tuple[str, ...]:
+        window = () if c.get("sliding_window_pattern") == 1 else ("sliding_window",)
+        return (*super().required_hparams(c), *window)
+
     def hparams_to_gguf(self, hf_config: Mapping[str, Any]) -> dict[str, object]:
         kv = super().hparams_to_gguf(hf_config)
         c = text_config(hf_config)
         a = self.name
         rp = rope_parameters(c)
-        kv[key(Keys.LLM.CONTEXT_LENGTH, a)] = int(c.get("max_position_embeddings", 131072))
-        kv[key(Keys.Attention.HEAD_COUNT, a)] = int(c.get("num_attention_heads", 8))
-        kv[key(Keys.Attention.LAYERNORM_RMS_EPS, a)] = float(c.get("rms_norm_eps", 1e-6))
-        kv[key(Keys.Attention.KEY_LENGTH, a)] = int(c.get("head_dim", 256))
-        kv[key(Keys.Attention.VALUE_LENGTH, a)] = int(c.get("head_dim", 256))
+        kv[key(Keys.LLM.CONTEXT_LENGTH, a)] = int(find_hparam(c, ("max_position_embeddings",), 131072))
+        kv[key(Keys.Attention.HEAD_COUNT, a)] = int(find_hparam(c, ("num_attention_heads",), 8))
+        kv[key(Keys.Attention.LAYERNORM_RMS_EPS, a)] = float(find_hparam(c, ("rms_norm_eps",), 1e-6))
+        kv[key(Keys.Attention.KEY_LENGTH, a)] = int(find_hparam(c, ("head_dim",), 256))
+        kv[key(Keys.Attention.VALUE_LENGTH, a)] = int(find_hparam(c, ("head_dim",), 256))
         kv[key(Keys.Rope.FREQ_BASE, a)] = float(rp.get("full_attention", rp).get("rope_theta", 1_000_000.0))
         if c.get("final_logit_softcapping"):
             kv[key(Keys.LLM.FINAL_LOGIT_SOFTCAPPING, a)] = float(c["final_logit_softcapping"])
         if c.get("sliding_window_pattern") != 1:
             kv[key(Keys.Attention.SLIDING_WINDOW, a)] = int(c["sliding_window"])
-        kv[key(Keys.Attention.HEAD_COUNT_KV, a)] = int(c.get("num_key_value_heads", 4))
+        kv[key(Keys.Attention.HEAD_COUNT_KV, a)] = int(find_hparam(c, ("num_key_value_heads",), 4))
         n_layers = self.n_layers(c)
         types = c.get("layer_types")
         if types and list(types) != gemma3_default_layer_types(n_layers):

@@ -19,7 +19,8 @@ import numpy as np
 from gguf.constants import Keys
 
 from ..errors import FormatError
-from .base import Architecture, key, rope_parameters, text_config
+from .base import Architecture, key, rope_parameters
+from .hparams import require_hparams
 
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -105,9 +106,8 @@ class LlamaArchitecture(Architecture):
     default_tied = False
     generated_tensors = ("rope_freqs",)
 
-    @staticmethod
-    def _heads(hf_config: Mapping[str, Any]) -> tuple[int, int]:
-        c = text_config(hf_config)
+    def _heads(self, hf_config: Mapping[str, Any]) -> tuple[int, int]:
+        c = require_hparams(self, hf_config)
         n_head = int(c["num_attention_heads"])
         return n_head, int(c.get("num_key_value_heads") or n_head)
 
@@ -135,7 +135,7 @@ class LlamaArchitecture(Architecture):
         return int(c["hidden_size"]) // int(c["num_attention_heads"])
 
     def extra_tensors(self, hf_config: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        c = text_config(hf_config)
+        c = require_hparams(self, hf_config)
         rp = rope_parameters(c)
         full = rp.get("full_attention", rp)
         if str(full.get("rope_type", "")).lower() != "llama3":
@@ -144,7 +144,7 @@ class LlamaArchitecture(Architecture):
 
     def hparams_to_gguf(self, hf_config: Mapping[str, Any]) -> dict[str, object]:
         kv = super().hparams_to_gguf(hf_config)
-        c = text_config(hf_config)
+        c = require_hparams(self, hf_config)
         kv[key(Keys.LLM.VOCAB_SIZE, self.name)] = int(c["vocab_size"])
         kv[key(Keys.Rope.DIMENSION_COUNT, self.name)] = self._rope_dim(c)
         return kv

@@ -13,15 +13,25 @@ tensor is ``(n,)``; a stack of experts is ``(n_expert, rows, cols)``.
 Besides the presets, any single GGML type name (``"Q4_K"``, ``"IQ2_S"``...) means "every
 quantizable tensor this type", llama-quantize's ``--pure``: no mixture rules, but the same
 exclusions and row-size fallbacks.
+
+A preset is *makeable* when mlxquant has a CPU codec for every type its rules can give any
+tensor of any model (:func:`preset_types`); :func:`plan_tensor_types` refuses the others before
+anything is written (the IQ1/IQ2/IQ3 mixtures until those codecs exist), so a file named after a
+preset is always what llama.cpp would make under that name.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from functools import lru_cache
 from typing import Iterable
 
 from ..errors import ImatrixRequiredError, QuantTypeError
+from ..quant import codecs_for
 from ..quant.types import TYPES, get_type
+
+log = logging.getLogger(__name__)
 
 # LLAMA_FTYPE_* (include/llama.h): the preset names and what general.file_type stores.
 FTYPES: dict[str, int] = {
@@ -101,7 +111,7 @@ def _single_type(name: str) -> str:
     if name in TYPES and name not in _NOT_STORAGE:
         return name
     raise QuantTypeError(
-        f"unknown preset or type {name!r}; presets: {', '.join(ALL_PRESETS)}; or one GGML type"
+        f"unknown preset or type {name!r}; presets: {', '.join(makeable_presets())}; or one GGML type"
     )
 
 
@@ -349,7 +359,7 @@ def plan_tensor_types(preset: str, tensors: list[tuple[str, tuple[int, ...]]], a
                       n_layers: int, has_imatrix: bool = False,
                       source_types: dict[str, str] | None = None, *,
                       n_head: int | None = None, n_head_kv: int | None = None,
-                      n_expert: int = 0) -> dict[str, str]:
+                      n_expert: int = 0, check_codecs: bool = True) -> dict[str, str]:
     """The GGML type llama.cpp's ``llama_model_quantize`` gives each tensor of a model.
 
     Args:
@@ -364,11 +374,15 @@ def plan_tensor_types(preset: str, tensors: list[tuple[str, tuple[int, ...]]], a
         n_head, n_head_kv: attention heads (``n_gqa = n_head / n_head_kv`` chooses more bits for
             ``attn_v``); by default inferred from ``blk.0.attn_q``/``attn_k`` row counts.
         n_expert: experts per MoE layer (0 for dense models).
+        check_codecs: refuse a preset that is not makeable (:func:`check_makeable`) before
+            planning (default True; False plans it anyway, to compare with llama.cpp).
 
     Returns: GGUF tensor name -> GGML type name, for every tensor.
-    Raises: QuantTypeError for an unknown preset or a tensor no type fits; ImatrixRequiredError
-        when the plan needs an importance matrix and ``has_imatrix`` is False.
+    Raises: QuantTypeError for an unknown or unmakeable preset or a tensor no type fits;
+        ImatrixRequiredError when the plan needs an importance matrix and ``has_imatrix`` is False.
     """
+    if check_codecs:
+        check_makeable(preset)
     name_u = preset.upper()
     pure = name_u not in FTYPES
     default = _single_type(name_u) if pure else _DEFAULT_TYPE[name_u]
@@ -393,7 +407,10 @@ def plan_tensor_types(preset: str, tensors: list[tuple[str, tuple[int, ...]]], a
         if quantized:
             if not pure:
                 t = _mixture_type(qs, t, name, shape, ftype, cats[name])
-            t = fallback_type(name, shape[-1], t)
+            chosen, t = t, fallback_type(name, shape[-1], t)
+            if t != chosen:
+                log.info("%s: tensor %s: rows of %d are not a multiple of %s's block; written as %s "
+                         "(llama.cpp's fallback)", preset, name, shape[-1], chosen, t)
         if not has_imatrix and _requires_imatrix(name, t, ftype):
             raise ImatrixRequiredError(
                 f"{preset}: tensor {name!r} would be {t}, which llama.cpp only makes with an "
@@ -406,3 +423,80 @@ def _requires_imatrix(name: str, t: str, ftype: str) -> bool:
     if name in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight"):
         return False
     return t in _NEEDS_IMATRIX or (t == "Q2_K" and ftype == "Q2_K_S")
+
+
+# ---- which presets mlxquant can make ----------------------------------------------------------
+
+_FLOATS = ("F32", "F16", "BF16")
+# The model facts the mixture rules branch on: (arch, n_gqa, n_expert, has_imatrix, is_70b).
+_PROBES = [(arch, gqa, n_expert, imatrix, is_70b)
+           for arch in ("llama", "falcon") for gqa in (1, 4, 8) for n_expert in (0, 8)
+           for imatrix in (False, True) for is_70b in (False, True)]
+_PROBE_LAYERS = 16
+_PROBE_NAMES = ("attn_v", "attn_qkv", "attn_kv_b", "attn_k", "attn_q", "attn_output", "ffn_down",
+                "ffn_gate", "ffn_up")
+
+
+@lru_cache(maxsize=None)
+def preset_types(preset: str) -> tuple[str, ...]:
+    """Every type the rules of ``preset`` (a preset or single type name) can give a tensor of
+    any model, the default first: the mixture's choices on every branch (GQA, experts, 70B,
+    falcon, with and without an importance matrix, tied or not) and their row-size fallbacks.
+
+    Raises: QuantTypeError for an unknown name.
+    """
+    name = preset.upper()
+    pure = name not in FTYPES
+    default = _single_type(name) if pure else _DEFAULT_TYPE[name]
+    found = [default]
+    if get_type(default).is_quantized and not pure:
+        for arch, gqa, n_expert, imatrix, is_70b in _PROBES:
+            qs = _State(arch, _PROBE_LAYERS, gqa, n_expert, imatrix, is_70b, _PROBE_LAYERS, False)
+            # 3-D (stacked experts) shapes matter only to MXFP4_MOE's rule
+            for shape in ((256, 256),) + (((2, 256, 256),) if name == "MXFP4_MOE" else ()):
+                for name_, cat in (("output.weight", "output"), ("token_embd.weight", "token_embd")):
+                    found.append(_mixture_type(qs, default, name_, shape, name, cat))
+                for i in range(_PROBE_LAYERS):
+                    for c in _PROBE_NAMES:
+                        found.append(_mixture_type(qs, default, f"blk.{i}.{c}.weight", shape, name,
+                                                   tensor_category(f"blk.{i}.{c}.weight")))
+    closure = list(dict.fromkeys(found))
+    for t in closure:  # tensor_type_fallback of each, then F16 as the last resort
+        for new in (_FALLBACK.get(t), "F16" if get_type(t).is_quantized else None):
+            if new is not None and new not in closure:
+                closure.append(new)
+    return tuple(closure)
+
+
+def _has_cpu_codec(t: str) -> bool:
+    return t in _FLOATS or any(b in ("numpy", "numba") for b in codecs_for(t))
+
+
+def missing_codecs(preset: str) -> list[str]:
+    """The types ``preset`` can produce that mlxquant cannot quantize yet (empty: makeable)."""
+    return [t for t in preset_types(preset) if not _has_cpu_codec(t)]
+
+
+def preset_requires_imatrix(preset: str) -> bool:
+    """Whether llama.cpp makes ``preset`` only with an importance matrix (its default type
+    needs one, or Q2_K_S, whose Q2_K tensors do)."""
+    name = preset.upper()
+    return name == "Q2_K_S" or preset_default_type(name) in _NEEDS_IMATRIX
+
+
+def makeable_presets() -> list[str]:
+    """The llama.cpp presets (:data:`ALL_PRESETS`) mlxquant can make, in llama.cpp's order."""
+    return [p for p in ALL_PRESETS if not missing_codecs(p)]
+
+
+def check_makeable(preset: str) -> None:
+    """Raise unless mlxquant can quantize every type ``preset`` can produce.
+
+    Raises: QuantTypeError naming the preset, the missing types and the presets it can make,
+        e.g. ``IQ3_M: needs IQ3_S, which mlxquant cannot quantize yet (supported presets: ...)``.
+    """
+    missing = missing_codecs(preset)
+    if missing:
+        raise QuantTypeError(
+            f"{preset.upper()}: needs {', '.join(missing)}, which mlxquant cannot quantize yet "
+            f"(supported presets: {', '.join(makeable_presets())})")

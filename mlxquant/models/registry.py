@@ -28,7 +28,8 @@ def _supported_line() -> str:
 def get_architecture(hf_config: Mapping[str, Any]) -> Architecture:
     """The architecture of a Hugging Face config.json (``architectures`` first, then
     ``model_type``). Raises UnsupportedArchitectureError with a one-line list of supported ones."""
-    names = list(hf_config.get("architectures") or [])
+    listed = hf_config.get("architectures")
+    names = [n for n in listed if isinstance(n, str)] if isinstance(listed, list) else []
     for n in names:
         for arch in ARCHITECTURES.values():
             if n in arch.hf_architectures:
@@ -38,9 +39,9 @@ def get_architecture(hf_config: Mapping[str, Any]) -> Architecture:
     types = [model_type] + ([text.get("model_type")] if isinstance(text, Mapping) else [])
     for t in types:
         for arch in ARCHITECTURES.values():
-            if t is not None and t in arch.hf_model_types:
+            if isinstance(t, str) and t in arch.hf_model_types:
                 return arch
-    what = "/".join(str(x) for x in [*names, model_type] if x) or "no architectures/model_type"
+    what = "/".join(str(x)[:60] for x in [*names, model_type] if x) or "no architectures/model_type"
     raise UnsupportedArchitectureError(f"unsupported architecture {what}; {_supported_line()}")
 
 

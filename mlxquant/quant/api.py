@@ -16,8 +16,9 @@ import numpy as np
 
 from ..errors import QuantInputError, QuantTypeError
 from .mlx_native import dequantize_mlx, parse_mlx_format, quantize_mlx
-from .numeric import EMPTY_WEIGHTS, destination, is_view_of
-from .types import QuantType, codecs_for, get_codec, get_type
+from .buffers import EMPTY_WEIGHTS, destination, is_view_of
+from .backends import codecs_for, get_codec
+from .types import QuantType, get_type
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def _run_spans(fn: Callable[[int, int, np.ndarray], None], spans: list[tuple[int
 
 def _fill(dst: np.ndarray, produce: Callable[[], np.ndarray]) -> None:
     """``dst[...] = produce()`` for the NumPy codecs: ``dst`` is offered to the codec as its
-    output buffer (numeric.destination), so codecs that write straight into it save a copy.
+    output buffer (buffers.destination), so codecs that write straight into it save a copy.
     Overflow to inf/NaN inside a search is part of ggml's arithmetic on huge inputs (silent in
     C); NumPy's error state is per thread, so it is set here, on the thread doing the work."""
     with np.errstate(all="ignore"), destination(dst):

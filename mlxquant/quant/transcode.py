@@ -39,8 +39,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import QuantInputError, QuantTypeError
-from .legacy import _LAYOUT, _unpack_nibbles, _unpack_qh
-from .kquants_affine import Q4_K, Q5_K, unpack_scales_k4
+from .numpy.legacy import BLOCK_LAYOUT, unpack_qs, unpack_qh
+from .numpy.kquants_affine import Q4_K, Q5_K, unpack_scales_k4
 from .types import get_type
 
 F32 = np.float32
@@ -124,14 +124,14 @@ def _f16(b: np.ndarray) -> np.ndarray:
 
 def _legacy(raw: np.ndarray, qtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(n_blocks, type_size) -> codes (n, 32), scale (n,), bias (n,), bits."""
-    rec = np.ascontiguousarray(raw).view(_LAYOUT[qtype]).reshape(-1)
+    rec = np.ascontiguousarray(raw).view(BLOCK_LAYOUT[qtype]).reshape(-1)
     d = rec["d"].astype(F32)
     if qtype == "Q8_0":
         return (rec["qs"].view(np.uint8) ^ np.uint8(0x80)), d, d * F32(-128), 8
-    q = _unpack_nibbles(rec["qs"])
-    if "qh" in _LAYOUT[qtype].names:
-        q = q | _unpack_qh(rec["qh"])
-    bits = 5 if "qh" in _LAYOUT[qtype].names else 4
+    q = unpack_qs(rec["qs"])
+    if "qh" in BLOCK_LAYOUT[qtype].names:
+        q = q | unpack_qh(rec["qh"])
+    bits = 5 if "qh" in BLOCK_LAYOUT[qtype].names else 4
     if qtype in ("Q4_1", "Q5_1"):
         return q, d, rec["m"].astype(F32), bits
     return q, d, d * F32(-(1 << (bits - 1))), bits
@@ -332,17 +332,17 @@ def to_gguf(q: MLXQuant, qtype: str) -> np.ndarray:
     d = np.repeat(q.scales, per, axis=1).reshape(-1)                # one per 32-block
     m = np.repeat(q.biases, per, axis=1).reshape(-1)
     c = codes.reshape(-1, 32)
-    rec = np.empty(c.shape[0], _LAYOUT[qtype])
+    rec = np.empty(c.shape[0], BLOCK_LAYOUT[qtype])
     rec["d"] = d
     if qtype == "Q8_0":
         rec["qs"] = (c ^ np.uint8(0x80)).view(np.int8)
     else:
         rec["m"] = m
-        from .legacy import _pack_nibbles, _pack_qh
+        from .numpy.legacy import pack_qs, pack_qh
 
-        rec["qs"] = _pack_nibbles(c)
+        rec["qs"] = pack_qs(c)
         if qtype == "Q5_1":
-            rec["qh"] = _pack_qh(c)
+            rec["qh"] = pack_qh(c)
     return rec.view(np.uint8).reshape(rows, -1)
 
 

@@ -1,12 +1,15 @@
 """The registry of GGML tensor types: one place for names, ids, block geometry and imatrix needs.
 
 Every type llama.cpp's ggml defines (ggml.h, ``enum ggml_type``) is listed, including those that
-mlxquant has no codec for; :func:`codecs_for` says which backends implement a type.
+mlxquant has no codec for. Codec classes record themselves here as their modules are imported
+(:func:`register_codec`); :mod:`mlxquant.quant.backends` imports the backends and answers which
+codecs exist (:func:`~mlxquant.quant.backends.codecs_for`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from ..errors import QuantTypeError
 
@@ -46,7 +49,9 @@ class QuantType:
     @property
     def codecs(self) -> tuple[str, ...]:
         """Backends with a codec for this type (``"numpy"``, ``"numba"``, ``"mlx"``)."""
-        return codecs_for(self.name)
+        if _load_backends is not None:
+            _load_backends()
+        return tuple(b for (n, b) in CODECS if n == self.name)
 
 
 QK_K = 256
@@ -96,7 +101,17 @@ TYPES: dict[str, QuantType] = {
 TYPES_BY_ID: dict[int, QuantType] = {t.id: t for t in TYPES.values()}
 
 # Filled by codec modules as they are imported: (type name, backend) -> codec class.
-_CODECS: dict[tuple[str, str], type] = {}
+CODECS: dict[tuple[str, str], type] = {}
+# Imports every backend; set by mlxquant.quant.backends (which imports this module, not the
+# other way round), always loaded with the package.
+_load_backends: Callable[[], None] | None = None
+
+
+def set_backend_loader(load: Callable[[], None]) -> None:
+    """Install the function that imports every codec backend (:mod:`mlxquant.quant.backends`
+    does, on import), so that :attr:`QuantType.codecs` sees them all."""
+    global _load_backends
+    _load_backends = load
 
 
 def get_type(qtype: str | int | QuantType) -> QuantType:
@@ -118,27 +133,8 @@ def get_type(qtype: str | int | QuantType) -> QuantType:
 
 
 def register_codec(name: str, backend: str, codec: type) -> None:
+    """Record ``codec`` as the ``backend`` codec of type ``name`` (once per pair)."""
     key = (get_type(name).name, backend)
-    if key in _CODECS:
+    if key in CODECS:
         raise RuntimeError(f"codec for {key} registered twice")
-    _CODECS[key] = codec
-
-
-def codecs_for(name: str) -> tuple[str, ...]:
-    from . import codecs as _  # noqa: F401  (importing registers every codec)
-
-    t = get_type(name)
-    return tuple(b for (n, b) in _CODECS if n == t.name)
-
-
-def get_codec(qtype: str | int | QuantType, backend: str) -> type:
-    from . import codecs as _  # noqa: F401
-
-    t = get_type(qtype)
-    codec = _CODECS.get((t.name, backend))
-    if codec is None:
-        have = ", ".join(sorted(n for (n, b) in _CODECS if b == backend)) or "none"
-        raise QuantTypeError(
-            f"{t.name}: no {backend} codec (types with one: {have})"
-        )
-    return codec
+    CODECS[key] = codec

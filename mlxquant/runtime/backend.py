@@ -4,6 +4,17 @@ classes, for Apple GPUs; folders only).
 ``backend="auto"`` picks MLX only when MLX's default device is a GPU: on a CPU, MLX's matmul is ~30x
 slower than NumPy's BLAS (FIELD-NOTES), so NumPy wins there.
 
+``backend="mlx"`` asked for on a machine without an MLX GPU still runs (it is how MLX output is
+checked on Linux), but widened to float32 as the main job does, with a warning: MLX's float16
+matmuls on a CPU are ~30x slower than its float32 ones (measured here on SmolLM2, 2 cores:
+0.08 tok/s in float16, 2.5 tok/s in float32; the NumPy backend makes ~18 tok/s). float16 values
+widen exactly, so only the compute precision changes.
+
+MLX evaluates outside the GIL and never looks at Python's signals, so one long ``mx.eval`` (a
+prompt on a CPU takes seconds to minutes) would hold Ctrl-C until it ends. :class:`MlxModel` does
+its MLX work on a worker thread (:class:`MlxThread`) and waits in short slices, so
+KeyboardInterrupt reaches the caller within ~0.1 s; the abandoned evaluation dies with the process.
+
 Both backends expose the same small interface, :class:`RunnableModel`: ``forward(tokens, cache,
 logits_from) -> float32 logits``, ``new_cache()``, ``tokenizer``, ``spec``, ``weights``.
 """
@@ -12,8 +23,10 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -49,7 +62,10 @@ def mlx_on_gpu() -> bool:
         import mlx.core as mx
     except ImportError:
         return False
-    return mx.default_device().type == mx.DeviceType.gpu
+    try:
+        return mx.default_device().type == mx.DeviceType.gpu
+    except Exception:  # a broken GPU runtime must not break the CPU path
+        return False
 
 
 def resolve_backend(backend: str) -> str:
@@ -62,31 +78,95 @@ def resolve_backend(backend: str) -> str:
     return b
 
 
+class MlxThread:
+    """One daemon thread that does all of a model's MLX work (MLX streams belong to the thread
+    that builds a graph, so loading, forward passes and evaluation all happen there).
+    :meth:`call` waits in ``poll``-second slices, so KeyboardInterrupt reaches the caller within
+    ~0.1 s even while an evaluation runs; the abandoned work ends with the process."""
+
+    def __init__(self, poll: float = 0.1):
+        self.poll = poll
+        self._jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._serve, name="mlx", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, box, done = job
+            try:
+                box.append((True, fn()))
+            except BaseException as e:  # handed to the caller's thread
+                box.append((False, e))
+            done.set()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on the MLX thread; its result, or its exception re-raised here."""
+        box: list = []
+        done = threading.Event()
+        self._jobs.put((fn, box, done))
+        while not done.wait(self.poll):
+            pass
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        """End the thread after the work queued so far."""
+        self._jobs.put(None)
+
+
 class MlxModel:
     """An mlx-lm model (HF or MLX folder) behind the runtime's interface. Logits come back as
-    float32 NumPy arrays; the cache is mlx-lm's prompt cache."""
+    float32 NumPy arrays; the cache is mlx-lm's prompt cache. Without an MLX GPU the model's
+    float tensors (weights, scales, biases) are widened to float32 (``dtype``)."""
 
     backend = "mlx"
 
     def __init__(self, weights: Weights, spec: ModelSpec, tokenizer: Tokenizer | None):
+        self.weights, self.spec, self.tokenizer = weights, spec, tokenizer
+        self.dtype = "as stored" if mlx_on_gpu() else "float32"
+        self._thread = MlxThread()
+        self.model = self._thread.call(self._load)
+        if self.dtype == "float32":
+            log.warning("MLX has no GPU here: running %s in float32 on the CPU (float16 would be ~30x "
+                        "slower; --backend numpy is faster still)", weights.path)
+
+    def __del__(self) -> None:
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            thread.stop()
+
+    def _load(self) -> Any:
+        import mlx.core as mx
         from mlx_lm.utils import load_model
 
-        self.weights, self.spec, self.tokenizer = weights, spec, tokenizer
-        self.model, _ = load_model(Path(weights.path))
+        model, _ = load_model(Path(self.weights.path))
+        if self.dtype == "float32":
+            model.set_dtype(mx.float32)
+            mx.eval(model.parameters())
+        return model
 
     def new_cache(self, capacity: int = 256) -> Any:
         from mlx_lm.models.cache import make_prompt_cache
 
-        return make_prompt_cache(self.model)
+        return self._thread.call(lambda: make_prompt_cache(self.model))
 
     def forward(self, tokens: Any, cache: Any = None, logits_from: int = 0) -> np.ndarray:
-        import mlx.core as mx
+        ids = np.asarray(tokens, dtype=np.int32).reshape(1, -1)
 
-        toks = mx.array(np.asarray(tokens, dtype=np.int32).reshape(1, -1))
-        out = self.model(toks) if cache is None else self.model(toks, cache=cache)
-        out = out[0, logits_from:].astype(mx.float32)
-        mx.eval(out)
-        return np.array(out)
+        def run() -> np.ndarray:
+            import mlx.core as mx
+
+            toks = mx.array(ids)
+            out = self.model(toks) if cache is None else self.model(toks, cache=cache)
+            out = out[0, logits_from:].astype(mx.float32)
+            mx.eval(out)
+            return np.array(out)
+
+        return self._thread.call(run)
 
 
 def load_model(path: str | os.PathLike, backend: str = "auto", budget: int | None = None,

@@ -1,7 +1,9 @@
 """Sampling and generation over any :class:`~mlxquant.runtime.backend.RunnableModel`.
 
 :func:`generate` feeds the prompt once (prefill), then one token at a time through the KV cache,
-stopping at ``max_tokens`` or an end-of-sequence token. Greedy when ``temperature == 0`` (the
+stopping at ``max_tokens`` or an end-of-sequence token (any of the model's EOS / end-of-turn ids,
+:func:`stop_token_ids`). The stop token is not part of the result: it is neither streamed, nor in
+``tokens`` / ``text``, nor counted in tokens per second. Greedy when ``temperature == 0`` (the
 default); otherwise softmax sampling at that temperature, optionally restricted to the smallest
 set of tokens whose probability reaches ``top_p``, with a seeded generator. Timings are recorded
 for :mod:`mlxquant.eval.bench`. On the NumPy backend the prefill and each decode step run with
@@ -12,12 +14,45 @@ the BLAS thread count that the model's :class:`~mlxquant.runtime.blas.ThreadChoo
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+# GGUF keys of end-of-turn tokens that end a generation like EOS (llama.cpp's llama_vocab_is_eog)
+_GGUF_EOG_KEYS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
+
+
+def _ints(v: Any) -> list[int]:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return [int(v)]
+    return [int(x) for x in v if isinstance(x, (int, np.integer))] if isinstance(v, list) else []
+
+
+def stop_token_ids(model: object) -> list[int]:
+    """Every id that ends a generation: the model's EOS ids (config / tokenizer), a GGUF's
+    EOT/EOM ids and a folder's generation_config.json ``eos_token_id`` (e.g. Gemma's
+    ``<end_of_turn>``, Llama 3's ``<|eot_id|>``)."""
+    ids = list(getattr(model.spec, "eos_token_ids", None) or [])  # type: ignore[attr-defined]
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None:
+        ids += list(tok.eos_token_ids or [])
+    w = getattr(model, "weights", None)
+    meta = getattr(w, "metadata", None) or {}
+    for key in _GGUF_EOG_KEYS:
+        ids += _ints(meta.get(key))
+    path = getattr(w, "path", None)
+    if path is not None and Path(path).is_dir() and (Path(path) / "generation_config.json").is_file():
+        try:
+            gc = json.loads((Path(path) / "generation_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            gc = None
+        if isinstance(gc, dict):
+            ids += _ints(gc.get("eos_token_id"))
+    return list(dict.fromkeys(ids))
 
 
 def sample(logits: np.ndarray, temperature: float = 0.0, top_p: float = 1.0,
@@ -48,7 +83,7 @@ class Generation:
     text: str = ""
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
-    stopped_by: str = "max_tokens"  # or "eos"
+    stopped_by: str = "max_tokens"  # or "eos" (the stop token is not in ``tokens``)
     blas_threads: str = ""  # NumPy backend: measured ms/token by BLAS thread count
 
     @property
@@ -68,11 +103,13 @@ def generate_tokens(model: object, prompt: Sequence[int], max_tokens: int = 64, 
                     on_token: Callable[[int], None] | None = None) -> Generation:
     """Generate up to ``max_tokens`` ids after ``prompt`` (ids) with ``model``.
 
-    ``on_token(id)`` is called as each token is chosen (for streaming)."""
+    ``on_token(id)`` is called as each token is chosen (for streaming); a stop token
+    (:func:`stop_token_ids`, when ``stop_at_eos``) ends the generation without being passed on,
+    kept or timed. Ctrl-C (KeyboardInterrupt) is answered between tokens."""
     if not prompt:
         raise ValueError("generation needs a non-empty prompt")
     rng = np.random.default_rng(seed)
-    eos = set(model.spec.eos_token_ids) if stop_at_eos else set()  # type: ignore[attr-defined]
+    eos = set(stop_token_ids(model)) if stop_at_eos else set()
     cache = model.new_cache(len(prompt) + max_tokens)  # type: ignore[attr-defined]
     gen = Generation(list(prompt))
     if max_tokens <= 0:
@@ -83,20 +120,21 @@ def generate_tokens(model: object, prompt: Sequence[int], max_tokens: int = 64, 
         logits = model.forward(list(prompt), cache, logits_from=len(prompt) - 1)[-1]  # type: ignore[attr-defined]
     tok = sample(logits, temperature, top_p, rng)
     gen.prefill_seconds = time.perf_counter() - t0
-    t1 = time.perf_counter()
+    t1 = last = time.perf_counter()
     while True:
-        gen.tokens.append(tok)
-        if on_token is not None:
-            on_token(tok)
-        if tok in eos:
+        if tok in eos:  # the forward pass that chose it is not counted either
             gen.stopped_by = "eos"
             break
+        gen.tokens.append(tok)
+        last = time.perf_counter()
+        if on_token is not None:
+            on_token(tok)
         if len(gen.tokens) >= max_tokens:
             break
         with choosers["decode"].step() if choosers else contextlib.nullcontext():
             logits = model.forward([tok], cache)[-1]  # type: ignore[attr-defined]
         tok = sample(logits, temperature, top_p, rng)
-    gen.decode_seconds = time.perf_counter() - t1
+    gen.decode_seconds = last - t1
     if choosers:
         gen.blas_threads = f"prefill: {choosers['prefill'].summary()}; decode: {choosers['decode'].summary()}"
     return gen
@@ -104,13 +142,14 @@ def generate_tokens(model: object, prompt: Sequence[int], max_tokens: int = 64, 
 
 def generate(model: object, prompt: str, max_tokens: int = 64, temperature: float = 0.0,
              top_p: float = 1.0, seed: int | None = None,
-             on_text: Callable[[str], None] | None = None) -> Generation:
+             on_text: Callable[[str], None] | None = None, add_special: bool = True) -> Generation:
     """Generate text after ``prompt`` (tokenized with the model's tokenizer, special tokens such
-    as BOS added as the tokenizer config says). ``on_text(piece)`` streams the decoded text."""
+    as BOS added as the tokenizer config says, unless ``add_special`` is False: a prompt rendered
+    by a chat template carries its own). ``on_text(piece)`` streams the decoded text."""
     tok = model.tokenizer  # type: ignore[attr-defined]
     if tok is None:
         raise ValueError("this model was loaded without a tokenizer")
-    ids = tok.encode(prompt)
+    ids = tok.encode(prompt, add_special=add_special)
     shown = [""]
 
     def stream(_: int) -> None:

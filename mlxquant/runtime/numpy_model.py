@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import FormatError
 from .blas import ThreadChooser
 from .spec import ModelSpec
 from .weights import Weights
@@ -132,6 +133,10 @@ class NumpyModel:
     """
 
     backend = "numpy"
+    observer: Callable[[int, str, np.ndarray], None] | None = None
+    """``observer(layer, role, x)`` sees the float32 input ``(tokens, columns)`` of each group of
+    matmuls sharing it: ``attn_qkv``, ``attn_output``, ``ffn_gate_up``, ``ffn_down`` (layer = block)
+    and ``output`` (layer -1); :mod:`mlxquant.calib` sets it. None (default): no cost."""
 
     def __init__(self, weights: Weights, spec: ModelSpec, batch: int = 512, tokenizer: Any = None):
         self.weights, self.spec, self.batch = weights, spec, max(1, int(batch))
@@ -148,6 +153,38 @@ class NumpyModel:
         return w + np.float32(self.spec.norm_offset) if self.spec.norm_offset else w
 
     def _layer(self, i: int) -> _Layer:
+        L = self._load_layer(i)
+        self._check_layer(i, L)
+        return L
+
+    def _check_layer(self, i: int, L: _Layer) -> None:
+        """Every tensor of block ``i`` has the shape the spec implies (a file's config and its
+        tensors can disagree; NumPy would fail deep inside the forward pass)."""
+        s = self.spec
+        q_rows, kv_rows, ff = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim, L.gate.shape[0]
+        want = {"self_attn.q_proj.weight": (L.q, (q_rows, s.hidden)),
+                "self_attn.k_proj.weight": (L.k, (kv_rows, s.hidden)),
+                "self_attn.v_proj.weight": (L.v, (kv_rows, s.hidden)),
+                "self_attn.o_proj.weight": (L.o, (s.hidden, q_rows)),
+                "mlp.gate_proj.weight": (L.gate, (ff, s.hidden)),
+                "mlp.up_proj.weight": (L.up, (ff, s.hidden)),
+                "mlp.down_proj.weight": (L.down, (s.hidden, ff)),
+                "input_layernorm.weight": (L.attn_norm, (s.hidden,)),
+                "<ffn norm>": (L.ffn_norm, (s.hidden,)),
+                "self_attn.q_proj.bias": (L.q_bias, (q_rows,)),
+                "self_attn.k_proj.bias": (L.k_bias, (kv_rows,)),
+                "self_attn.v_proj.bias": (L.v_bias, (kv_rows,)),
+                "self_attn.o_proj.bias": (L.o_bias, (s.hidden,)),
+                "self_attn.q_norm.weight": (L.q_norm, (s.head_dim,)),
+                "self_attn.k_norm.weight": (L.k_norm, (s.head_dim,)),
+                "post_attention_layernorm.weight": (L.post_attn_norm, (s.hidden,)),
+                "post_feedforward_layernorm.weight": (L.post_ffn_norm, (s.hidden,))}
+        for name, (a, shape) in want.items():
+            if a is not None and a.shape != shape:
+                raise FormatError(f"{self.weights.path}: tensor 'model.layers.{i}.{name}' has shape "
+                                  f"{list(a.shape)}, the config implies {list(shape)}")
+
+    def _load_layer(self, i: int) -> _Layer:
         p = f"model.layers.{i}."
         g = self.weights.get_optional
         gemma = self.spec.sandwich_norms
@@ -178,6 +215,8 @@ class NumpyModel:
     def _attention(self, i: int, L: _Layer, x: np.ndarray, cache: KVCache, p0: int) -> np.ndarray:
         s = self.spec
         T = x.shape[0]
+        if self.observer is not None:
+            self.observer(i, "attn_qkv", x)
         q = x @ L.q.T
         k = x @ L.k.T
         v = x @ L.v.T
@@ -212,15 +251,22 @@ class NumpyModel:
         scores /= scores.sum(axis=-1, keepdims=True)
         out = (scores.reshape(s.n_kv_heads, g * T, S) @ vals).reshape(s.n_heads, T, s.head_dim)
         out = out.transpose(1, 0, 2).reshape(T, s.n_heads * s.head_dim)
+        if self.observer is not None:
+            self.observer(i, "attn_output", out)
         y = out @ L.o.T
         if L.o_bias is not None:
             y += L.o_bias
         return y
 
-    def _mlp(self, L: _Layer, x: np.ndarray) -> np.ndarray:
+    def _mlp(self, L: _Layer, x: np.ndarray, i: int = -1) -> np.ndarray:
+        if self.observer is not None:
+            self.observer(i, "ffn_gate_up", x)
         gate = x @ L.gate.T
         act = silu(gate) if self.spec.activation == "silu" else gelu_tanh(gate)
-        return (act * (x @ L.up.T)) @ L.down.T
+        hidden = act * (x @ L.up.T)
+        if self.observer is not None:
+            self.observer(i, "ffn_down", hidden)
+        return hidden @ L.down.T
 
     def _block(self, i: int, h: np.ndarray, cache: KVCache, p0: int) -> np.ndarray:
         s, L = self.spec, self._layer(i)
@@ -228,7 +274,7 @@ class NumpyModel:
         if L.post_attn_norm is not None:
             a = rms_norm(a, L.post_attn_norm, s.eps)
         h = h + a
-        m = self._mlp(L, rms_norm(h, L.ffn_norm, s.eps))
+        m = self._mlp(L, rms_norm(h, L.ffn_norm, s.eps), i)
         if L.post_ffn_norm is not None:
             m = rms_norm(m, L.post_ffn_norm, s.eps)
         return h + m
@@ -238,6 +284,9 @@ class NumpyModel:
         p0 = cache.offset
         cache.reserve(len(tokens))
         emb = self.weights.get("model.embed_tokens.weight")
+        if emb.ndim != 2 or emb.shape[1] != s.hidden:
+            raise FormatError(f"{self.weights.path}: tensor 'model.embed_tokens.weight' has shape "
+                              f"{list(emb.shape)}, the config implies (vocab, {s.hidden})")
         if tokens.min() < 0 or tokens.max() >= emb.shape[0]:
             raise ValueError(f"token id out of range 0..{emb.shape[0] - 1}")
         h = emb[tokens].astype(np.float32)
@@ -250,7 +299,10 @@ class NumpyModel:
         if h.shape[0] == 0:
             return np.zeros((0, self._output().shape[0]), np.float32)
         norm = self._norm_w("model.norm.weight")
-        logits = rms_norm(h, norm, s.eps) @ self._output().T
+        h = rms_norm(h, norm, s.eps)
+        if self.observer is not None:
+            self.observer(-1, "output", h)
+        logits = h @ self._output().T
         if s.final_softcap:
             cap = np.float32(s.final_softcap)
             logits = np.tanh(logits / cap) * cap

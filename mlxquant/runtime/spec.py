@@ -15,7 +15,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import FormatError, UnsupportedArchitectureError
-from ..models.base import rope_parameters, text_config
+from ..formats.json_file import get_int
+from ..models.base import find_hparam, rope_parameters, text_config
+from ..models.hparams import check_hf_config
 
 FAMILIES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3")
 
@@ -43,7 +45,10 @@ def inv_frequencies(head_dim: int, theta: float, rope: Mapping[str, Any] | None)
     if rtype in ("default", "none"):
         return inv
     if rtype == "linear":
-        return inv / float(rope["factor"])  # type: ignore[index]
+        factor = (rope or {}).get("factor")
+        if factor is None:
+            raise FormatError("config.json: linear RoPE scaling without a 'factor'")
+        return inv / float(factor)
     if rtype == "llama3":
         return llama3_inv_freq(inv, rope)  # type: ignore[arg-type]
     raise UnsupportedArchitectureError(f"RoPE scaling {rtype!r} is not supported by the runtime "
@@ -95,25 +100,25 @@ def model_spec(family: str, config: Mapping[str, Any], tied: bool) -> ModelSpec:
 
     Raises:
         UnsupportedArchitectureError: a family or RoPE scaling the runtime does not run.
-        FormatError: a config missing a required size.
+        FormatError: a config missing a required size, or with a value of the wrong type or
+            out of range (:func:`mlxquant.models.hparams.check_hf_config`).
     """
     if family not in FAMILIES:
         raise UnsupportedArchitectureError(
             f"the runtime has no forward pass for architecture {family!r} (supported: {', '.join(FAMILIES)})")
     c = text_config(config)
-    try:
-        hidden = int(c["hidden_size"])
-        n_heads = int(c["num_attention_heads"])
-        n_layers = int(c["num_hidden_layers"])
-        vocab = int(c["vocab_size"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise FormatError(f"config.json: missing or bad {e} for a {family} model") from None
-    n_kv = int(c.get("num_key_value_heads") or n_heads)
-    head_dim = int(c.get("head_dim") or hidden // n_heads)
+    where = getattr(config, "source", None) or "config.json"
+    check_hf_config(c, where)
+    hidden = get_int(c, "hidden_size", where)
+    n_heads = get_int(c, "num_attention_heads", where)
+    n_layers = get_int(c, "num_hidden_layers", where)
+    vocab = get_int(c, "vocab_size", where)
+    n_kv = get_int(c, "num_key_value_heads", where, default=n_heads)
+    head_dim = get_int(c, "head_dim", where, default=hidden // n_heads)
     gemma = family.startswith("gemma")
     rp = rope_parameters(c)
     full = rp.get("full_attention", rp)
-    theta = float(full.get("rope_theta", c.get("rope_theta", 10000.0)))
+    theta = float(find_hparam(full, ("rope_theta",), find_hparam(c, ("rope_theta",), 10000.0)))
     global_inv = inv_frequencies(head_dim, theta, full)
     inv = [global_inv] * n_layers
     window: list[int | None] = [None] * n_layers

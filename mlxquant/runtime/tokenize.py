@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import TokenizerError
+from ..errors import FormatError, TokenizerError
+from ..formats.json_file import MAX_TOKENIZER_JSON_BYTES, loads, read_json
+from ..formats.tokenizer import check_pipeline, library_error
 
 
 class Tokenizer(Protocol):
@@ -32,26 +34,40 @@ class Tokenizer(Protocol):
 class HFTokenizer:
     """A ``tokenizers.Tokenizer`` from tokenizer.json text."""
 
-    def __init__(self, tokenizer_json: str, bos: int | None, eos: list[int], add_bos: bool | None):
+    def __init__(self, tokenizer_json: str, bos: int | None, eos: list[int], add_bos: bool | None,
+                 where: str = "tokenizer.json"):
         from tokenizers import Tokenizer as _T
 
+        self.where = where
         try:
             self._t = _T.from_str(tokenizer_json)
-        except Exception as e:  # the library raises plain Exception subclasses
-            raise TokenizerError(f"tokenizer.json cannot be loaded: {e}") from None
+        except BaseException as e:  # the library raises plain Exception subclasses
+            if not library_error(e):
+                raise
+            raise TokenizerError(f"{where}: tokenizer.json cannot be loaded: {e}") from None
         self.vocab_size = self._t.get_vocab_size(with_added_tokens=True)
         self.bos_token_id, self.eos_token_ids = bos, eos
         self._add_bos = add_bos
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
-        ids = list(self._t.encode(text, add_special_tokens=add_special).ids)
+        try:
+            ids = list(self._t.encode(text, add_special_tokens=add_special).ids)
+        except BaseException as e:  # plain Exception from the library (e.g. a broken model section)
+            if not library_error(e):
+                raise
+            raise TokenizerError(f"{self.where}: cannot tokenize: {e}") from None
         if (add_special and self._add_bos and self.bos_token_id is not None
                 and (not ids or ids[0] != self.bos_token_id)):
             ids.insert(0, self.bos_token_id)  # tokenizer_config add_bos_token without a post-processor
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        return self._t.decode(list(ids), skip_special_tokens=False)
+        try:
+            return self._t.decode(list(ids), skip_special_tokens=False)
+        except BaseException as e:  # plain Exception from the library
+            if not library_error(e):
+                raise
+            raise TokenizerError(f"{self.where}: cannot decode token ids: {e}") from None
 
     def vocabulary(self) -> list[str]:
         v = self._t.get_vocab(with_added_tokens=True)
@@ -72,7 +88,9 @@ class SPTokenizer:
         self._sp = spm.SentencePieceProcessor()
         try:
             self._sp.LoadFromSerializedProto(proto)
-        except Exception as e:
+        except BaseException as e:
+            if not library_error(e):
+                raise
             raise TokenizerError(f"tokenizer.model cannot be loaded: {e}") from None
         self.vocab_size = self._sp.GetPieceSize()
         self.bos_token_id, self.eos_token_ids, self._add_bos = bos, eos, add_bos
@@ -101,7 +119,7 @@ def _from_files(files: dict[str, Any], bos: int | None, eos: list[int], where: s
     add_bos = cfg.get("add_bos_token") if isinstance(cfg, dict) else None
     if "tokenizer.json" in files:
         tj = files["tokenizer.json"]
-        return HFTokenizer(tj if isinstance(tj, str) else json.dumps(tj), bos, eos, add_bos)
+        return HFTokenizer(tj if isinstance(tj, str) else json.dumps(tj), bos, eos, add_bos, where)
     if "tokenizer.model" in files:
         return SPTokenizer(files["tokenizer.model"], bos, eos, bool(add_bos if add_bos is not None else True))
     raise TokenizerError(f"{where}: no tokenizer.json or tokenizer.model")
@@ -121,8 +139,13 @@ def load_tokenizer(path: str | Path, config: dict[str, Any], metadata: dict[str,
         for name in ("tokenizer.json", "tokenizer_config.json"):
             f = p / name
             if f.is_file():
-                text = f.read_text(encoding="utf-8")
-                files[name] = text if name == "tokenizer.json" else json.loads(text)
+                try:  # bounded size and depth, one-line errors naming the file
+                    value = read_json(f, name, MAX_TOKENIZER_JSON_BYTES)
+                except FormatError as e:
+                    raise TokenizerError(str(e)) from None
+                if name == "tokenizer.json" and isinstance(value, dict):
+                    check_pipeline(value, f)
+                files[name] = json.dumps(value) if name == "tokenizer.json" else value
         if "tokenizer.json" not in files and (p / "tokenizer.model").is_file():
             files["tokenizer.model"] = (p / "tokenizer.model").read_bytes()
         tc = files.get("tokenizer_config.json") or {}
@@ -149,11 +172,16 @@ def _special_id(files: dict[str, Any], token: Any) -> int | None:
     if not isinstance(token, str) or "tokenizer.json" not in files:
         return None
     try:
-        tj = json.loads(files["tokenizer.json"])
-    except ValueError:
+        tj = loads(files["tokenizer.json"], "tokenizer.json")
+    except FormatError:
         return None
-    for a in tj.get("added_tokens", []):
-        if a.get("content") == token:
-            return int(a["id"])
-    v = (tj.get("model") or {}).get("vocab")
-    return int(v[token]) if isinstance(v, dict) and token in v else None
+    if not isinstance(tj, dict):
+        return None
+    added = tj.get("added_tokens")
+    for a in added if isinstance(added, list) else []:
+        if isinstance(a, dict) and a.get("content") == token and type(a.get("id")) is int:
+            return a["id"]
+    model = tj.get("model")
+    v = model.get("vocab") if isinstance(model, dict) else None
+    i = v.get(token) if isinstance(v, dict) else None
+    return i if type(i) is int else None

@@ -98,8 +98,13 @@ class Weights:
         arr = np.ascontiguousarray(load(), dtype=np.float32)
         if not arr.flags.owndata:
             # e.g. an F32 tensor viewed straight from the memory-mapped file: BLAS on file-backed
-            # pages was ~8x slower here (and the pages can be evicted), so own a copy
-            arr = arr.copy()
+            # pages was ~8x slower here (and the pages can be evicted), so own a copy; in slices
+            # of 16 MiB, so that Ctrl-C is answered while a large tensor is read from disk
+            own = np.empty_like(arr)
+            step = max(1, (16 << 20) // max(1, arr[:1].nbytes)) if arr.ndim else 0
+            for i in range(0, len(arr), step) if step else ():
+                own[i:i + step] = arr[i:i + step]
+            arr = own if step else arr.copy()
         if self._cached_bytes + arr.nbytes <= self.budget:
             self._cache[name] = arr
             self._cached_bytes += arr.nbytes
@@ -118,6 +123,8 @@ def _gguf(path: Path, budget: int | None) -> Weights:
     rope_freqs = g.tensor("rope_freqs.weight") if "rope_freqs.weight" in g else None
     try:
         cfg = arch.hparams_from_gguf(g.metadata, shapes, rope_freqs)
+    except FormatError:
+        raise  # already names the file and the key
     except (KeyError, TypeError, ValueError) as e:
         raise FormatError(f"{path}: incomplete {arch.name} hyper-parameters in the metadata ({e})") from None
     loaders: dict[str, tuple[Callable[[], np.ndarray], int]] = {}
@@ -132,7 +139,8 @@ def _gguf(path: Path, budget: int | None) -> Weights:
             return arch.tensor_from_gguf(gname, g.tensor(gname), cfg)
 
         loaders[hf_name] = (load, t.n_elements)
-    return Weights(path, "gguf", cfg, arch, loaders, dict(g.metadata), g.header.file_size, stored, budget)
+    # g.metadata (not a copy) keeps the file name for the tokenizer's errors
+    return Weights(path, "gguf", cfg, arch, loaders, g.metadata, g.header.file_size, stored, budget)
 
 
 def _hf(path: Path, budget: int | None) -> Weights:

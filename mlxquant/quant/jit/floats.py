@@ -4,7 +4,7 @@ F16: ggml's ``ggml_fp32_to_fp16_row`` / ``ggml_fp16_to_fp32_row`` (GGML_FP32_TO_
 GGML_FP16_TO_FP32, bit-exact; a NaN half comes back as a quiet NaN). BF16:
 ``ggml_compute_fp32_to_bf16`` (round to nearest even on the upper 16 bits, NaN forced quiet) and
 the plain shift back. Both are memory-bound: the whole chunk is one branch-free loop over flat
-float32 / uint16 views, which LLVM vectorizes. See :mod:`mlxquant.quant.floats`.
+float32 / uint16 views, which LLVM vectorizes. See :mod:`mlxquant.quant.numpy.floats`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ UE4M3 scales).
 The loops of ggml-quants.c (``quantize_row_mxfp4_ref``, ``quantize_row_nvfp4_ref``,
 ``best_index_mxfp4``, ``dequantize_row_mxfp4``, ``dequantize_row_nvfp4``) and ggml-impl.h
 (``ggml_e8m0_to_fp32_half``, ``ggml_fp32_to_ue4m3``, ``ggml_ue4m3_to_fp32``); block layouts
-are in :mod:`mlxquant.quant.fp4`. Both quantizers ignore the importance matrix.
+are in :mod:`mlxquant.quant.numpy.fp4`. Both quantizers ignore the importance matrix.
 
 ``best_index_mxfp4`` runs as written (16 candidates, first smallest error; selects for branches), so no argument about
 ties or saturated scales is needed; the scale decoders are tables of the exact float32 values.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..fp4 import E8M0_HALF, KVALUES_MXFP4, UE4M3_HALF
+from ..numpy.fp4 import E8M0_HALF, KVALUES_MXFP4, UE4M3_HALF
 from .codec import JitCodec
 from .numeric import F32, KERNEL, f32_bits
 

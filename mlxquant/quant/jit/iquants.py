@@ -3,7 +3,7 @@
 The loops of ggml-quants.c (``quantize_iq4_nl`` / ``quantize_iq4_xs`` -> ``quantize_row_iq4_nl_impl``
 with ``ntry = 7``, ``best_index_int8`` on ``kvalues_iq4nl``; ``dequantize_row_iq4_nl`` /
 ``dequantize_row_iq4_xs``); block layouts and the exactness argument are in
-:mod:`mlxquant.quant.iquants`.
+:mod:`mlxquant.quant.numpy.iquants`.
 
 The 16 scale trials of a sub-block run side by side (trial index innermost, so that each trial's
 sums still add position by position as in C, and LLVM vectorizes across trials). Inside a trial
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..iquants import KVALUES_IQ4NL
+from ..numpy.iquants import KVALUES_IQ4NL
 from .codec import JitCodec
 from .numeric import F32, GROUP_MAX_EPS, KERNEL, f16_at, nearest_int, put_f16, put_u16
 

@@ -2,7 +2,7 @@
 
 The loops of ggml-quants.c (``quantize_row_q*_K_ref``, ``quantize_row_q*_K_impl``,
 ``make_qkx2_quants``, ``make_qkx3_quants``, ``make_qp_quants``, ``dequantize_row_q*_K``); block
-layouts and the algorithm in words are in :mod:`mlxquant.quant.kquants_affine`.
+layouts and the algorithm in words are in :mod:`mlxquant.quant.numpy.kquants_affine`.
 
 Without an imatrix ggml quantizes the whole tensor as one long row (``_ref``); with one it goes
 row by row (``_impl``) and the imatrix repeats over the rows' super-blocks. Both are the same

@@ -3,7 +3,7 @@
 The loops of ggml-quants.c (``quantize_row_q3_K_ref``, ``quantize_row_q3_K_impl``,
 ``quantize_row_q6_K_ref``, ``quantize_row_q6_K_impl``, ``make_qx_quants``, ``make_q3_quants``,
 ``dequantize_row_q{3,6}_K``); block layouts and the algorithm in words are in
-:mod:`mlxquant.quant.kquants_symmetric`.
+:mod:`mlxquant.quant.numpy.kquants_symmetric`.
 
 Speed: the scale searches (:mod:`.search_scale`) run on tiles of ``NB`` super-blocks, one
 16-weight sub-block per SIMD lane; every lane repeats C's loop for its sub-block in C's order,

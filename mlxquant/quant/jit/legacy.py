@@ -2,7 +2,7 @@
 
 The loops of ggml-quants.c: ``quantize_row_q*_ref`` (no importance matrix), ``quantize_row_q*_impl``
 with ``make_qx_quants`` / ``make_qkx3_quants`` (with one; Q8_0 ignores it) and ``dequantize_row_q*``.
-Block layouts and the float details that decide bytes are in :mod:`mlxquant.quant.legacy`.
+Block layouts and the float details that decide bytes are in :mod:`mlxquant.quant.numpy.legacy`.
 
 Speed: the per-block work is LLVM vector IR (:mod:`.simd`): the same float32 operations as C, lane
 by lane, in C's order. The searches with an imatrix evaluate their trial scales in parallel lanes

@@ -1,7 +1,7 @@
 """Compiled scale searches of the symmetric K-quants (:mod:`.kquants_symmetric`): ggml's
 ``make_qx_quants`` and ``make_q3_quants`` on the 16-weight sub-blocks of a tile of super-blocks,
 one sub-block per SIMD lane, each lane in C's order. The NumPy reference is
-:mod:`mlxquant.quant.search_scale`.
+:mod:`mlxquant.quant.numpy.search_scale`.
 
 Rounding uses ggml's ``nearest_int`` in 32-bit form (:func:`nearest_clamp`, exact for any float,
 wrapping like C outside +-2**22) or, where the argument is provably below 2**22, the equivalent

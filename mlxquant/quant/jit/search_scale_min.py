@@ -1,6 +1,6 @@
 """Compiled scale/min searches of the affine K-quants (:mod:`.kquants_affine`): ggml's
 ``make_qkx2_quants`` / ``make_qkx3_quants`` on many sub-blocks at once (:func:`search_lanes`) and
-``make_qp_quants``. The NumPy reference is :mod:`mlxquant.quant.search_scale_min`.
+``make_qp_quants``. The NumPy reference is :mod:`mlxquant.quant.numpy.search_scale_min`.
 """
 
 from __future__ import annotations

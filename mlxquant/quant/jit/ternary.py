@@ -2,7 +2,7 @@
 
 The loops of ggml-quants.c (``quantize_row_tq1_0_ref``, ``quantize_row_tq2_0_ref``,
 ``dequantize_row_tq1_0``, ``dequantize_row_tq2_0``); block layouts are in
-:mod:`mlxquant.quant.ternary`. Both quantizers ignore the importance matrix.
+:mod:`mlxquant.quant.numpy.ternary`. Both quantizers ignore the importance matrix.
 
 ``lroundf(x * id) + 1`` is computed with comparisons: ``|x * id| <= 1`` up to rounding, so the
 trit is ``1 + (v >= 0.5) - (v <= -0.5)``. When ``id`` overflowed to inf (``d`` below 2**-128)

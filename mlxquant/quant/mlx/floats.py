@@ -1,4 +1,4 @@
-"""F32, F16, BF16 on MLX arrays (twin of ``mlxquant/quant/floats.py``)."""
+"""F32, F16, BF16 on MLX arrays (twin of ``mlxquant/quant/numpy/floats.py``)."""
 
 from __future__ import annotations
 

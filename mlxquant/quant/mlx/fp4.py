@@ -1,4 +1,4 @@
-"""4-bit float (E2M1) types on MLX arrays: MXFP4 and NVFP4 (twin of ``mlxquant/quant/fp4.py``).
+"""4-bit float (E2M1) types on MLX arrays: MXFP4 and NVFP4 (twin of ``mlxquant/quant/numpy/fp4.py``).
 
 Same layouts and the same code choice as the NumPy reference (see its docstring)::
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from .. import fp4 as _np_fp4
+from ..numpy import fp4 as _np_fp4
 from .codec import ChunkedCodec
 from .numeric import abs_max, c_int32, pack_halves
 
@@ -42,7 +42,7 @@ _TWO64 = 18446744073709551616.0  # 2**64, exact in float32
 def _log2_cutoffs() -> np.ndarray:
     """(277,) float32: for binade E = -149..127, the smallest ``a`` in ``[2**E, 2**(E+1))`` whose
     ``floor(float32(log2(a)))`` is E + 1 (inf when there is none), by bisection over the bit
-    patterns with the NumPy reference's own rule (:func:`mlxquant.quant.fp4.mxfp4_exponent`)."""
+    patterns with the NumPy reference's own rule (:func:`mlxquant.quant.numpy.fp4.mxfp4_exponent`)."""
     e = np.arange(-149, 128)
     lo = np.ldexp(np.float32(1), e).astype(np.float32).view(np.uint32).astype(np.int64)
     hi = np.where(e < 127, lo + np.where(e < -126, lo, 1 << 23), 0x7F800000)  # next power (bits)

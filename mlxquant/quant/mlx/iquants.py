@@ -1,4 +1,4 @@
-"""IQ4_NL and IQ4_XS on MLX arrays (twin of ``mlxquant/quant/iquants.py``: same algorithm, same
+"""IQ4_NL and IQ4_XS on MLX arrays (twin of ``mlxquant/quant/numpy/iquants.py``: same algorithm, same
 function names, same bytes as ggml's ``quantize_row_iq4_nl_impl`` through ``ggml_quantize_chunk``).
 
 The algorithm, the block layouts and the exactness notes are in the NumPy module. In short: the
@@ -13,7 +13,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from .. import iquants as _np_iq
+from ..numpy import iquants as _np_iq
 from ..codec import Codec
 from .codec import in_chunks
 from .numeric import (

@@ -1,4 +1,4 @@
-"""Q2_K, Q4_K, Q5_K on MLX arrays (twin of ``mlxquant/quant/kquants_affine.py``).
+"""Q2_K, Q4_K, Q5_K on MLX arrays (twin of ``mlxquant/quant/numpy/kquants_affine.py``).
 
 The same algorithm, function for function, as the NumPy reference (see its docstring for the
 block layouts and for ggml's ``_ref`` / ``_impl`` paths); every step is an ``mx.array`` op and the

@@ -1,5 +1,5 @@
 """The symmetric K-quants Q3_K and Q6_K on MLX arrays (twin of
-``mlxquant/quant/kquants_symmetric.py``: same algorithm, same function names, same bytes).
+``mlxquant/quant/numpy/kquants_symmetric.py``: same algorithm, same function names, same bytes).
 
 Bit-exact with ggml's ``quantize_row_q{3,6}_K_ref`` (no imatrix) and ``quantize_row_q{3,6}_K_impl``
 (imatrix), and with ``dequantize_row_q{3,6}_K``. Block layouts are drawn in the NumPy module.

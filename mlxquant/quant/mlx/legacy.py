@@ -1,6 +1,6 @@
 """The legacy 32-weight block types on MLX arrays: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
 
-Twin of ``mlxquant/quant/legacy.py`` (same block layouts, same bytes as ggml's
+Twin of ``mlxquant/quant/numpy/legacy.py`` (same block layouts, same bytes as ggml's
 ``quantize_row_q*_ref`` / ``quantize_row_q*_impl`` / ``dequantize_row_q*``)::
 
     Q4_0  18 B  | d:f16 | qs[16]                    |   x = (q - 8) * d

@@ -1,5 +1,5 @@
 """Float32 arithmetic that follows ggml's C code exactly, on MLX arrays (twin of
-``mlxquant/quant/numeric.py``, same names, same bits).
+``mlxquant/quant/numpy/numeric.py``, same names, same bits).
 
 MLX reductions (``mx.sum``) have no specified order, so every ggml accumulation ``s = 0;
 s += a[i]`` is a chain of elementwise adds; the first largest ``|x|`` is found with

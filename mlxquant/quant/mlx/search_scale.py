@@ -1,5 +1,5 @@
 """Scale searches for symmetric quantization on MLX arrays: ggml's ``make_qx_quants`` and
-``make_q3_quants`` (twin of ``mlxquant/quant/search_scale.py``, same names, same bytes).
+``make_q3_quants`` (twin of ``mlxquant/quant/numpy/search_scale.py``, same names, same bytes).
 
 Each solver takes ``x`` of shape ``(n_groups, k)`` float32 and returns the group scales
 ``(n_groups,)`` float32 and the codes ``L`` ``(n_groups, k)`` uint8 stored as ggml stores them

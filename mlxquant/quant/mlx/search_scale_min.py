@@ -1,4 +1,4 @@
-"""MLX twins of ggml's scale(+min) search solvers (``mlxquant/quant/search_scale_min.py``):
+"""MLX twins of ggml's scale(+min) search solvers (``mlxquant/quant/numpy/search_scale_min.py``):
 ``make_qkx2_quants``, ``make_qkx3_quants`` and ``make_qp_quants`` on ``mx.array`` groups.
 
 Same algorithm, same float32 results and codes as the NumPy reference (and so as ggml). What

@@ -1,4 +1,4 @@
-"""Ternary types on MLX arrays: TQ1_0 and TQ2_0 (twin of ``mlxquant/quant/ternary.py``).
+"""Ternary types on MLX arrays: TQ1_0 and TQ2_0 (twin of ``mlxquant/quant/numpy/ternary.py``).
 
 One fp16 scale ``d = max|x|`` per 256 weights and a trit ``lroundf(x * (1/d)) + 1`` in {0, 1, 2}
 per weight; the layouts (see the NumPy module's docstring)::

@@ -13,12 +13,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import FormatError
-from .formats.mlx_folder import FLOAT_DTYPES, MLXModel, tokenizer_files
-from .quant.transcode import EXACT_FROM_GGUF, MLXQuant, dequantize_mlx, from_gguf
+from ..errors import FormatError
+from ..formats.mlx_folder import FLOAT_DTYPES, MLXModel, tokenizer_files
+from ..quant.transcode import EXACT_FROM_GGUF, MLXQuant, dequantize_mlx, from_gguf
 
 
-class _Source:
+class Source:
     """What the MLX writer needs from any source: HF names/shapes, config, files, tensors."""
 
     config: dict
@@ -36,7 +36,7 @@ class _Source:
         return None
 
 
-def _row_permutation(fn: Callable[[np.ndarray], np.ndarray], rows: int, what: str) -> np.ndarray | None:
+def row_permutation(fn: Callable[[np.ndarray], np.ndarray], rows: int, what: str) -> np.ndarray | None:
     """Rows order of a layout transform (None when it leaves rows alone); FormatError when it
     changes values rather than moving rows (then quantized rows cannot be carried over)."""
     probe = np.arange(rows, dtype=np.float32)[:, None]
@@ -47,10 +47,12 @@ def _row_permutation(fn: Callable[[np.ndarray], np.ndarray], rows: int, what: st
     return None if np.array_equal(idx, np.arange(rows)) else idx
 
 
-class _HFSource(_Source):
+class HFSource(Source):
+    """A Hugging Face folder (float safetensors)."""
+
     def __init__(self, src: Path):
-        from .formats.hf import HFModel
-        from .models import get_architecture
+        from ..formats.hf import HFModel
+        from ..models import get_architecture
 
         self.hf = HFModel(src)
         self.config = {k: v for k, v in self.hf.config.items() if k not in ("quantization", "quantization_config")}
@@ -68,9 +70,11 @@ class _HFSource(_Source):
         return self.hf.tensor(name)
 
 
-class _MLXSource(_Source):
+class MLXSource(Source):
+    """An MLX folder: quantized modules come out with their own codes."""
+
     def __init__(self, src: Path):
-        from .models import get_architecture
+        from ..models import get_architecture
 
         self.m = MLXModel(src)
         self.config = {k: v for k, v in self.m.config.items() if k not in ("quantization", "quantization_config")}
@@ -109,11 +113,14 @@ class _MLXSource(_Source):
         return dequantize_mlx(q) if q is not None else self.m.tensor(name)
 
 
-class _GGUFSource(_Source):
+class GGUFSource(Source):
+    """A GGUF file: types that carry over (:data:`~mlxquant.quant.transcode.EXACT_FROM_GGUF`)
+    come out with their own codes, rows moved to the Hugging Face layout."""
+
     def __init__(self, src: Path):
-        from .formats.gguf_read import GGUFModel
-        from .formats.tokenizer_export import tokenizer_from_gguf
-        from .models import get_architecture_by_gguf
+        from ..formats.gguf_read import GGUFModel
+        from ..formats.tokenizer_export import tokenizer_from_gguf
+        from ..models import get_architecture_by_gguf
 
         self.g = GGUFModel(src)
         self.arch = get_architecture_by_gguf(self.g.architecture or "")
@@ -145,16 +152,15 @@ class _GGUFSource(_Source):
         if info.qtype.name not in EXACT_FROM_GGUF or len(info.shape) != 2:
             return None
         raw = self.g.raw(gn)
-        perm = _row_permutation(lambda a: self.arch.tensor_from_gguf(gn, a, self.config),
+        perm = row_permutation(lambda a: self.arch.tensor_from_gguf(gn, a, self.config),
                                 raw.shape[0], f"{self.g.path}: tensor {gn!r}")
         if perm is not None:
             raw = raw[perm]
         return from_gguf(raw, info.qtype.name, info.shape[-1])
 
 
-def open_source(src: Path, fmt: str) -> _Source:
+def open_source(src: Path, fmt: str) -> Source:
+    """The source at ``src``: ``fmt`` is ``"gguf"``, ``"hf"`` or ``"mlx"``."""
     if fmt == "gguf":
-        return _GGUFSource(src)
-    from .formats.mlx_folder import is_mlx_folder
-
-    return _MLXSource(src) if is_mlx_folder(src) else _HFSource(src)
+        return GGUFSource(src)
+    return MLXSource(src) if fmt == "mlx" else HFSource(src)

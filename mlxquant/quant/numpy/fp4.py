@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codec import Codec
-from .numeric import abs_max, field, output, pack_halves, split_nibbles
+from ..codec import Codec
+from ..buffers import output
+from .numeric import abs_max, field, pack_halves, split_nibbles
 
 _F32 = np.float32
 KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)

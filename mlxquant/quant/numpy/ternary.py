@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codec import Codec
-from .numeric import abs_max, bit_planes, f16_field, field, fp16_bytes, interleave, inverse, output
+from ..codec import Codec
+from ..buffers import output
+from .numeric import abs_max, bit_planes, f16_field, field, fp16_bytes, interleave, inverse
 
 _F32 = np.float32
 _CEIL_TAB = ((np.arange(256) * 256 + 242) // 243).astype(np.uint8)   # only 0..242 occur

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codec import Codec
-from .numeric import f16_to_f32, output
+from ..codec import Codec
+from ..buffers import output
+from .numeric import f16_to_f32
 
 
 class F32(Codec, qtype="F32"):

@@ -13,49 +13,33 @@
   rounded to the dtype) or "requantized", with the max abs error against ggml's values.
 
 Rows of Q/K projections are permuted from the llama.cpp to the Hugging Face layout by moving
-whole quantized rows (see :mod:`mlxquant.mlx_sources`).
+whole quantized rows (see :mod:`.sources`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from . import provenance
-from .errors import QuantInputError, QuantTypeError
-from .formats.mlx_folder import FLOAT_DTYPES, MLXTensorSpec, write_mlx_folder
-from .mlx_records import Progress, TensorRecord, _err, _qtype_name
-from .mlx_sources import _GGUFSource, _MLXSource, _Source, open_source
-from .quant import get_type
-from .quant.transcode import (
+from ..errors import FormatError, OptionError, QuantInputError, QuantTypeError
+from ..formats.mlx_folder import FLOAT_DTYPES, MLXTensorSpec, write_mlx_folder
+from ..quant import get_type
+from ..quant.transcode import (
     MODE_GEOMETRY, MLXQuant, REQUANT_BITS, cast_params, check_params, dequantize_mlx, merge_groups,
     quantize_mlx,
 )
+from . import provenance
+from .options import MLX_MODES, MLXOptions
+from .report import Progress, RouteResult, TensorRecord, max_abs_error, n_elements, qtype_name
+from .sources import GGUFSource, MLXSource, Source, open_source
 
 log = logging.getLogger(__name__)
 
 QUANT_RECIPES = ("mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6")
-
-
-@dataclass
-class MLXOptions:
-    """mlx-lm's conversion flags. ``q_bits=None``: 4 for float sources; for GGUF sources, keep
-    each tensor's own precision (exact transcoding). ``q_bits=0``: no quantization."""
-
-    q_bits: int | None = None
-    q_group_size: int | None = None
-    q_mode: str = "affine"
-    quant_predicate: str | None = None
-    dtype: str | None = None
-    exact_scales: bool = False
-
-    def recipe(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
 
 
 # -- mlx-lm's mixed recipes -----------------------------------------------------------------------
@@ -65,7 +49,7 @@ def mixed_predicate(recipe: str, n_layers: int, group_size: int) -> Callable[[st
     between, and for ``lm_head``; the low bits elsewhere."""
     lows = {"mixed_2_6": (2, 6), "mixed_3_4": (3, 4), "mixed_3_6": (3, 6), "mixed_4_6": (4, 6)}
     if recipe not in lows:
-        raise ValueError(f"unknown quant predicate {recipe!r} (choose from {', '.join(QUANT_RECIPES)})")
+        raise OptionError(f"unknown quant predicate {recipe!r} (choose from {', '.join(QUANT_RECIPES)})")
     low, high = lows[recipe]
 
     def pred(path: str) -> dict:
@@ -79,17 +63,17 @@ def mixed_predicate(recipe: str, n_layers: int, group_size: int) -> Callable[[st
     return pred
 
 
-def _target(src: _Source, name: str, opts: MLXOptions, pred: Callable[[str], dict] | None) -> dict | None:
+def _target(src: Source, name: str, opts: MLXOptions, pred: Callable[[str], dict] | None) -> dict | None:
     """Requested quantization of an HF tensor (float sources, or explicit flags), None = float."""
     shape = src.shapes[name]
     if len(shape) != 2 or not name.endswith(".weight") or opts.q_bits == 0:
         return None
-    is_gguf = isinstance(src, _GGUFSource)
-    is_quantized_mlx = isinstance(src, _MLXSource) and src.exact(name) is not None
-    explicit = opts.q_bits is not None or opts.q_group_size is not None or pred is not None or opts.q_mode != "affine"
+    is_gguf = isinstance(src, GGUFSource)
+    is_quantized_mlx = isinstance(src, MLXSource) and src.exact(name) is not None
+    explicit = opts.explicit
     if (is_gguf or is_quantized_mlx) and not explicit:
         return None  # keep the source's own precision
-    if isinstance(src, _MLXSource) and not explicit:
+    if isinstance(src, MLXSource) and not explicit:
         return None
     if pred is not None:
         p = pred(name[: -len(".weight")])
@@ -102,13 +86,13 @@ def _target(src: _Source, name: str, opts: MLXOptions, pred: Callable[[str], dic
     return p
 
 
-def _plan_tensor(src: _Source, name: str, opts: MLXOptions, dtype: str,
+def _plan_tensor(src: Source, name: str, opts: MLXOptions, dtype: str,
                  pred: Callable[[str], dict] | None) -> tuple[MLXQuant | None, np.ndarray | None, TensorRecord]:
     """Produce one tensor: (quantized, or None and float values) and its record."""
     kind = src.kind[name]
     target = _target(src, name, opts, pred)
     exact = None
-    if target is None or (target is not None and isinstance(src, _GGUFSource)):
+    if target is None or (target is not None and isinstance(src, GGUFSource)):
         exact = src.exact(name)
     if exact is not None and (target is None or (exact.bits, exact.mode) == (target["bits"], target["mode"])):
         q = merge_groups(exact)
@@ -118,10 +102,10 @@ def _plan_tensor(src: _Source, name: str, opts: MLXOptions, dtype: str,
             if not same:
                 reference = dequantize_mlx(exact)
         if reference is None:
-            return q, None, TensorRecord(name, _qtype_name(q), kind, "exact")
-        return q, None, TensorRecord(name, _qtype_name(q), kind, "codes kept",
-                                     _err(dequantize_mlx(q), reference), f"scales rounded to {dtype}")
-    if target is None and isinstance(src, _GGUFSource) and get_type(kind).is_quantized and len(src.shapes[name]) == 2:
+            return q, None, TensorRecord(name, qtype_name(q), kind, "exact")
+        return q, None, TensorRecord(name, qtype_name(q), kind, "codes kept",
+                                     max_abs_error(dequantize_mlx(q), reference), f"scales rounded to {dtype}")
+    if target is None and isinstance(src, GGUFSource) and get_type(kind).is_quantized and len(src.shapes[name]) == 2:
         bits = REQUANT_BITS.get(kind, 8)
         target = {"group_size": 32, "bits": bits, "mode": "affine"}
     x = src.float(name)
@@ -130,20 +114,28 @@ def _plan_tensor(src: _Source, name: str, opts: MLXOptions, dtype: str,
     check_params(target["bits"], target["group_size"], target["mode"], x.shape[-1], name)
     q = quantize_mlx(x, target["bits"], target["group_size"], target["mode"],
                      "float32" if opts.exact_scales else dtype)
-    return q, None, TensorRecord(name, _qtype_name(q), kind, "requantized", _err(dequantize_mlx(q), x))
+    return q, None, TensorRecord(name, qtype_name(q), kind, "requantized", max_abs_error(dequantize_mlx(q), x))
 
 
-def to_mlx(src_path: Path, fmt: str, out: Path, opts: MLXOptions, force: bool,
-           progress: Progress | None) -> tuple[str, list[TensorRecord], dict]:
-    """Convert ``src_path`` (format ``fmt``: "hf" or "gguf"; MLX folders are detected) to an MLX
-    folder at ``out``. Returns (architecture, per-tensor records, provenance)."""
-    if opts.q_mode not in ("affine", "mxfp4", "nvfp4", "mxfp8"):
-        raise QuantInputError(f"unknown --q-mode {opts.q_mode!r} (affine, mxfp4, nvfp4, mxfp8)")
+def to_mlx(src_path: Path, out: Path, opts: MLXOptions, force: bool,
+           progress: Progress | None, fmt: str) -> RouteResult:
+    """Convert ``src_path`` (format ``fmt``: ``"hf"``, ``"mlx"`` or ``"gguf"``) to an MLX folder
+    at ``out``. Every tensor is produced and checked before anything is written; nothing is
+    left at ``out`` on failure.
+
+    Raises:
+        OptionError, QuantInputError, QuantTypeError: options mlx-lm would refuse.
+        FormatError: a source with no tensors, or one that cannot be read.
+    """
+    if opts.q_mode not in MLX_MODES:
+        raise QuantInputError(f"unknown --q-mode {opts.q_mode!r} ({', '.join(MLX_MODES)})")
     if opts.quant_predicate is not None and opts.q_mode != "affine":
-        raise ValueError("quant predicates only support 'affine' quantization (as in mlx-lm)")
+        raise OptionError("quant predicates only support 'affine' quantization (as in mlx-lm)")
     if opts.dtype is not None and opts.dtype not in FLOAT_DTYPES:
         raise QuantTypeError(f"--dtype must be one of {', '.join(FLOAT_DTYPES)}, not {opts.dtype!r}")
     src = open_source(src_path, fmt)
+    if not src.names:
+        raise FormatError(f"{src_path}: no tensors to convert")
     dtype = opts.dtype or src.default_dtype
     pred = None
     if opts.quant_predicate is not None:
@@ -205,4 +197,5 @@ def to_mlx(src_path: Path, fmt: str, out: Path, opts: MLXOptions, force: bool,
     files = dict(src.files)
     files[provenance.PROVENANCE_FILE] = record
     write_mlx_folder(out, config, specs, data, files=files, force=force)
-    return src.arch.name, records, record
+    return RouteResult(src.arch.name, records, sum(n_elements(src.shapes[n]) for n in src.names),
+                       sum(s.nbytes for s in specs))

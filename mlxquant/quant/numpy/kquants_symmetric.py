@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codec import Codec
+from ..codec import Codec
+from ..buffers import output
 from .numeric import (
     F32,
     GROUP_MAX_EPS,
@@ -19,10 +20,8 @@ from .numeric import (
     f16_field,
     field,
     interleave,
-    output,
     first_absmax,
     fp16_bytes,
-    fp16_from_bytes,
     fp16_round,
     ieee,
     nearest_int_c,
@@ -30,7 +29,7 @@ from .numeric import (
     seq_sum,
 )
 from .search_scale import q3_quants_t, qx_quants_t, store_codes
-from .types import QK_K
+from ..types import QK_K
 
 N_SUB = QK_K // 16  # 16 sub-blocks of 16 weights
 

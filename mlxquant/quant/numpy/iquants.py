@@ -35,17 +35,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codec import Codec
+from ..codec import Codec
+from ..buffers import output
 from .numeric import (
     GROUP_MAX_EPS,
     first_absmax,
     fp16_bytes,
-    fp16_from_bytes,
     inverse,
     f16_field,
     field,
     nearest_int_c,
-    output,
     pack_halves,
     pack_nibbles,
     seq_sum,

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codec import Codec
-from .numeric import F32, f16_field, field, ieee, inverse, output, put_field, seq_sum
+from ..codec import Codec
+from ..buffers import output
+from .numeric import F32, f16_field, field, ieee, inverse, put_field, seq_sum
 from .search_scale import make_qx_quants
 from .search_scale_min import make_qkx3_quants
 
@@ -46,7 +47,7 @@ _HALF_DOWN = np.nextafter(F32(0.5), F32(0.0))  # 0.49999997f
 _F16 = "<f2"
 _QS = ("qs", "u1", (16,))
 _QH = ("qh", "u1", (4,))
-_LAYOUT = {
+BLOCK_LAYOUT = {
     "Q4_0": np.dtype([("d", _F16), _QS]),
     "Q4_1": np.dtype([("d", _F16), ("m", _F16), _QS]),
     "Q5_0": np.dtype([("d", _F16), _QH, _QS]),
@@ -162,7 +163,7 @@ def _roundf_i8(v: np.ndarray, odd: np.ndarray) -> np.ndarray:
 
 
 # -- packing ------------------------------------------------------------------------------------
-def _pack_nibbles(q: np.ndarray) -> np.ndarray:
+def pack_qs(q: np.ndarray) -> np.ndarray:
     """(n, 32) uint8 codes -> (n, 16) uint8 ``q[j] & 15 | (q[j+16] & 15) << 4``, 8 at a time."""
     q64 = np.ascontiguousarray(q).view(U64)  # (n, 4): bytes 0-7, 8-15, 16-23, 24-31
     out = np.empty((q.shape[0], 2), U64)
@@ -173,7 +174,7 @@ def _pack_nibbles(q: np.ndarray) -> np.ndarray:
     return out.view(np.uint8)
 
 
-def _unpack_nibbles(qs: np.ndarray) -> np.ndarray:
+def unpack_qs(qs: np.ndarray) -> np.ndarray:
     """(n, 16) packed bytes -> (n, 32) uint8 low 4 bits of every code."""
     p = np.ascontiguousarray(qs).view(U64)  # (n, 2)
     n = p.shape[0]
@@ -186,13 +187,13 @@ def _unpack_nibbles(qs: np.ndarray) -> np.ndarray:
     return out.view(np.uint8).reshape(n, QK)
 
 
-def _pack_qh(q: np.ndarray) -> np.ndarray:
+def pack_qh(q: np.ndarray) -> np.ndarray:
     """(n, 32) codes -> (n, 4) uint8: bit j of the little-endian u32 is bit 4 of q[j]."""
     bits = (np.ascontiguousarray(q).view(U64) >> U64(4)) & _LOW_BITS  # bytes of 0/1
     return np.packbits(bits.view(np.uint8).reshape(-1), bitorder="little").reshape(-1, 4)
 
 
-def _unpack_qh(qh: np.ndarray) -> np.ndarray:
+def unpack_qh(qh: np.ndarray) -> np.ndarray:
     """(n, 4) uint8 -> (n, 32) uint8 holding the fifth bit (0 or 16) of every code.
 
     Each qh byte is spread over the 8 bytes of a uint64 (``* 0x0101..01``, one bit kept per
@@ -214,7 +215,7 @@ _QH_AT = {"Q5_0": 2, "Q5_1": 4}
 def _assemble(qtype: str, d: np.ndarray, q: np.ndarray, m: np.ndarray | None = None) -> np.ndarray:
     """d (n,) f32, codes q (n, 32) uint8 (0..31), m (n,) f32 or None -> (n, type_size) uint8,
     written into the caller's output buffer when it offers one (:func:`~.numeric.output`)."""
-    dt = _LAYOUT[qtype]
+    dt = BLOCK_LAYOUT[qtype]
     n = q.shape[0]
     out = output((n, dt.itemsize), np.uint8)
     rec = out.view(dt).reshape(n)
@@ -222,8 +223,8 @@ def _assemble(qtype: str, d: np.ndarray, q: np.ndarray, m: np.ndarray | None = N
     if m is not None:
         rec["m"] = m
     if qtype in _QH_AT:
-        put_field(out, _QH_AT[qtype], _pack_qh(q))
-    put_field(out, dt.itemsize - 16, _pack_nibbles(q))
+        put_field(out, _QH_AT[qtype], pack_qh(q))
+    put_field(out, dt.itemsize - 16, pack_qs(q))
     return out
 
 
@@ -240,9 +241,9 @@ def _decode(blocks: np.ndarray, size: int, offset: int) -> np.ndarray:
     d = f16_field(b, 0)[:, None]  # (n, 1)
     m = None if offset else f16_field(b, 2)[:, None]
     p = 2 if offset else 4  # start of qh (5-bit types) or qs
-    q = _unpack_nibbles(field(b, size - 16, size))  # (n, 32) 0..15
+    q = unpack_qs(field(b, size - 16, size))  # (n, 32) 0..15
     if size - p > 16:  # qh present
-        q |= _unpack_qh(field(b, p, p + 4))
+        q |= unpack_qh(field(b, p, p + 4))
     out = output((n, QK), F32)
     if offset:
         qi = q.view(np.int8)
@@ -381,7 +382,7 @@ class Q8_0(Codec, qtype="Q8_0"):
         v = _per_block(inverse(d))
         v *= x  # (n, 32) x*id, in [-127, 127] for a normal d
         out = output((x.shape[0], 34), np.uint8)
-        out.view(_LAYOUT["Q8_0"]).reshape(-1)["d"] = d
+        out.view(BLOCK_LAYOUT["Q8_0"]).reshape(-1)["d"] = d
         put_field(out, 2, _roundf_i8(v, _odd_scales(d)).view(np.uint8))
         return out
 

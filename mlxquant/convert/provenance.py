@@ -9,6 +9,7 @@ was transcoded exactly or requantized and its max abs error). MLX folders get it
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import secrets
@@ -89,9 +90,11 @@ class BackgroundHashes:
 
 
 def version() -> str:
-    from . import __version__
-
-    return __version__
+    """The installed mlxquant version (``"unknown"`` when run from an uninstalled tree)."""
+    try:
+        return importlib.metadata.version("mlxquant")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        return "unknown"
 
 
 def build(src: str | os.PathLike, recipe: dict[str, Any], tensors: Iterable[dict[str, Any]],

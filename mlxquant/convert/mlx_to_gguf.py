@@ -14,23 +14,38 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FormatError, OptionError
+from ..formats.gguf_write import Metadata, TensorSpec, write_gguf
+from ..formats.hf import f32_to_bf16
+from ..formats.inspect import FILE_TYPES
+from ..formats.mlx_folder import MLXModel
+from ..formats.tokenizer import tokenizer_to_gguf
+from ..quant import dequantize, get_type, quantize
+from ..quant.transcode import dequantize_mlx, exact_gguf_type, nearest_gguf_type, to_gguf
 from . import provenance
-from .formats.mlx_folder import MLXModel
-from .mlx_records import Progress, TensorRecord, _err, _qtype_name
-from .mlx_sources import _row_permutation
-from .quant import dequantize, get_type, quantize
-from .quant.transcode import dequantize_mlx, exact_gguf_type, nearest_gguf_type, to_gguf
+from .options import GGUFOptions
+from .plan import QUANTIZATION_VERSION, block_order
+from .report import Progress, RouteResult, TensorRecord, max_abs_error, n_elements, qtype_name
+from .sources import row_permutation
 
 
-def mlx_to_gguf(src_path: Path, out: Path, force: bool,
-                progress: Progress | None) -> tuple[str, list[TensorRecord], list[tuple[str, tuple[int, ...], str]]]:
-    """Transcode an MLX folder to GGUF (see the module docstring). Returns (architecture,
-    records, [(gguf name, shape, type)])."""
-    from .convert import QUANTIZATION_VERSION, _block_index
-    from .formats.gguf_write import Metadata, TensorSpec, write_gguf
-    from .formats.inspect import FILE_TYPES
-    from .formats.tokenizer import tokenizer_to_gguf
-    from .models import get_architecture
+def mlx_to_gguf(src_path: Path, out: Path, opts: GGUFOptions, force: bool,
+                progress: Progress | None) -> RouteResult:
+    """Transcode the MLX folder ``src_path`` to the GGUF file ``out`` (see the module docstring).
+    Every tensor is encoded before anything is written; nothing is left at ``out`` on failure.
+
+    Raises:
+        OptionError: an outtype other than ``"AUTO"``/``"F16"``, or an imatrix.
+    """
+    from ..models import get_architecture
+
+    if opts.outtype.upper() not in ("F16", "AUTO"):
+        raise OptionError(f"{src_path}: an MLX folder is transcoded tensor by tensor (exact where "
+                          f"possible); outtype {opts.outtype!r} is not supported for MLX sources "
+                          f"(AUTO)")
+    if opts.imatrix is not None:
+        raise OptionError(f"{src_path}: an imatrix applies to quantizing float models, not to "
+                          f"transcoding an MLX folder")
 
     m = MLXModel(src_path)
     cfg = {k: v for k, v in m.config.items() if k not in ("quantization", "quantization_config")}
@@ -50,7 +65,9 @@ def mlx_to_gguf(src_path: Path, out: Path, force: bool,
     records: dict[str, TensorRecord] = {}
     encoded: dict[str, np.ndarray] = {}
     specs: list[TensorSpec] = []
-    order = sorted([*jobs, *extra], key=_block_index)
+    order = sorted([*jobs, *extra], key=block_order)
+    if not order:
+        raise FormatError(f"{src_path}: no tensors to convert")
     for i, g in enumerate(order):
         if g in extra:
             arr, qtype, rec = extra[g], "F32", TensorRecord(g, "F32", "generated", "float")
@@ -58,7 +75,7 @@ def mlx_to_gguf(src_path: Path, out: Path, force: bool,
             hf, kind = jobs[g]
             if kind == "quant":
                 q = m.quantized(hf[:-7])
-                src_kind = _qtype_name(q)
+                src_kind = qtype_name(q)
                 qtype, why = exact_gguf_type(q)
                 if qtype is not None:
                     arr = to_gguf(q, qtype)
@@ -68,14 +85,12 @@ def mlx_to_gguf(src_path: Path, out: Path, force: bool,
                     qtype = nearest_gguf_type(q)
                     arr = quantize(x, qtype)
                     rec = TensorRecord(g, qtype, src_kind, "requantized",
-                                       _err(dequantize(arr, qtype, x.shape), x), why)
-                perm = _row_permutation(lambda a: arch.tensor_to_gguf(hf, a, cfg), arr.shape[0],
+                                       max_abs_error(dequantize(arr, qtype, x.shape), x), why)
+                perm = row_permutation(lambda a: arch.tensor_to_gguf(hf, a, cfg), arr.shape[0],
                                         f"{src_path}: tensor {hf!r}")
                 if perm is not None:
                     arr = arr[perm]
             else:
-                from .formats.hf import f32_to_bf16
-
                 info = m.info(hf)
                 x = arch.tensor_to_gguf(hf, m.tensor(hf), cfg)
                 if x.ndim == 1 or info.dtype not in ("F16", "BF16"):
@@ -114,4 +129,5 @@ def mlx_to_gguf(src_path: Path, out: Path, force: bool,
     for k, v in provenance.gguf_keys(record).items():
         meta.set(k, v)
     write_gguf(out, meta, specs, lambda s: encoded.pop(s.name), force=force)
-    return arch.name, [records[g] for g in order], [(s.name, s.shape, s.type) for s in specs]
+    return RouteResult(arch.name, [records[g] for g in order],
+                       sum(n_elements(s.shape) for s in specs), sum(s.nbytes for s in specs))

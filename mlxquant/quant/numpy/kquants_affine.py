@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codec import Codec
+from ..codec import Codec
+from ..buffers import output
 from .numeric import (
     F32,
     bit_planes,
@@ -48,7 +49,6 @@ from .numeric import (
     fp16_round,
     interleave,
     nearest_int_c,
-    output,
     seq_sum,
 )
 from .search_scale_min import make_qp_quants, qkx_search_t

@@ -1,0 +1,126 @@
+"""Conversion options, one object per target: :class:`GGUFOptions`, :class:`HFOptions`,
+:class:`MLXOptions`.
+
+An option exists only on the target it applies to, so ``MLXOptions(outtype="Q8_0")`` cannot be
+built. :func:`options_from_keywords` turns the keyword form of :func:`mlxquant.convert.convert`
+(``to="mlx", q_bits=4``) into the object and raises :class:`~mlxquant.errors.OptionError` for a
+keyword that belongs to another target.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Callable, ClassVar, Union
+
+from ..errors import OptionError, QuantTypeError
+
+HF_OUTTYPES = ("F32", "F16", "BF16")
+MLX_MODES = ("affine", "mxfp4", "nvfp4", "mxfp8")
+
+
+@dataclass(frozen=True)
+class GGUFOptions:
+    """Options of a GGUF output.
+
+    Attributes:
+        outtype: a llama.cpp preset (``"Q4_K_M"``, ``"Q8_0"``, ``"F16"``, ...) whose per-tensor
+            type rules are applied as llama-quantize does, or a single GGML type (``"Q4_K"``: every
+            quantizable tensor that type, with llama.cpp's row-size fallbacks, like
+            ``llama-quantize --pure``). Default ``"F16"``. From an MLX folder: ``"AUTO"`` (each
+            tensor transcoded to the nearest GGUF type, exact where possible; ``"F16"`` means
+            the same).
+        imatrix: llama.cpp importance-matrix file (GGUF or legacy .dat), for float sources.
+    """
+
+    target: ClassVar[str] = "gguf"
+    outtype: str = "F16"
+    imatrix: str | os.PathLike | None = None
+
+
+@dataclass(frozen=True)
+class HFOptions:
+    """Options of a Hugging Face folder output: ``outtype`` is ``"F32"``, ``"F16"`` (default)
+    or ``"BF16"``, the dtype of every tensor."""
+
+    target: ClassVar[str] = "hf"
+    outtype: str = "F16"
+
+
+@dataclass(frozen=True)
+class MLXOptions:
+    """Options of an MLX folder output: mlx-lm's conversion flags, plus ``exact_scales``.
+
+    Attributes:
+        q_bits: bits per weight. None: 4 for float sources; GGUF and quantized MLX sources keep
+            each tensor's own precision (exact transcoding). 0: no quantization.
+        q_group_size: weights per group (default 64 affine, 32 mxfp4/mxfp8, 16 nvfp4).
+        q_mode: ``"affine"`` (default), ``"mxfp4"``, ``"nvfp4"`` or ``"mxfp8"``.
+        quant_predicate: mlx-lm's mixed recipe (``"mixed_3_6"``, ...), affine only.
+        dtype: dtype of unquantized tensors and scales (default: config.json's ``torch_dtype``,
+            float16 for GGUF sources).
+        exact_scales: float32 scales, so GGUF values are reproduced bit for bit.
+    """
+
+    target: ClassVar[str] = "mlx"
+    q_bits: int | None = None
+    q_group_size: int | None = None
+    q_mode: str = "affine"
+    quant_predicate: str | None = None
+    dtype: str | None = None
+    exact_scales: bool = False
+
+    def recipe(self) -> dict[str, Any]:
+        """The options as a provenance recipe."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def explicit(self) -> bool:
+        """True when a quantization was asked for (else sources keep their own precision)."""
+        return (self.q_bits is not None or self.q_group_size is not None
+                or self.quant_predicate is not None or self.q_mode != "affine")
+
+
+Options = Union[GGUFOptions, HFOptions, MLXOptions]
+OPTIONS: dict[str, Callable[..., Options]] = {"gguf": GGUFOptions, "hf": HFOptions, "mlx": MLXOptions}
+
+
+def check_target(to: str) -> str:
+    """``to`` lower-cased; OptionError unless it is ``"gguf"``, ``"hf"`` or ``"mlx"``."""
+    t = str(to).lower()
+    if t not in OPTIONS:
+        raise OptionError(f"to must be 'gguf', 'hf' or 'mlx', not {to!r}")
+    return t
+
+
+def options_from_keywords(to: str, keywords: dict[str, Any]) -> Options:
+    """The options object of target ``to`` from keyword arguments (None, and False for a flag,
+    count as not given).
+
+    Raises:
+        OptionError: a keyword that belongs to another target, or to none.
+    """
+    cls = OPTIONS[check_target(to)]
+    own = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    given = {k: v for k, v in keywords.items() if v is not None and v is not False}
+    for k in given:
+        if k not in own:
+            where = [t for t, c in OPTIONS.items() if k in {f.name for f in fields(c)}]  # type: ignore[arg-type]
+            if not where:
+                raise OptionError(f"unknown conversion option {k!r}")
+            raise OptionError(f"option {k}={given[k]!r} does not apply to to={to!r} "
+                              f"(it is a {'/'.join(where)} option; {to} takes: {', '.join(sorted(own)) or 'none'})")
+    return cls(**given)
+
+
+def hf_dtype(opts: HFOptions) -> str:
+    """``opts.outtype`` upper-cased; QuantTypeError unless F32, F16 or BF16."""
+    dt = opts.outtype.upper()
+    if dt not in HF_OUTTYPES:
+        raise QuantTypeError(f"--to hf writes {', '.join(HF_OUTTYPES)}, not {opts.outtype!r}")
+    return dt
+
+
+def option_names(to: str) -> tuple[str, ...]:
+    """The option names of target ``to`` (``"gguf"``: outtype, imatrix; ...)."""
+    return tuple(f.name for f in fields(OPTIONS[check_target(to)]))  # type: ignore[arg-type]

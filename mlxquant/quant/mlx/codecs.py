@@ -1,0 +1,3 @@
+"""Importing this module registers every MLX codec."""
+
+from . import floats, fp4, iquants, kquants_affine, kquants_symmetric, legacy, ternary  # noqa: F401
