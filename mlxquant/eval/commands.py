@@ -14,7 +14,7 @@ import click
 BACKEND = click.Choice(["auto", "numpy", "mlx"], case_sensitive=False)
 
 
-class _Bar:
+class ProgressBar:
     """A click progress bar on stderr, created at the first ``progress(done, total, label)``."""
 
     def __init__(self, label: str):
@@ -110,7 +110,7 @@ def add_commands(main: click.Group, errors: Callable, human: Callable[[float], s
         statistics (windows of --ctx tokens, second half of each scored)."""
         from .evaluate import evaluate
 
-        bar = _Bar("evaluating")
+        bar = ProgressBar("evaluating")
         try:
             r = evaluate(model, _read_text(text_file), reference, ctx, chunks, backend.lower(), bar)
         finally:
@@ -161,7 +161,7 @@ def add_commands(main: click.Group, errors: Callable, human: Callable[[float], s
 
         names = [t.strip() for t in types.split(",") if t.strip()]
         mem = parse_size(memory) if memory else None
-        bar = _Bar("sweeping")
+        bar = ProgressBar("sweeping")
         try:
             r = sweep(base, _read_text(text_file), out_dir, names, ctx, chunks, mem, memory_context,
                       force, bar)

@@ -149,6 +149,10 @@ class MlxModel:
             mx.eval(model.parameters())
         return model
 
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on this model's MLX thread (for work on ``self.model`` besides :meth:`forward`)."""
+        return self._thread.call(fn)
+
     def new_cache(self, capacity: int = 256) -> Any:
         from mlx_lm.models.cache import make_prompt_cache
 

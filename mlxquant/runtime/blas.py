@@ -8,7 +8,10 @@ load (1.6-5 tokens/s with 2 threads vs 15-20 with 1, two busy processes on two c
 idle machine 2 threads are faster (34 vs 22 tokens/s); the prefill behaves alike (44-180 vs ~400
 prompt tokens/s loaded, 670 vs 440 idle). :class:`ThreadChooser` therefore picks the thread count
 of the prefill and of each decode step from measured times (generation only; a bare ``forward``
-leaves BLAS as it is). The thread count does not change the results (checked bit for bit).
+leaves BLAS as it is). The thread count can change results in the last bits: OpenBLAS splits a
+product's sums differently with 1 and 2 threads (logits and imatrix sums differ by ~1e-6
+relative), while one thread count repeats exactly; pin ``MLXQUANT_BLAS_THREADS`` where runs must
+be compared bit for bit.
 
 ``MLXQUANT_BLAS_THREADS=N`` fixes the count instead (``0``: leave BLAS alone). Without OpenBLAS
 (e.g. Accelerate on macOS, which threadpoolctl does not control) all this does nothing.

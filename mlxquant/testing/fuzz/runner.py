@@ -118,8 +118,12 @@ class Campaign:
         self.stats = {n: TargetStats() for n in self.targets}
         self.findings: dict[str, dict[str, Any]] = {}
         total_share = sum(t.share for t in self.targets.values())
-        self.quota = {n: max(1, round((inputs or 0) * t.share / total_share))
+        self.quota = {n: max(1, int((inputs or 0) * t.share / total_share))
                       for n, t in self.targets.items()}
+        # rounding down loses a few inputs: give them to the targets in order, so that the quotas
+        # add up to exactly ``inputs``
+        for n in list(self.targets)[: max(0, (inputs or 0) - sum(self.quota.values()))]:
+            self.quota[n] += 1
         if quotas is not None:
             self.quota = {n: max(1, int(quotas.get(n, 1))) for n in self.targets}
         self.assigned = dict.fromkeys(self.targets, 0)
