@@ -18,8 +18,12 @@ missing=0
 for t in "${TOOLS[@]}"; do [ -x "$DEST/$t" ] || missing=1; done
 [ "$missing" = 0 ] && exit 0
 
+# cmake and ninja from PyPI where the system has none; their scripts land beside $PY's (a venv's
+# bin is not necessarily on PATH)
+PATH="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 command -v cmake >/dev/null && command -v ninja >/dev/null || \
     "$PY" -m pip install --quiet --disable-pip-version-check cmake ninja
+hash -r
 # pip reads the archive's metadata through its build backend even for a download: have it here,
 # so that pip does not build one (a source build of cmake) in an isolated environment
 "$PY" -c "import scikit_build_core" 2>/dev/null || \
