@@ -15,7 +15,8 @@ from mlxquant.calib import ImatrixError, ImatrixStats, imatrix
 from mlxquant.calib.stats import StatsError
 from mlxquant.errors import FormatError, OutputExistsError, UnsafeOutputError
 from mlxquant.formats.imatrix import read_imatrix
-from mlxquant.formats.imatrix_write import ImatrixData, entries_from, read_imatrix_data, write_imatrix
+from mlxquant.formats.imatrix import ImatrixData, read_imatrix_data
+from mlxquant.formats.imatrix_write import entries_from, write_imatrix
 
 LLAMA_KEYS = ("general.type", "imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size")
 

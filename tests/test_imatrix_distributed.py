@@ -16,7 +16,7 @@ import pytest
 
 from mlxquant.calib import imatrix
 from mlxquant.calib.launch import launch_local
-from mlxquant.formats.imatrix_write import read_imatrix_data
+from mlxquant.formats.imatrix import read_imatrix_data
 
 
 pytest.importorskip("mlx.core")

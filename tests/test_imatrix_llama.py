@@ -22,7 +22,7 @@ import pytest
 from conftest import SHAKESPEARE_MISSING, SMOLLM2_MISSING, need
 from mlxquant.calib import imatrix
 from mlxquant.eval.corpus import HELD_OUT, corpus_text
-from mlxquant.formats.imatrix_write import read_imatrix_data
+from mlxquant.formats.imatrix import read_imatrix_data
 from mlxquant.testing.inputs import shakespeare_model_dir, smollm2_gguf_path
 from mlxquant.testing.llama_tools import have_tools, llama_imatrix, llama_quantize
 

@@ -42,7 +42,8 @@ import numpy as np
 
 from ..errors import MlxquantError
 from ..formats.atomic import check_output
-from ..formats.imatrix_write import ImatrixData, entries_from, format_for, write_imatrix
+from ..formats.imatrix import ImatrixData
+from ..formats.imatrix_write import entries_from, format_for, write_imatrix
 from .reduce import Totals, init_group, reduce_totals
 from .stats import ImatrixStats
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -45,36 +47,81 @@ def read_imatrix(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
+@dataclass(frozen=True)
+class ImatrixEntry:
+    """One tensor's statistics: ``in_sum2`` float32 ``(n_mat, n_per_row)``, ``counts`` ``(n_mat,)``."""
+
+    in_sum2: np.ndarray
+    counts: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImatrixData:
+    """An importance matrix as llama-imatrix stores it (GGUF format), entries by GGUF tensor name."""
+
+    entries: Mapping[str, ImatrixEntry]
+    datasets: tuple[str, ...]
+    chunk_count: int
+    chunk_size: int
+    metadata: Mapping[str, object] | None = None
+
+
+def _gguf_entries(g: GGUFModel, path: Path) -> dict[str, ImatrixEntry]:
+    """The ``<name>.in_sum2`` / ``<name>.counts`` pairs of a GGUF imatrix, checked, by name."""
+    sums: dict[str, str] = {}
+    counts: dict[str, str] = {}
+    for t in g.tensors:
+        if t.name.endswith(".in_sum2"):
+            sums[t.name[: -len(".in_sum2")]] = t.name
+        elif t.name.endswith(".counts"):
+            counts[t.name[: -len(".counts")]] = t.name
+    out: dict[str, ImatrixEntry] = {}
+    for name in sorted(set(sums) | set(counts)):
+        if name not in sums or name not in counts:
+            raise FormatError(f"{path}: imatrix entry {name!r} has sums without counts or the reverse")
+        if g.info(sums[name]).qtype.name != "F32" or g.info(counts[name]).qtype.name != "F32":
+            raise FormatError(f"{path}: imatrix entry {name!r} must be F32")
+        s = np.array(g.tensor(sums[name]), dtype=np.float32).reshape(-1)
+        c = np.array(g.tensor(counts[name]), dtype=np.float32).reshape(-1)
+        if c.size == 0 or s.size % c.size:
+            raise FormatError(
+                f"{path}: imatrix entry {name!r}: {s.size} sums do not split into {c.size} matrices"
+            )
+        out[name] = ImatrixEntry(s.reshape(c.size, -1), c)
+    return out
+
+
+def read_imatrix_data(path: str | os.PathLike) -> ImatrixData:
+    """A GGUF imatrix's raw sums, counts and metadata (merging and comparing need the sums; the
+    legacy format keeps only means: use :func:`read_imatrix`).
+
+    Raises:
+        FormatError: not a GGUF imatrix, sums without counts, non-F32 data, mismatched sizes.
+    """
+    path = Path(path)
+    with GGUFModel(path) as g:
+        if g.get("general.type") != "imatrix":
+            raise FormatError(f"{path}: general.type is {g.get('general.type')!r}, not an imatrix")
+        entries = _gguf_entries(g, path)
+        meta = dict(g.metadata)
+    ds = meta.get("imatrix.datasets", [])
+    return ImatrixData(entries, tuple(ds) if isinstance(ds, (list, tuple)) else (str(ds),),
+                       int(meta.get("imatrix.chunk_count", 0)), int(meta.get("imatrix.chunk_size", 0)),
+                       meta)
+
+
 def _read_gguf(path: Path) -> dict[str, np.ndarray]:
     with GGUFModel(path) as g:
         if g.get("general.type") not in (None, "imatrix"):
             raise FormatError(f"{path}: general.type is {g.get('general.type')!r}, not an imatrix")
-        sums: dict[str, str] = {}
-        counts: dict[str, str] = {}
-        for t in g.tensors:
-            if t.name.endswith(".in_sum2"):
-                sums[t.name[: -len(".in_sum2")]] = t.name
-            elif t.name.endswith(".counts"):
-                counts[t.name[: -len(".counts")]] = t.name
-        out: dict[str, np.ndarray] = {}
-        for name in sorted(set(sums) | set(counts)):
-            if name not in sums or name not in counts:
-                raise FormatError(f"{path}: imatrix entry {name!r} has sums without counts or the reverse")
-            s_info, c_info = g.info(sums[name]), g.info(counts[name])
-            if s_info.qtype.name != "F32" or c_info.qtype.name != "F32":
-                raise FormatError(f"{path}: imatrix entry {name!r} must be F32")
-            s = g.tensor(sums[name]).reshape(-1)
-            c = g.tensor(counts[name]).reshape(-1)
-            if c.size == 0 or s.size % c.size:
-                raise FormatError(
-                    f"{path}: imatrix entry {name!r}: {s.size} sums do not split into {c.size} matrices"
-                )
-            per = s.reshape(c.size, -1)
-            n = np.rint(c).astype(np.int64)  # llama.cpp: std::lround
-            w = np.where(n[:, None] > 0, per / np.maximum(n, 1)[:, None].astype(np.float32),
-                         np.float32(1.0))
-            out[name] = np.ascontiguousarray(w.reshape(-1), dtype=np.float32)
-        return out
+        entries = _gguf_entries(g, path)
+    out: dict[str, np.ndarray] = {}
+    for name, e in entries.items():
+        n = np.rint(e.counts).astype(np.int64)  # llama.cpp: std::lround
+        w = np.where(n[:, None] > 0, e.in_sum2 / np.maximum(n, 1)[:, None].astype(np.float32),
+                     np.float32(1.0))
+        out[name] = np.ascontiguousarray(w.reshape(-1), dtype=np.float32)
+    return out
 
 
 def _read_legacy(path: Path) -> dict[str, np.ndarray]:

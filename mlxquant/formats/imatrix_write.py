@@ -1,6 +1,6 @@
-"""Write importance matrices in llama.cpp's two formats, as ``llama-imatrix`` writes them, and read a
-GGUF imatrix back as raw sums and counts (``mlxquant.formats.imatrix.read_imatrix`` gives the
-importance, ``in_sum2 / counts``; merging and comparing need the sums).
+"""Write importance matrices in llama.cpp's two formats, as ``llama-imatrix`` writes them
+(:mod:`mlxquant.formats.imatrix` reads them: ``read_imatrix`` the importance, ``in_sum2 /
+counts``; ``read_imatrix_data`` the raw sums and counts that merging and comparing need).
 
 Follows ``IMatrixCollector::save_imatrix`` / ``save_imatrix_legacy`` in llama.cpp's
 ``tools/imatrix/imatrix.cpp``:
@@ -23,35 +23,16 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import numpy as np
 
 from ..errors import FormatError
 from .atomic import Sources, atomic_file
+from .imatrix import ImatrixData, ImatrixEntry
 
 FORMATS = ("gguf", "dat")
-
-
-@dataclass(frozen=True)
-class ImatrixEntry:
-    """One tensor's statistics: ``in_sum2`` float32 ``(n_mat, n_per_row)``, ``counts`` ``(n_mat,)``."""
-
-    in_sum2: np.ndarray
-    counts: np.ndarray
-
-
-@dataclass(frozen=True)
-class ImatrixData:
-    """An importance matrix as llama-imatrix stores it (GGUF format), entries by GGUF tensor name."""
-
-    entries: Mapping[str, ImatrixEntry]
-    datasets: tuple[str, ...]
-    chunk_count: int
-    chunk_size: int
-    metadata: Mapping[str, object] | None = None
 
 
 def format_for(out: str | os.PathLike, fmt: str | None = None) -> str:
@@ -130,40 +111,6 @@ def _legacy_bytes(data: ImatrixData) -> bytes:
     dataset = (data.datasets[-1] if data.datasets else "").encode("utf-8")
     parts += [struct.pack("<i", int(data.chunk_count)), struct.pack("<i", len(dataset)), dataset]
     return b"".join(parts)
-
-
-def read_imatrix_data(path: str | os.PathLike) -> ImatrixData:
-    """A GGUF imatrix's raw sums, counts and metadata (the legacy format keeps only means: use
-    :func:`mlxquant.formats.imatrix.read_imatrix`).
-
-    Raises:
-        FormatError: not a GGUF imatrix, sums without counts, non-F32 data, mismatched sizes.
-    """
-    from .gguf_read import GGUFModel
-
-    path = Path(path)
-    with GGUFModel(path) as g:
-        if g.get("general.type") != "imatrix":
-            raise FormatError(f"{path}: general.type is {g.get('general.type')!r}, not an imatrix")
-        names = [t.name for t in g.tensors]
-        bases = sorted({n.rsplit(".", 1)[0] for n in names if n.endswith((".in_sum2", ".counts"))})
-        entries: dict[str, ImatrixEntry] = {}
-        for b in bases:
-            if b + ".in_sum2" not in g or b + ".counts" not in g:
-                raise FormatError(f"{path}: imatrix entry {b!r} has sums without counts or the reverse")
-            if g.info(b + ".in_sum2").qtype.name != "F32" or g.info(b + ".counts").qtype.name != "F32":
-                raise FormatError(f"{path}: imatrix entry {b!r} must be F32")
-            c = np.array(g.tensor(b + ".counts"), dtype=np.float32).reshape(-1)
-            s = np.array(g.tensor(b + ".in_sum2"), dtype=np.float32).reshape(-1)
-            if c.size == 0 or s.size % c.size:
-                raise FormatError(f"{path}: imatrix entry {b!r}: {s.size} sums do not split into "
-                                  f"{c.size} matrices")
-            entries[b] = ImatrixEntry(s.reshape(c.size, -1), c)
-        meta = dict(g.metadata)
-        ds = meta.get("imatrix.datasets", [])
-        return ImatrixData(entries, tuple(ds) if isinstance(ds, (list, tuple)) else (str(ds),),
-                           int(meta.get("imatrix.chunk_count", 0)), int(meta.get("imatrix.chunk_size", 0)),
-                           meta)
 
 
 def entries_from(stats: Iterable[tuple[str, np.ndarray, int]]) -> dict[str, ImatrixEntry]:
