@@ -15,11 +15,12 @@ The reverse (GGUF -> tokenizer files) is :mod:`mlxquant.formats.tokenizer_export
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import FormatError, TokenizerError
 from .json_file import MAX_TOKENIZER_JSON_BYTES, check_int, expect_dict, read_json
@@ -68,6 +69,19 @@ def library_error(e: BaseException) -> bool:
     ``tokenizers`` arrives as pyo3's ``PanicException``, a ``BaseException``. Interruptions,
     exits and ``MemoryError`` are not."""
     return not isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError))
+
+
+@contextlib.contextmanager
+def library_errors(what: str, name_type: bool = False) -> Iterator[None]:
+    """Re-raise a tokenizer library's failure (:func:`library_error`) as one-line
+    :class:`TokenizerError` ``"{what}: {error}"`` (``name_type``: ``"{what}: {Type}: {error}"``)."""
+    try:
+        yield
+    except BaseException as e:
+        if not library_error(e):
+            raise
+        detail = f"{type(e).__name__}: {e}" if name_type else str(e)
+        raise TokenizerError(f"{what}: {detail}") from None
 
 
 # The most tokens a vocabulary may have (the same bound as mlxquant.models.hparams.MAX_VOCAB:
@@ -144,12 +158,8 @@ def detect_bpe_pre(folder: Path, tokenizer_json: dict) -> str:
     """
     from tokenizers import Tokenizer
 
-    try:
+    with library_errors(f"{folder / 'tokenizer.json'}: cannot load"):
         ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(CHECK_TEXT).ids
-    except BaseException as e:  # tokenizers raises plain Exceptions
-        if not library_error(e):
-            raise
-        raise TokenizerError(f"{folder / 'tokenizer.json'}: cannot load: {e}") from None
     chkhsh = sha256(str(ids).encode()).hexdigest()
     pre = KNOWN_PRE_HASHES.get(chkhsh) or pre_from_structure(tokenizer_json.get("pre_tokenizer"))
     if pre is None:
@@ -224,15 +234,11 @@ def _bpe_vocab(folder: Path, tj: dict, vocab_size: int) -> tuple[list[str], list
         token = reverse[i]
         if i in added:
             if not added[i].get("normalized", False):
-                try:
+                with library_errors(f"{folder / 'tokenizer.json'}: cannot load"):
                     if tok is None:
                         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
                     token = tok.decode(tok.encode(token, add_special_tokens=False).ids,
                                        skip_special_tokens=False)
-                except BaseException as e:  # tokenizers raises plain Exceptions
-                    if not library_error(e):
-                        raise
-                    raise TokenizerError(f"{folder / 'tokenizer.json'}: cannot load: {e}") from None
             if added[i].get("special") or looks_special(token):
                 types.append(CONTROL)
             else:
@@ -249,12 +255,8 @@ def _spm_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str], list[fl
     from sentencepiece import SentencePieceProcessor
 
     sp = SentencePieceProcessor()
-    try:
+    with library_errors(f"{folder / 'tokenizer.model'}: cannot load"):
         sp.LoadFromFile(str(folder / "tokenizer.model"))
-    except BaseException as e:
-        if not library_error(e):
-            raise
-        raise TokenizerError(f"{folder / 'tokenizer.model'}: cannot load: {e}") from None
     n = vocab_size or sp.vocab_size()
     if n > MAX_VOCAB:
         raise TokenizerError(f"{folder / 'tokenizer.model'}: {n} tokens (more than {MAX_VOCAB})")
@@ -307,24 +309,18 @@ def _special(folder: Path, n_vocab: int, load_merges: bool, out: dict[str, Any])
     """Special ids, add_*_token flags, merges and chat template, via gguf-py's SpecialVocab."""
     from gguf import SpecialVocab
 
-    try:
+    # gguf-py indexes the files' JSON without checking its shape
+    with library_errors(f"{folder}: cannot read tokenizer files", name_type=True):
         sv = SpecialVocab(folder, load_merges=load_merges, n_vocab=n_vocab)
-    except BaseException as e:  # gguf-py indexes the files' JSON without checking its shape
-        if not library_error(e):
-            raise
-        raise TokenizerError(f"{folder}: cannot read tokenizer files: {type(e).__name__}: {e}") from None
     if load_merges and not sv.merges:
         raise TokenizerError(f"{folder / 'tokenizer.json'}: a BPE tokenizer without merges")
     # let SpecialVocab write into a scratch GGUFWriter: the same keys llama.cpp's converter writes
     from gguf import GGUFWriter
 
     w = GGUFWriter(path=None, arch="scratch")
-    try:
+    # values of the wrong type for their GGUF keys
+    with library_errors(f"{folder}: cannot convert special tokens", name_type=True):
         sv.add_to_gguf(w, quiet=True)
-    except BaseException as e:  # values of the wrong type for their GGUF keys
-        if not library_error(e):
-            raise
-        raise TokenizerError(f"{folder}: cannot convert special tokens: {type(e).__name__}: {e}") from None
     for key, val in w.kv_data[0].items():
         if key != "general.architecture":
             out[key] = val.value
@@ -376,14 +372,10 @@ def tokenizer_to_gguf(folder: str | Path, config: dict, arch: str) -> dict[str, 
         from gguf import LlamaHfVocab
 
         _bpe_tables(tj_path, tj)
-        try:
+        # gguf-py and tokenizers raise whatever the file provokes
+        with library_errors(f"{tj_path}: unsupported byte-fallback BPE tokenizer", name_type=True):
             vocab = LlamaHfVocab(folder)
             toks = list(vocab.all_tokens())
-        except BaseException as e:  # gguf-py and tokenizers raise whatever the file provokes
-            if not library_error(e):
-                raise
-            raise TokenizerError(f"{tj_path}: unsupported byte-fallback BPE tokenizer: "
-                                 f"{type(e).__name__}: {e}") from None
         out.update({"tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default",
                     "tokenizer.ggml.tokens": [t.decode("utf-8", "replace") for t, _, _ in toks],
                     "tokenizer.ggml.scores": [float(s) for _, s, _ in toks],

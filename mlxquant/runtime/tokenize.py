@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..errors import FormatError, TokenizerError
 from ..formats.json_file import MAX_TOKENIZER_JSON_BYTES, loads, read_json
-from ..formats.tokenizer import check_pipeline, library_error
+from ..formats.tokenizer import check_pipeline, library_errors
 
 
 class Tokenizer(Protocol):
@@ -39,35 +39,23 @@ class HFTokenizer:
         from tokenizers import Tokenizer as _T
 
         self.where = where
-        try:
+        with library_errors(f"{where}: tokenizer.json cannot be loaded"):
             self._t = _T.from_str(tokenizer_json)
-        except BaseException as e:  # the library raises plain Exception subclasses
-            if not library_error(e):
-                raise
-            raise TokenizerError(f"{where}: tokenizer.json cannot be loaded: {e}") from None
         self.vocab_size = self._t.get_vocab_size(with_added_tokens=True)
         self.bos_token_id, self.eos_token_ids = bos, eos
         self._add_bos = add_bos
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
-        try:
+        with library_errors(f"{self.where}: cannot tokenize"):
             ids = list(self._t.encode(text, add_special_tokens=add_special).ids)
-        except BaseException as e:  # plain Exception from the library (e.g. a broken model section)
-            if not library_error(e):
-                raise
-            raise TokenizerError(f"{self.where}: cannot tokenize: {e}") from None
         if (add_special and self._add_bos and self.bos_token_id is not None
                 and (not ids or ids[0] != self.bos_token_id)):
             ids.insert(0, self.bos_token_id)  # tokenizer_config add_bos_token without a post-processor
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        try:
+        with library_errors(f"{self.where}: cannot decode token ids"):
             return self._t.decode(list(ids), skip_special_tokens=False)
-        except BaseException as e:  # plain Exception from the library
-            if not library_error(e):
-                raise
-            raise TokenizerError(f"{self.where}: cannot decode token ids: {e}") from None
 
     def vocabulary(self) -> list[str]:
         v = self._t.get_vocab(with_added_tokens=True)
@@ -86,12 +74,8 @@ class SPTokenizer:
         except ImportError:
             raise TokenizerError("SentencePiece tokenizers need the sentencepiece package") from None
         self._sp = spm.SentencePieceProcessor()
-        try:
+        with library_errors("tokenizer.model cannot be loaded"):
             self._sp.LoadFromSerializedProto(proto)
-        except BaseException as e:
-            if not library_error(e):
-                raise
-            raise TokenizerError(f"tokenizer.model cannot be loaded: {e}") from None
         self.vocab_size = self._sp.GetPieceSize()
         self.bos_token_id, self.eos_token_ids, self._add_bos = bos, eos, add_bos
 
