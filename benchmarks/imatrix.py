@@ -1,4 +1,4 @@
-"""``mlxquant imatrix`` vs llama.cpp's ``llama-imatrix`` (2 threads) on the same model and text:
+"""``mlxquant imatrix`` vs llama.cpp's ``llama-imatrix``, 2 threads each, on the same model and text:
 tokens/s and peak memory, one run each.
 
     python benchmarks/imatrix.py [--model smollm2|shakespeare|PATH] [--ctx 512] [--chunks 8] [--workdir DIR]
@@ -74,7 +74,8 @@ def main() -> None:
         p.unlink(missing_ok=True)
     load0 = os.getloadavg()[0]
     out, wall_o, rss_o = run([sys.executable, "-m", "mlxquant", "imatrix", str(model), "--text", str(calib),
-                              "-o", str(ours_out), "--ctx", str(a.ctx), "--chunks", str(a.chunks), "--json"])
+                              "-o", str(ours_out), "--ctx", str(a.ctx), "--chunks", str(a.chunks), "--threads", "2",
+                              "--json"])
     rep = json.loads(out[out.index("{"):])
     load1 = os.getloadavg()[0]
     out_l, wall_l, rss_l = run([str(tool("llama-imatrix")), "-m", str(model), "-f", str(calib), "-o",

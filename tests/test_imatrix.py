@@ -113,6 +113,23 @@ def test_statistics_on_the_float_model(shakespeare, calib_file, tmp_path):
     assert sorted(r2.stats.tensors) == sorted(s.tensors)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_chunks_side_by_side_give_the_same_bits(shakespeare, calib_file, monkeypatch, threads):
+    """Chunks run on threads of their own: with the BLAS thread count pinned, the sums, counts and
+    perplexities equal one thread's bit for bit, whatever thread ran which chunk (5 chunks: the
+    workers finish out of order)."""
+    monkeypatch.setenv("MLXQUANT_BLAS_THREADS", "1")
+    one = imatrix(shakespeare, calib_file, ctx=32, chunks=5, threads=1)
+    many = imatrix(shakespeare, calib_file, ctx=32, chunks=5, threads=threads)
+    assert many.ppl_per_chunk == one.ppl_per_chunk and many.chunks == 5
+    assert sorted(many.stats.tensors) == sorted(one.stats.tensors)
+    for name, t in one.stats.tensors.items():
+        assert many.stats.tensors[name].count == t.count
+        assert np.array_equal(many.stats.tensors[name].in_sum2, t.in_sum2), name
+    with pytest.raises(ImatrixError, match="threads"):
+        imatrix(shakespeare, calib_file, ctx=32, chunks=2, threads=0)
+
+
 def test_gguf_source_gives_the_same_names_and_sums(shakespeare, calib_file, tmp_path):
     from mlxquant.testing.f32_gguf import shakespeare_f32_gguf
 

@@ -84,6 +84,34 @@ def test_same_statistics_as_llama_imatrix_float_model(tools, calib_file, shakesp
     compare(hf, theirs)
 
 
+def test_bos_replacement_as_llama_imatrix(tools, calib_file, shakespeare_f32, tmp_path):
+    """A model whose tokenizer adds BOS: the text starts with it once, and every chunk's first
+    token is replaced by BOS; with the flag set in the GGUF both tools must do the same (neither
+    test model adds BOS as shipped: a copy of the float base model says it does)."""
+    import json
+    import shutil
+
+    import mlxquant
+    from mlxquant.runtime.backend import load_model
+
+    folder = tmp_path / "bos-model"
+    shutil.copytree(shakespeare_model_dir(), folder)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**cfg, "add_bos_token": True}))
+    bos = tmp_path / "bos.gguf"
+    mlxquant.convert(folder, bos, outtype="F32")
+    tok = load_model(bos, backend="numpy").tokenizer
+    assert tok.encode("To be", add_special=True)[0] == tok.bos_token_id
+    ours, theirs = tmp_path / "ours.gguf", tmp_path / "theirs.gguf"
+    r = imatrix(bos, calib_file, ours, ctx=128, chunks=4)
+    llama_imatrix(bos, calib_file, theirs, ctx=128, chunks=4)
+    log.warning("float base model with BOS vs llama-imatrix: %s", compare(ours, theirs))
+    # the rule changes the statistics: without BOS (the shipped flag) the sums differ
+    plain = imatrix(shakespeare_f32, calib_file, None, ctx=128, chunks=4)
+    name = "blk.0.attn_q.weight"
+    assert not np.allclose(plain.stats.tensors[name].in_sum2, r.stats.tensors[name].in_sum2, rtol=1e-3)
+
+
 def test_same_statistics_as_llama_imatrix_smollm2(tools, calib_file, tmp_path):
     need(smollm2_gguf_path() is not None, SMOLLM2_MISSING)
     from mlxquant.testing.f32_gguf import smollm2_f32_gguf

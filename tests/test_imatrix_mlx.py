@@ -69,3 +69,36 @@ def test_mlx_quantized_folder_and_long_chunks(shakespeare, calib_file, tmp_path)
     assert all(t.count == 2 * 512 for t in b.stats.tensors.values())
     assert np.allclose(a.ppl_per_chunk, b.ppl_per_chunk, rtol=1e-4)
     assert_close(a.stats, b.stats)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "gemma2", "gemma3", "gemma3-vlm"])
+def test_mlx_matches_numpy_on_every_architecture(arch, shakespeare, calib_file, tmp_path):
+    """A small random model of each other architecture (the float base model's tokenizer, its
+    vocabulary size), and Gemma 3's multimodal layout (``language_model.`` in mlx-lm's module
+    paths and in the checkpoint): the taps find every tensor the NumPy runtime's observer reports,
+    under the same GGUF names, and the sums agree (qwen2's biases, qwen3's q/k norms, gemma's sandwich norms
+    and scaled embeddings all sit between the activations and the statistics)."""
+    import shutil
+
+    from mlxquant.formats.hf import HFTensorSpec, write_hf_folder
+    from mlxquant.testing.f32_gguf import tiny_hf_model
+
+    cfg, tensors = tiny_hf_model(arch.removesuffix("-vlm"), seed=5, vocab_size=4096,
+                                 num_hidden_layers=6)  # gemma3: a whole period of 5 sliding-window
+    # layers and a global one (mlx-lm indexes its cache by it)
+    if arch == "gemma3-vlm":  # Gemma3ForConditionalGeneration: text model under language_model.
+        text = {k: v for k, v in cfg.items() if k != "architectures"}
+        cfg = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+               "text_config": {**text, "model_type": "gemma3_text"}, "vocab_size": 4096,
+               "vision_config": {"model_type": "siglip_vision_model"}}
+        tensors = {f"language_model.{k}": v for k, v in tensors.items()}
+    folder = tmp_path / arch
+    write_hf_folder(folder, cfg, [HFTensorSpec(n, a.shape, "F32") for n, a in tensors.items()],
+                    lambda s: tensors[s.name])
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(shakespeare / f, folder / f)
+    a = imatrix(folder, calib_file, ctx=64, chunks=2)
+    b = imatrix(folder, calib_file, ctx=64, chunks=2, backend="mlx")
+    assert len(a.stats.tensors) == 6 * 7
+    assert np.allclose(a.ppl_per_chunk, b.ppl_per_chunk, rtol=1e-4)
+    assert_close(a.stats, b.stats)

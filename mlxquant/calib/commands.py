@@ -31,12 +31,14 @@ def add_imatrix_command(main: click.Group, errors: Callable) -> None:
                        "[default: when started by mlx.launch]; rank 0 writes the file.")
     @click.option("--format", "fmt", type=click.Choice(["gguf", "dat"], case_sensitive=False),
                   default=None, help="Output format [default: dat for a .dat name, else gguf].")
+    @click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
+                  help="CPU threads of the numpy backend [default: all CPUs]; chunks run side by side.")
     @click.option("--force", is_flag=True, help="Replace an imatrix mlxquant wrote before.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
     @errors
     def imatrix_cmd(model: str, text_file: str, out: str, ctx: int, chunks: int | None,
                     process_output: bool, backend: str, distributed: bool | None, fmt: str | None,
-                    force: bool, as_json: bool) -> None:
+                    threads: int | None, force: bool, as_json: bool) -> None:
         """Compute an importance matrix of MODEL (GGUF file, HF or MLX folder) over a calibration
         text, as llama.cpp's llama-imatrix does, for `mlxquant convert --imatrix` and
         `llama-quantize --imatrix`."""
@@ -46,7 +48,7 @@ def add_imatrix_command(main: click.Group, errors: Callable) -> None:
         try:
             r = imatrix(model, text_file, out, ctx=ctx, chunks=chunks, process_output=process_output,
                         backend=backend.lower(), fmt=fmt, force=force, progress=bar,
-                        distributed=distributed)
+                        distributed=distributed, threads=threads)
         finally:
             bar.close()
         if r.rank != 0:  # one summary per group

@@ -27,7 +27,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -136,6 +136,14 @@ class MlxRunner:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    def chunks(self, windows: list[np.ndarray], first: int,
+               score: Callable[[np.ndarray, np.ndarray], float]) -> Iterator[tuple[float, list]]:
+        """``(score(logits, window), sums)`` of every window (:meth:`chunk`), in order, one at a
+        time (MLX uses the device's own parallelism)."""
+        for w in windows:
+            logits, sums = self.chunk(w, first)
+            yield score(logits, w), sums
 
     def chunk(self, w: np.ndarray, first: int) -> tuple[np.ndarray, list[tuple[str, np.ndarray, int]]]:
         """Run one chunk: logits of positions ``first..`` ``(len(w) - first, vocab)`` float32 and

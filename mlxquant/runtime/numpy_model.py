@@ -28,6 +28,8 @@ from .spec import ModelSpec
 from .weights import Weights
 
 _GELU_C = np.float32(math.sqrt(2.0 / math.pi))
+Observer = Callable[[int, str, np.ndarray], None]
+ATTN_BLOCK = 128  # query rows per attention block of a prompt (causal: later keys are skipped)
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -133,10 +135,12 @@ class NumpyModel:
     """
 
     backend = "numpy"
-    observer: Callable[[int, str, np.ndarray], None] | None = None
+    observer: Observer | None = None
     """``observer(layer, role, x)`` sees the float32 input ``(tokens, columns)`` of each group of
     matmuls sharing it: ``attn_qkv``, ``attn_output``, ``ffn_gate_up``, ``ffn_down`` (layer = block)
-    and ``output`` (layer -1); :mod:`mlxquant.calib` sets it. None (default): no cost."""
+    and ``output`` (layer -1). None (default): no cost. ``forward(..., observer=f)`` sets one for a
+    single call, so that threads running chunks side by side each see their own
+    (:mod:`mlxquant.calib` does)."""
 
     def __init__(self, weights: Weights, spec: ModelSpec, batch: int = 512, tokenizer: Any = None):
         self.weights, self.spec, self.batch = weights, spec, max(1, int(batch))
@@ -212,11 +216,12 @@ class NumpyModel:
         return self.weights.get("model.embed_tokens.weight") if w is None else w
 
     # -- forward ---------------------------------------------------------------------------
-    def _attention(self, i: int, L: _Layer, x: np.ndarray, cache: KVCache, p0: int) -> np.ndarray:
+    def _attention(self, i: int, L: _Layer, x: np.ndarray, cache: KVCache, p0: int,
+                   obs: Observer | None = None) -> np.ndarray:
         s = self.spec
         T = x.shape[0]
-        if self.observer is not None:
-            self.observer(i, "attn_qkv", x)
+        if obs is not None:
+            obs(i, "attn_qkv", x)
         q = x @ L.q.T
         k = x @ L.k.T
         v = x @ L.v.T
@@ -237,49 +242,64 @@ class NumpyModel:
         k = apply_rope(k, cos, sin)
         cache.k[i][:, p0:p0 + T] = k
         cache.v[i][:, p0:p0 + T] = v
-        S = p0 + T
-        keys, vals = cache.k[i][:, :S], cache.v[i][:, :S]  # (KV, S, D)
-        g = s.n_heads // s.n_kv_heads
-        qg = q.reshape(s.n_kv_heads, g * T, s.head_dim) * np.float32(s.attn_scale)
-        scores = (qg @ keys.transpose(0, 2, 1)).reshape(s.n_kv_heads, g, T, S)
-        if s.attn_softcap:
-            cap = np.float32(s.attn_softcap)
-            scores = np.tanh(scores / cap) * cap
-        scores += _mask(p0, T, s.window[i])
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
-        out = (scores.reshape(s.n_kv_heads, g * T, S) @ vals).reshape(s.n_heads, T, s.head_dim)
+        q *= np.float32(s.attn_scale)
+        if T <= ATTN_BLOCK:
+            out = self._attend(i, q, cache, p0)
+        else:  # causal: each block of query rows reads only the keys it may see
+            out = np.empty_like(q)  # (H, T, D)
+            for r0 in range(0, T, ATTN_BLOCK):
+                out[:, r0:r0 + ATTN_BLOCK] = self._attend(i, q[:, r0:r0 + ATTN_BLOCK], cache, p0 + r0)
         out = out.transpose(1, 0, 2).reshape(T, s.n_heads * s.head_dim)
-        if self.observer is not None:
-            self.observer(i, "attn_output", out)
+        if obs is not None:
+            obs(i, "attn_output", out)
         y = out @ L.o.T
         if L.o_bias is not None:
             y += L.o_bias
         return y
 
-    def _mlp(self, L: _Layer, x: np.ndarray, i: int = -1) -> np.ndarray:
-        if self.observer is not None:
-            self.observer(i, "ffn_gate_up", x)
+    def _attend(self, i: int, q: np.ndarray, cache: KVCache, q0: int) -> np.ndarray:
+        """Attention of the scaled queries ``q`` ``(H, t, D)`` at positions ``q0..q0 + t`` over the
+        cached keys they may see (``0..q0 + t``); ``(H, t, D)``."""
+        s = self.spec
+        t = q.shape[1]
+        S = q0 + t
+        keys, vals = cache.k[i][:, :S], cache.v[i][:, :S]  # (KV, S, D)
+        g = s.n_heads // s.n_kv_heads
+        qg = q.reshape(s.n_kv_heads, g * t, s.head_dim)
+        scores = (qg @ keys.transpose(0, 2, 1)).reshape(s.n_kv_heads, g, t, S)
+        if s.attn_softcap:
+            cap = np.float32(s.attn_softcap)
+            scores = np.tanh(scores / cap) * cap
+        scores += _mask(q0, t, s.window[i])
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        return (scores.reshape(s.n_kv_heads, g * t, S) @ vals).reshape(s.n_heads, t, s.head_dim)
+
+    def _mlp(self, L: _Layer, x: np.ndarray, i: int = -1, obs: Observer | None = None) -> np.ndarray:
+        if obs is not None:
+            obs(i, "ffn_gate_up", x)
         gate = x @ L.gate.T
         act = silu(gate) if self.spec.activation == "silu" else gelu_tanh(gate)
         hidden = act * (x @ L.up.T)
-        if self.observer is not None:
-            self.observer(i, "ffn_down", hidden)
+        if obs is not None:
+            obs(i, "ffn_down", hidden)
         return hidden @ L.down.T
 
-    def _block(self, i: int, h: np.ndarray, cache: KVCache, p0: int) -> np.ndarray:
+    def _block(self, i: int, h: np.ndarray, cache: KVCache, p0: int,
+               obs: Observer | None = None) -> np.ndarray:
         s, L = self.spec, self._layer(i)
-        a = self._attention(i, L, rms_norm(h, L.attn_norm, s.eps), cache, p0)
+        a = self._attention(i, L, rms_norm(h, L.attn_norm, s.eps), cache, p0, obs)
         if L.post_attn_norm is not None:
             a = rms_norm(a, L.post_attn_norm, s.eps)
         h = h + a
-        m = self._mlp(L, rms_norm(h, L.ffn_norm, s.eps), i)
+        m = self._mlp(L, rms_norm(h, L.ffn_norm, s.eps), i, obs)
         if L.post_ffn_norm is not None:
             m = rms_norm(m, L.post_ffn_norm, s.eps)
         return h + m
 
-    def _step(self, tokens: np.ndarray, cache: KVCache, want: slice) -> np.ndarray:
+    def _step(self, tokens: np.ndarray, cache: KVCache, want: slice,
+              obs: Observer | None = None) -> np.ndarray:
         s = self.spec
         p0 = cache.offset
         cache.reserve(len(tokens))
@@ -293,15 +313,15 @@ class NumpyModel:
         if s.embed_scale:
             h *= np.float32(s.embed_scale)
         for i in range(s.n_layers):
-            h = self._block(i, h, cache, p0)
+            h = self._block(i, h, cache, p0, obs)
         cache.offset = p0 + len(tokens)
         h = h[want]
         if h.shape[0] == 0:
             return np.zeros((0, self._output().shape[0]), np.float32)
         norm = self._norm_w("model.norm.weight")
         h = rms_norm(h, norm, s.eps)
-        if self.observer is not None:
-            self.observer(-1, "output", h)
+        if obs is not None:
+            obs(-1, "output", h)
         logits = h @ self._output().T
         if s.final_softcap:
             cap = np.float32(s.final_softcap)
@@ -309,19 +329,21 @@ class NumpyModel:
         return logits
 
     def forward(self, tokens: np.ndarray | list[int], cache: KVCache | None = None,
-                logits_from: int = 0) -> np.ndarray:
+                logits_from: int = 0, observer: Observer | None = None) -> np.ndarray:
         """Logits ``(T - logits_from, vocab)`` float32 for the next token after each of ``tokens``
         from position ``logits_from`` on (``logits_from = len(tokens) - 1``: the last only).
 
         ``cache`` (from :meth:`new_cache`) holds earlier positions and receives these; without
-        one, a fresh cache is used (a single sequence starting at position 0)."""
+        one, a fresh cache is used (a single sequence starting at position 0). ``observer``: see
+        :attr:`observer` (default: that attribute)."""
         toks = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if toks.size == 0:
             raise ValueError("forward() needs at least one token")
         cache = cache if cache is not None else self.new_cache(len(toks))
+        obs = observer if observer is not None else self.observer
         outs = []
         for b0 in range(0, len(toks), self.batch):
             part = toks[b0:b0 + self.batch]
             lo = max(0, logits_from - b0)
-            outs.append(self._step(part, cache, slice(lo, len(part))))
+            outs.append(self._step(part, cache, slice(lo, len(part)), obs))
         return np.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]

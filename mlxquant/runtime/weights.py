@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,6 +72,7 @@ class Weights:
         self.budget = int(available_memory() // 2) if budget is None else int(budget)
         self._cache: dict[str, np.ndarray] = {}
         self._cached_bytes = 0
+        self._lock = threading.Lock()  # threads may run forward passes side by side (imatrix)
         if self.float_bytes > self.budget:
             log.info("%s: float32 weights (%.0f MB) exceed the memory budget (%.0f MB): "
                      "decoding per layer on demand", path, self.float_bytes / 1e6, self.budget / 1e6)
@@ -105,10 +107,22 @@ class Weights:
             for i in range(0, len(arr), step) if step else ():
                 own[i:i + step] = arr[i:i + step]
             arr = own if step else arr.copy()
-        if self._cached_bytes + arr.nbytes <= self.budget:
-            self._cache[name] = arr
-            self._cached_bytes += arr.nbytes
+        with self._lock:
+            if name in self._cache:
+                return self._cache[name]
+            if self._cached_bytes + arr.nbytes <= self.budget:
+                self._cache[name] = arr
+                self._cached_bytes += arr.nbytes
         return arr
+
+    def preload(self) -> bool:
+        """Decode every tensor now when all fit in the budget (True), so that a timed loop or
+        threads started later find them ready; otherwise do nothing (False)."""
+        if self.float_bytes > self.budget:
+            return False
+        for name in self._loaders:
+            self.get(name)
+        return True
 
     def get_optional(self, name: str) -> np.ndarray | None:
         return self.get(name) if name in self._loaders else None
