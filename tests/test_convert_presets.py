@@ -217,6 +217,38 @@ def test_imatrix_matches_ggml_quantize_chunk(base, preset, oracle):
         assert checked >= 40
 
 
+# presets quantized with an importance matrix by llama-quantize itself (the tool, which takes one)
+IMATRIX_PRESETS = ["Q4_K_M", "IQ4_XS", "Q2_K_S"]
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "dat"])
+@pytest.mark.parametrize("preset", IMATRIX_PRESETS)
+def test_preset_with_imatrix_matches_llama_quantize_tool(base, preset, fmt, tmp_path):
+    """``llama-quantize --imatrix FILE`` against ``convert(..., imatrix=FILE)``: the same tensor
+    types and bytes, and the same metadata, ``quantize.imatrix.*`` keys included (file as given,
+    dataset, entry and chunk counts), from a GGUF imatrix and from a legacy one."""
+    from mlxquant.formats.imatrix import read_imatrix_data
+    from mlxquant.formats.imatrix_write import write_imatrix as write_real
+    from mlxquant.testing.llama_tools import have_tools, llama_quantize as quantize_tool
+
+    need(have_tools(), "llama.cpp tools (bash scripts/build_llama_tools.sh)")
+    d, root = base
+    made_up = root / "imatrix.gguf"
+    if not made_up.exists():
+        write_imatrix(made_up, root / "f32.gguf")
+    im = tmp_path / f"im.{fmt}"
+    write_real(im, read_imatrix_data(made_up), fmt)
+    ref, ours = tmp_path / "ref.gguf", tmp_path / "ours.gguf"
+    quantize_tool(root / "f32.gguf", ref, preset, imatrix=im)
+    convert(d, ours, outtype=preset, imatrix=im)
+    assert_same_gguf(ref, ours)
+    with GGUFModel(ours) as g:
+        assert g.metadata["quantize.imatrix.file"] == str(im)
+        assert g.metadata["quantize.imatrix.entries_count"] == 42
+        assert g.metadata["quantize.imatrix.chunks_count"] == 10
+        assert g.metadata["quantize.imatrix.dataset"] == "made-up.txt"
+
+
 def test_parallel_writer_order_budget_and_errors(tmp_path):
     """write_gguf's worker threads: the same bytes as one after the other, never more float32
     bytes in flight than the largest tensor, and a failing tensor leaves nothing at the path."""

@@ -14,7 +14,8 @@ from ..formats.gguf_write import Metadata, TensorSpec, write_gguf
 from ..formats.imatrix import importance_for, read_imatrix
 from ..quant import get_type
 from .options import GGUFOptions
-from .plan import QUANTIZATION_VERSION, encode, imatrix_recipe, plan_types, preload_outtype, set_provenance
+from .plan import (QUANTIZATION_VERSION, encode, imatrix_recipe, plan_types, preload_outtype,
+                   set_imatrix_keys, set_provenance)
 from .report import Progress, RouteResult, TensorRecord, float_status, n_elements, tensor_counter
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def gguf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
             meta.set(k, v, g.value_types[k])  # the source's own provenance is replaced below
     meta.set("general.file_type", int(file_type))
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
+    set_imatrix_keys(meta, opts.imatrix)
     recipe = {"to": "gguf", "from": "gguf", "outtype": opts.outtype.upper(),
               "imatrix": imatrix_recipe(opts.imatrix)}
     hashes = set_provenance(meta, src, recipe, specs, source_types)

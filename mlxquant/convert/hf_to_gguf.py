@@ -20,7 +20,7 @@ from ..formats.imatrix import importance_for, read_imatrix
 from ..formats.tokenizer import tokenizer_to_gguf
 from .options import GGUFOptions
 from .plan import (QUANTIZATION_VERSION, block_order, encode, imatrix_recipe, plan_types,
-                   preload_outtype, set_provenance)
+                   preload_outtype, set_imatrix_keys, set_provenance)
 from .report import Progress, RouteResult, TensorRecord, float_status, n_elements, tensor_counter
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def hf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     for k, v in tok_meta.items():
         meta.set(k, v)
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
+    set_imatrix_keys(meta, opts.imatrix)
     recipe = {"to": "gguf", "from": "hf", "outtype": opts.outtype.upper(),
               "imatrix": imatrix_recipe(opts.imatrix)}
     hashes = set_provenance(meta, src, recipe, specs, source_types)

@@ -106,6 +106,28 @@ def set_provenance(meta: Metadata, src: Path, recipe: dict[str, Any], specs: lis
     return hashes
 
 
+def set_imatrix_keys(meta: Metadata, imatrix: str | Path | None) -> None:
+    """The ``quantize.imatrix.*`` keys ``llama-quantize --imatrix FILE`` writes: the file as given
+    and the first dataset (each cut to 127 bytes, as its fixed buffers do), the entry count and
+    the chunk count when positive (both UINT32). Nothing without an imatrix."""
+    if imatrix is None:
+        return
+    from ..formats.gguf_check import ValueType
+    from ..formats.imatrix import imatrix_summary
+
+    info = imatrix_summary(imatrix)
+
+    def cut(text: str) -> str:
+        return text.encode("utf-8")[:127].decode("utf-8", "ignore")
+
+    meta.set("quantize.imatrix.file", cut(str(imatrix)))
+    if info.datasets:
+        meta.set("quantize.imatrix.dataset", cut(info.datasets[0]))
+    meta.set("quantize.imatrix.entries_count", info.entries, ValueType.UINT32)
+    if info.chunk_count > 0:
+        meta.set("quantize.imatrix.chunks_count", info.chunk_count, ValueType.UINT32)
+
+
 def imatrix_recipe(imatrix: str | Path | None) -> dict[str, str] | None:
     """The provenance entry of an imatrix file: its name and SHA-256 (None without one)."""
     if imatrix is None:

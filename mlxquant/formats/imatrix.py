@@ -125,6 +125,12 @@ def _read_gguf(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_legacy(path: Path) -> dict[str, np.ndarray]:
+    return _parse_legacy(path)[0]
+
+
+def _parse_legacy(path: Path) -> tuple[dict[str, np.ndarray], int, tuple[str, ...]]:
+    """Importances, chunk count and datasets of a legacy file (the last two from the optional
+    tail ``i32 chunks, i32 length, dataset name`` as llama.cpp reads it; 0 and () without)."""
     data = path.read_bytes()
     pos = 0
 
@@ -148,7 +154,43 @@ def _read_legacy(path: Path) -> dict[str, np.ndarray]:
             raise FormatError(f"{path}: legacy imatrix entry {name!r} has {nval} values")
         vals = np.frombuffer(take(4 * nval, f"entry {name!r} values"), dtype="<f4")
         out[name] = (vals / ncall if ncall > 0 else vals).astype(np.float32)
-    return out
+    chunks, datasets = 0, ()
+    if pos + 4 <= len(data):
+        (chunks,) = struct.unpack_from("<i", data, pos)
+        if pos + 8 <= len(data):
+            (n,) = struct.unpack_from("<i", data, pos + 4)
+            if 0 < n <= len(data) - pos - 8:
+                datasets = (data[pos + 8:pos + 8 + n].split(b"\0")[0].decode("utf-8", "replace"),)
+    return out, chunks, datasets
+
+
+@dataclass(frozen=True)
+class ImatrixSummary:
+    """What ``llama-quantize`` records of the imatrix it used (``quantize.imatrix.*`` keys)."""
+
+    entries: int
+    datasets: tuple[str, ...]
+    chunk_count: int
+
+
+def imatrix_summary(path: str | os.PathLike) -> ImatrixSummary:
+    """Entry count, datasets and chunk count of a GGUF or legacy imatrix file.
+
+    Raises:
+        FormatError: a malformed file (as :func:`read_imatrix`).
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        out, chunks, datasets = _parse_legacy(path)
+        return ImatrixSummary(len(out), datasets, chunks)
+    weights = _read_gguf(path)
+    with GGUFModel(path) as g:
+        ds = g.get("imatrix.datasets", [])
+        chunks = g.get("imatrix.chunk_count", 0)
+    ds = tuple(str(d) for d in ds) if isinstance(ds, (list, tuple)) else (str(ds),)
+    return ImatrixSummary(len(weights), ds, int(chunks) if isinstance(chunks, (int, np.integer)) else 0)
 
 
 def importance_for(imatrix: dict[str, np.ndarray], name: str, n_per_row: int,
