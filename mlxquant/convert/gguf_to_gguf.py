@@ -12,10 +12,11 @@ from ..errors import FormatError
 from ..formats.gguf_read import GGUFModel
 from ..formats.gguf_write import Metadata, TensorSpec, write_gguf
 from ..formats.imatrix import importance_for, read_imatrix
+from ..models.tensor_types import tensor_types_from
 from ..quant import get_type
 from .options import GGUFOptions
-from .plan import (QUANTIZATION_VERSION, encode, imatrix_recipe, plan_types, preload_outtype,
-                   set_imatrix_keys, set_provenance)
+from .plan import (QUANTIZATION_VERSION, encode, imatrix_recipe, overrides_recipe, plan_types,
+                   preload_outtype, set_imatrix_keys, set_provenance)
 from .report import Progress, RouteResult, TensorRecord, float_status, n_elements, tensor_counter
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,14 @@ def gguf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     preload_outtype(opts.outtype)
     g = GGUFModel(src)
     arch = get_architecture_by_gguf(g.architecture or "")
+    overrides = tensor_types_from(opts.tensor_types, opts.tensor_type_file)
     imatrix = read_imatrix(opts.imatrix) if opts.imatrix is not None else None
     shapes = [(t.name, t.shape) for t in g.tensors]
     if not shapes:
         raise FormatError(f"{src}: no tensors to convert")
     source_types = {t.name: t.type for t in g.tensors}
-    plan, file_type = plan_types(opts.outtype, shapes, arch, g.metadata, imatrix is not None, source_types)
+    plan, file_type = plan_types(opts.outtype, shapes, arch, g.metadata, imatrix is not None, source_types,
+                                 overrides)
     specs = [TensorSpec(name, plan.get(name, g.info(name).qtype.name), s).check() for name, s in shapes]
 
     requant = sorted({f"{g.info(n).qtype.name}->{t}" for n, t in plan.items()
@@ -52,7 +55,7 @@ def gguf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
     set_imatrix_keys(meta, opts.imatrix)
     recipe = {"to": "gguf", "from": "gguf", "outtype": opts.outtype.upper(),
-              "imatrix": imatrix_recipe(opts.imatrix)}
+              "imatrix": imatrix_recipe(opts.imatrix), **overrides_recipe(overrides)}
     hashes = set_provenance(meta, src, recipe, specs, source_types)
 
     def produce(spec: TensorSpec) -> np.ndarray:

@@ -17,9 +17,10 @@ from ..errors import FormatError
 from ..formats.gguf_write import Metadata, TensorSpec, write_gguf
 from ..formats.hf import HFModel
 from ..formats.imatrix import importance_for, read_imatrix
+from ..models.tensor_types import tensor_types_from
 from ..formats.tokenizer import tokenizer_to_gguf
 from .options import GGUFOptions
-from .plan import (QUANTIZATION_VERSION, block_order, encode, imatrix_recipe, plan_types,
+from .plan import (QUANTIZATION_VERSION, block_order, encode, imatrix_recipe, overrides_recipe, plan_types,
                    preload_outtype, set_imatrix_keys, set_provenance)
 from .report import Progress, RouteResult, TensorRecord, float_status, n_elements, tensor_counter
 
@@ -37,6 +38,7 @@ def hf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     cfg = hf.config
     arch = get_architecture(cfg)
     tok_meta = tokenizer_to_gguf(src, cfg, arch.name)  # fails early on a missing tokenizer
+    overrides = tensor_types_from(opts.tensor_types, opts.tensor_type_file)
     imatrix = read_imatrix(opts.imatrix) if opts.imatrix is not None else None
     names: dict[str, str] = {}
     for hf_name in hf.tensor_names:
@@ -58,7 +60,8 @@ def hf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     if not shapes:
         raise FormatError(f"{src}: no tensors to convert")
     hp = arch.hparams_to_gguf(cfg)
-    plan, file_type = plan_types(opts.outtype, shapes, arch, hp, imatrix is not None)
+    plan, file_type = plan_types(opts.outtype, shapes, arch, hp, imatrix is not None,
+                                 tensor_types=overrides)
     specs = [TensorSpec(g, plan[g], s).check() for g, s in shapes]
     source_types = {g: hf.info(h).dtype for g, h in names.items()}
 
@@ -74,7 +77,7 @@ def hf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
     set_imatrix_keys(meta, opts.imatrix)
     recipe = {"to": "gguf", "from": "hf", "outtype": opts.outtype.upper(),
-              "imatrix": imatrix_recipe(opts.imatrix)}
+              "imatrix": imatrix_recipe(opts.imatrix), **overrides_recipe(overrides)}
     hashes = set_provenance(meta, src, recipe, specs, source_types)
 
     def produce(spec: TensorSpec) -> np.ndarray:

@@ -46,6 +46,9 @@ def mlx_to_gguf(src_path: Path, out: Path, opts: GGUFOptions, force: bool,
     if opts.imatrix is not None:
         raise OptionError(f"{src_path}: an imatrix applies to quantizing float models, not to "
                           f"transcoding an MLX folder")
+    if opts.tensor_types or opts.tensor_type_file is not None:
+        raise OptionError(f"{src_path}: --tensor-type applies to quantizing float models, not to "
+                          f"transcoding an MLX folder")
 
     m = MLXModel(src_path)
     cfg = {k: v for k, v in m.config.items() if k not in ("quantization", "quantization_config")}

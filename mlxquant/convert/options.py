@@ -31,11 +31,24 @@ class GGUFOptions:
             tensor transcoded to the nearest GGUF type, exact where possible; ``"F16"`` means
             the same).
         imatrix: llama.cpp importance-matrix file (GGUF or legacy .dat), for float sources.
+        tensor_types: per-tensor overrides in llama-quantize's ``--tensor-type`` syntax,
+            ``"PATTERN=TYPE"`` (the pattern a regular expression searched in the GGUF tensor name;
+            the first match wins over the preset's rule; :mod:`mlxquant.models.tensor_types`).
+        tensor_type_file: a llama-quantize ``--tensor-type-file`` (its entries follow
+            ``tensor_types``).
     """
 
     target: ClassVar[str] = "gguf"
     outtype: str = "F16"
     imatrix: str | os.PathLike | None = None
+    tensor_types: tuple[str, ...] = ()
+    tensor_type_file: str | os.PathLike | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tensor_types, str):  # one "PATTERN=TYPE" given alone
+            object.__setattr__(self, "tensor_types", (self.tensor_types,))
+        else:
+            object.__setattr__(self, "tensor_types", tuple(self.tensor_types))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -51,10 +51,12 @@ def preload_outtype(outtype: str) -> None:
 
 
 def plan_types(outtype: str, shapes: list[tuple[str, tuple[int, ...]]], arch: Any, meta: Any,
-               has_imatrix: bool, source_types: dict[str, str] | None = None) -> tuple[dict[str, str], int]:
+               has_imatrix: bool, source_types: dict[str, str] | None = None,
+               tensor_types: Sequence[tuple[str, str]] = ()) -> tuple[dict[str, str], int]:
     """Per-tensor GGML types and ``general.file_type`` for ``outtype`` (a llama.cpp preset, or a
     single type for every quantizable tensor), by llama-quantize's rules. ``meta`` is the GGUF
-    hyper-parameter metadata (block count, head counts). The kernels of the planned types start
+    hyper-parameter metadata (block count, head counts); ``tensor_types`` are per-tensor
+    overrides (:mod:`mlxquant.models.tensor_types`). The kernels of the planned types start
     loading on a thread. Row-size fallbacks (rows that are not a multiple of a type's block) are
     logged at INFO by :func:`mlxquant.models.presets.plan_tensor_types`."""
     from ..models import plan_tensor_types, preset_file_type
@@ -66,7 +68,7 @@ def plan_types(outtype: str, shapes: list[tuple[str, tuple[int, ...]]], arch: An
     plan = plan_tensor_types(outtype, shapes, arch.name, hp("block_count") or 0,
                              has_imatrix=has_imatrix, source_types=source_types,
                              n_head=hp("attention.head_count"),
-                             n_head_kv=hp("attention.head_count_kv"))
+                             n_head_kv=hp("attention.head_count_kv"), tensor_types=tensor_types)
     plan = {k: get_type(v).name for k, v in plan.items()}
     preload(sorted(set(plan.values())))  # their kernels load while the header is written
     return plan, preset_file_type(outtype)
@@ -126,6 +128,11 @@ def set_imatrix_keys(meta: Metadata, imatrix: str | Path | None) -> None:
     meta.set("quantize.imatrix.entries_count", info.entries, ValueType.UINT32)
     if info.chunk_count > 0:
         meta.set("quantize.imatrix.chunks_count", info.chunk_count, ValueType.UINT32)
+
+
+def overrides_recipe(overrides: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """The provenance entry of ``--tensor-type`` overrides (none: no entry)."""
+    return {"tensor_types": [f"{p}={t}" for p, t in overrides]} if overrides else {}
 
 
 def imatrix_recipe(imatrix: str | Path | None) -> dict[str, str] | None:

@@ -25,11 +25,12 @@ from __future__ import annotations
 import logging
 import re
 from functools import lru_cache
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from ..errors import ImatrixRequiredError, QuantTypeError
 from ..quant import codecs_for
 from ..quant.types import TYPES, get_type
+from .tensor_types import manual_type
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +360,8 @@ def plan_tensor_types(preset: str, tensors: list[tuple[str, tuple[int, ...]]], a
                       n_layers: int, has_imatrix: bool = False,
                       source_types: dict[str, str] | None = None, *,
                       n_head: int | None = None, n_head_kv: int | None = None,
-                      n_expert: int = 0, check_codecs: bool = True) -> dict[str, str]:
+                      n_expert: int = 0, check_codecs: bool = True,
+                      tensor_types: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
     """The GGML type llama.cpp's ``llama_model_quantize`` gives each tensor of a model.
 
     Args:
@@ -376,6 +378,9 @@ def plan_tensor_types(preset: str, tensors: list[tuple[str, tuple[int, ...]]], a
         n_expert: experts per MoE layer (0 for dense models).
         check_codecs: refuse a preset that is not makeable (:func:`check_makeable`) before
             planning (default True; False plans it anyway, to compare with llama.cpp).
+        tensor_types: ``(pattern, type)`` overrides as llama-quantize's ``--tensor-type`` applies
+            them (:mod:`mlxquant.models.tensor_types`): the first pattern found in the name of a
+            tensor the preset quantizes gives its type, then the row-size fallback.
 
     Returns: GGUF tensor name -> GGML type name, for every tensor.
     Raises: QuantTypeError for an unknown or unmakeable preset or a tensor no type fits;
@@ -405,7 +410,13 @@ def plan_tensor_types(preset: str, tensors: list[tuple[str, tuple[int, ...]]], a
             continue
         t = default
         if quantized:
-            if not pure:
+            manual = manual_type(name, tensor_types) if tensor_types else None
+            if manual is not None:
+                if check_codecs and not _has_cpu_codec(manual):
+                    raise QuantTypeError(f"tensor {name!r}: --tensor-type asks for {manual}, which "
+                                         "mlxquant cannot quantize yet")
+                t = manual
+            elif not pure:
                 t = _mixture_type(qs, t, name, shape, ftype, cats[name])
             chosen, t = t, fallback_type(name, shape[-1], t)
             if t != chosen:
