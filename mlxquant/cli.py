@@ -128,6 +128,12 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
 @click.option("--tensor-type-file", type=click.Path(), default=None,
               help="GGUF: PATTERN=TYPE entries separated by white space (llama-quantize's "
                    "--tensor-type-file).")
+@click.option("--target-bpw", type=float, default=None,
+              help="GGUF: choose every tensor's type for at most this many bits per weight "
+                   "(instead of --outtype); writes OUT.tensor-types.txt for llama-quantize.")
+@click.option("--calib-text", type=click.Path(), default=None,
+              help="GGUF with --target-bpw: text on which each tensor's effect is measured "
+                   "(keep it apart from the text you evaluate on).")
 @click.option("--q-bits", type=click.Choice(["0", "2", "3", "4", "5", "6", "8"]), default=None,
               help="MLX: bits per weight (default 4 for float sources; GGUF sources keep their "
                    "own precision; 0: no quantization).")
@@ -146,7 +152,8 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_errors
 def convert_cmd(src: str, out: str, to: str, outtype: str | None, imatrix: str | None,
-                tensor_types: tuple[str, ...], tensor_type_file: str | None, q_bits: str | None, q_group_size: str | None, q_mode: str | None,
+                tensor_types: tuple[str, ...], tensor_type_file: str | None,
+                target_bpw: float | None, calib_text: str | None, q_bits: str | None, q_group_size: str | None, q_mode: str | None,
                 quant_predicate: str | None, dtype: str | None, exact_scales: bool, force: bool,
                 as_json: bool) -> None:
     """Convert SRC (GGUF file, Hugging Face or MLX folder) to GGUF, a Hugging Face or an MLX folder.
@@ -158,7 +165,7 @@ def convert_cmd(src: str, out: str, to: str, outtype: str | None, imatrix: str |
 
     to = to.lower()
     given = {"outtype": outtype, "imatrix": imatrix, "tensor_types": tensor_types or None,
-             "tensor_type_file": tensor_type_file,
+             "tensor_type_file": tensor_type_file, "target_bpw": target_bpw, "calib_text": calib_text,
              "q_bits": None if q_bits is None else int(q_bits),
              "q_group_size": None if q_group_size is None else int(q_group_size),
              "q_mode": q_mode, "quant_predicate": quant_predicate, "dtype": dtype,

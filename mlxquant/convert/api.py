@@ -103,7 +103,8 @@ def convert(
         target = check_target(to or "gguf")
         options = options_from_keywords(target, keywords)
     imatrix = getattr(options, "imatrix", None)
-    check_output(out, force, sources=[src] + ([Path(imatrix)] if imatrix is not None else []))
+    extra = [Path(p) for p in (imatrix, getattr(options, "calib_text", None)) if p is not None]
+    check_output(out, force, sources=[src] + extra)
     fmt = source_format(src)
     if target == "mlx":
         result = to_mlx(src, out, options, force, progress, fmt)
@@ -115,6 +116,8 @@ def convert(
         label = "MLX"
     elif fmt == "mlx" and target == "gguf":
         label = "AUTO"
+    elif getattr(options, "target_bpw", None) is not None:
+        label = f"{float(options.target_bpw):g} BPW (allocated)"
     else:
         label = options.outtype.upper()
     report = build_report(src, out, target, label, result, started,

@@ -12,10 +12,10 @@ from ..errors import FormatError
 from ..formats.gguf_read import GGUFModel
 from ..formats.gguf_write import Metadata, TensorSpec, write_gguf
 from ..formats.imatrix import importance_for, read_imatrix
-from ..models.tensor_types import tensor_types_from
 from ..quant import get_type
+from .budget import resolve_types, write_recipe
 from .options import GGUFOptions
-from .plan import (QUANTIZATION_VERSION, encode, imatrix_recipe, overrides_recipe, plan_types,
+from .plan import (QUANTIZATION_VERSION, encode, imatrix_recipe, plan_types,
                    preload_outtype, set_imatrix_keys, set_provenance)
 from .report import Progress, RouteResult, TensorRecord, float_status, n_elements, tensor_counter
 
@@ -31,13 +31,14 @@ def gguf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     preload_outtype(opts.outtype)
     g = GGUFModel(src)
     arch = get_architecture_by_gguf(g.architecture or "")
-    overrides = tensor_types_from(opts.tensor_types, opts.tensor_type_file)
+    types = resolve_types(src, out, opts, force)
+    overrides = types.overrides
     imatrix = read_imatrix(opts.imatrix) if opts.imatrix is not None else None
     shapes = [(t.name, t.shape) for t in g.tensors]
     if not shapes:
         raise FormatError(f"{src}: no tensors to convert")
     source_types = {t.name: t.type for t in g.tensors}
-    plan, file_type = plan_types(opts.outtype, shapes, arch, g.metadata, imatrix is not None, source_types,
+    plan, file_type = plan_types(types.outtype, shapes, arch, g.metadata, imatrix is not None, source_types,
                                  overrides)
     specs = [TensorSpec(name, plan.get(name, g.info(name).qtype.name), s).check() for name, s in shapes]
 
@@ -54,8 +55,8 @@ def gguf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     meta.set("general.file_type", int(file_type))
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
     set_imatrix_keys(meta, opts.imatrix)
-    recipe = {"to": "gguf", "from": "gguf", "outtype": opts.outtype.upper(),
-              "imatrix": imatrix_recipe(opts.imatrix), **overrides_recipe(overrides)}
+    recipe = {"to": "gguf", "from": "gguf", "outtype": types.outtype.upper(),
+              "imatrix": imatrix_recipe(opts.imatrix), **types.recipe}
     hashes = set_provenance(meta, src, recipe, specs, source_types)
 
     def produce(spec: TensorSpec) -> np.ndarray:
@@ -68,6 +69,7 @@ def gguf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
 
     write_gguf(out, meta, specs, produce, force=force, progress=tensor_counter(progress, len(specs)),
                workers=None, finish=hashes.patch)
+    write_recipe(out, types, force, src)
     records = [TensorRecord(s.name, s.type, source_types[s.name],
                             float_status(source_types[s.name], s.type, s.qtype.is_quantized))
                for s in specs]

@@ -17,10 +17,10 @@ from ..errors import FormatError
 from ..formats.gguf_write import Metadata, TensorSpec, write_gguf
 from ..formats.hf import HFModel
 from ..formats.imatrix import importance_for, read_imatrix
-from ..models.tensor_types import tensor_types_from
 from ..formats.tokenizer import tokenizer_to_gguf
+from .budget import resolve_types, write_recipe
 from .options import GGUFOptions
-from .plan import (QUANTIZATION_VERSION, block_order, encode, imatrix_recipe, overrides_recipe, plan_types,
+from .plan import (QUANTIZATION_VERSION, block_order, encode, imatrix_recipe, plan_types,
                    preload_outtype, set_imatrix_keys, set_provenance)
 from .report import Progress, RouteResult, TensorRecord, float_status, n_elements, tensor_counter
 
@@ -38,7 +38,8 @@ def hf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     cfg = hf.config
     arch = get_architecture(cfg)
     tok_meta = tokenizer_to_gguf(src, cfg, arch.name)  # fails early on a missing tokenizer
-    overrides = tensor_types_from(opts.tensor_types, opts.tensor_type_file)
+    types = resolve_types(src, out, opts, force)
+    overrides = types.overrides
     imatrix = read_imatrix(opts.imatrix) if opts.imatrix is not None else None
     names: dict[str, str] = {}
     for hf_name in hf.tensor_names:
@@ -60,7 +61,7 @@ def hf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     if not shapes:
         raise FormatError(f"{src}: no tensors to convert")
     hp = arch.hparams_to_gguf(cfg)
-    plan, file_type = plan_types(opts.outtype, shapes, arch, hp, imatrix is not None,
+    plan, file_type = plan_types(types.outtype, shapes, arch, hp, imatrix is not None,
                                  tensor_types=overrides)
     specs = [TensorSpec(g, plan[g], s).check() for g, s in shapes]
     source_types = {g: hf.info(h).dtype for g, h in names.items()}
@@ -76,8 +77,8 @@ def hf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
         meta.set(k, v)
     meta.set("general.quantization_version", QUANTIZATION_VERSION)
     set_imatrix_keys(meta, opts.imatrix)
-    recipe = {"to": "gguf", "from": "hf", "outtype": opts.outtype.upper(),
-              "imatrix": imatrix_recipe(opts.imatrix), **overrides_recipe(overrides)}
+    recipe = {"to": "gguf", "from": "hf", "outtype": types.outtype.upper(),
+              "imatrix": imatrix_recipe(opts.imatrix), **types.recipe}
     hashes = set_provenance(meta, src, recipe, specs, source_types)
 
     def produce(spec: TensorSpec) -> np.ndarray:
@@ -97,6 +98,7 @@ def hf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
 
     write_gguf(out, meta, specs, produce, force=force, progress=tensor_counter(progress, len(specs)),
                workers=None, finish=hashes.patch)
+    write_recipe(out, types, force, src)
     records = [TensorRecord(s.name, s.type, source_types.get(s.name, "generated"),
                             float_status(source_types.get(s.name, ""), s.type, s.qtype.is_quantized))
                for s in specs]

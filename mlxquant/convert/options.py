@@ -36,6 +36,11 @@ class GGUFOptions:
             the first match wins over the preset's rule; :mod:`mlxquant.models.tensor_types`).
         tensor_type_file: a llama-quantize ``--tensor-type-file`` (its entries follow
             ``tensor_types``).
+        target_bpw: choose every tensor's type for this many bits per weight instead of a preset
+            (:mod:`mlxquant.alloc`; a ceiling on tensor bytes x 8 / weights, as llama.cpp counts
+            BPW); the recipe is written beside the output (``OUT.tensor-types.txt``).
+        calib_text: text on which the allocator measures each tensor's effect (recommended;
+            never the text you evaluate on).
     """
 
     target: ClassVar[str] = "gguf"
@@ -43,8 +48,20 @@ class GGUFOptions:
     imatrix: str | os.PathLike | None = None
     tensor_types: tuple[str, ...] = ()
     tensor_type_file: str | os.PathLike | None = None
+    target_bpw: float | None = None
+    calib_text: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
+        if self.target_bpw is not None:
+            if not 1.0 <= float(self.target_bpw) <= 16.0:
+                raise OptionError(f"target_bpw must be between 1 and 16 bits per weight, not {self.target_bpw}")
+            if self.outtype.upper() != "F16":
+                raise OptionError("give either outtype (a preset) or target_bpw (an allocation), not both")
+            if self.tensor_types or self.tensor_type_file is not None:
+                raise OptionError("target_bpw chooses every tensor's type: it does not combine with "
+                                  "tensor_types / tensor_type_file")
+        elif self.calib_text is not None:
+            raise OptionError("calib_text is for target_bpw (the allocator's measurements)")
         if isinstance(self.tensor_types, str):  # one "PATTERN=TYPE" given alone
             object.__setattr__(self, "tensor_types", (self.tensor_types,))
         else:

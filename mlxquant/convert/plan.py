@@ -130,11 +130,6 @@ def set_imatrix_keys(meta: Metadata, imatrix: str | Path | None) -> None:
         meta.set("quantize.imatrix.chunks_count", info.chunk_count, ValueType.UINT32)
 
 
-def overrides_recipe(overrides: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
-    """The provenance entry of ``--tensor-type`` overrides (none: no entry)."""
-    return {"tensor_types": [f"{p}={t}" for p, t in overrides]} if overrides else {}
-
-
 def imatrix_recipe(imatrix: str | Path | None) -> dict[str, str] | None:
     """The provenance entry of an imatrix file: its name and SHA-256 (None without one)."""
     if imatrix is None:

@@ -103,9 +103,30 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+RECIPE_SUFFIX = ".tensor-types.txt"  # the allocator's llama-quantize recipe beside its GGUF
+_RECIPE_ENTRY = re.compile(r"\^[A-Za-z0-9_.\\-]+\$=[a-z0-9_]+")
+MAX_RECIPE_BYTES = 16 << 20
+
+
+def _is_recipe(out: Path) -> bool:
+    """A recipe mlxquant wrote: only anchored ``^name$=type`` entries (what the allocator writes)."""
+    try:
+        if out.stat().st_size > MAX_RECIPE_BYTES:
+            return False
+        words = out.read_bytes().decode("ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(words) and all(_RECIPE_ENTRY.fullmatch(w) for w in words)
+
+
 def _file_refusal(out: Path) -> str | None:
     from ..errors import FormatError
     from .gguf_check import check_gguf
+
+    if out.name.endswith(RECIPE_SUFFIX):
+        if _is_recipe(out):
+            return None
+        return (f"{out}: is not a tensor-type recipe mlxquant wrote; not replaced even with force")
 
     try:
         meta = check_gguf(out).metadata

@@ -430,6 +430,12 @@ def plan_tensor_types(preset: str, tensors: list[tuple[str, tuple[int, ...]]], a
     return plan
 
 
+def type_needs_imatrix(t: str) -> bool:
+    """llama-quantize refuses to write ``t`` without an importance matrix (a superset of the
+    types ggml itself requires one for)."""
+    return t in _NEEDS_IMATRIX or get_type(t).requires_imatrix
+
+
 def _requires_imatrix(name: str, t: str, ftype: str) -> bool:
     if name in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight"):
         return False

@@ -197,7 +197,12 @@ def preload(qtypes, background: bool = True) -> threading.Thread | None:
                 t = get_type(name)
                 if (t.is_quantized or t.name in ("F16", "BF16")) and "numba" in codecs_for(t.name):
                     x = np.zeros((1, t.block_size), np.float32)
-                    dequantize(quantize(x, t, backend="numba"), t, x.shape, backend="numba")
+                    # both specializations: without an importance vector (when the type allows)
+                    # and with one (a conversion with --imatrix)
+                    for w in ([None] if not t.requires_imatrix else []) + (
+                            [np.ones(t.block_size, np.float32)] if t.uses_imatrix else []):
+                        q = quantize(x, t, imatrix=w, backend="numba")
+                    dequantize(q, t, x.shape, backend="numba")
             except Exception:  # noqa: BLE001 - a warm-up; the real call reports errors
                 log.debug("preload of %s failed", name, exc_info=True)
             finally:

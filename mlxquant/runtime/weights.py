@@ -14,11 +14,12 @@ fit still runs (slower).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -114,6 +115,22 @@ class Weights:
                 self._cache[name] = arr
                 self._cached_bytes += arr.nbytes
         return arr
+
+    @contextlib.contextmanager
+    def swapped(self, name: str, values: np.ndarray) -> Iterator[None]:
+        """Serve ``values`` (float32, the tensor's shape) for tensor ``name`` inside the block, then
+        the decoded tensor again (what-if runs: the allocator's gains). Only for weights kept in
+        memory (:meth:`preload` returned True)."""
+        old = self._cache.get(name)
+        if old is None:
+            raise KeyError(f"{self.path}: tensor {name!r} is not held in memory")
+        if tuple(values.shape) != old.shape:
+            raise ValueError(f"tensor {name!r}: values of shape {values.shape}, not {old.shape}")
+        self._cache[name] = np.ascontiguousarray(values, dtype=np.float32)
+        try:
+            yield
+        finally:
+            self._cache[name] = old
 
     def preload(self) -> bool:
         """Decode every tensor now when all fit in the budget (True), so that a timed loop or

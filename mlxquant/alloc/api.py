@@ -1,0 +1,182 @@
+"""``allocate``: the GGUF type of every tensor of a float model for a size budget (``--target-bpw``).
+
+1. The model's tensors under their GGUF names (HF folder or float GGUF, opened as the runtime
+   opens them); the ones llama-quantize would quantize (the Q4_K_M plan says which) are the
+   variables, the rest (norms, generated tensors) keep their type and bytes.
+2. Candidates per tensor (:func:`~.costs.candidates`: types that fit its rows, have a codec, and
+   get an importance vector where ggml requires one), each with its exact bytes and an estimated
+   cost (:mod:`.costs`: imatrix-weighted distortion x a gain measured on calibration text).
+3. The choice that minimizes the total cost within the budget (:func:`.solve.allocate`): tensor
+   bytes <= ``target_bpw`` x weights / 8 (llama.cpp's BPW: tensor bytes over weights), never over.
+
+The result names a preset for ``general.file_type`` (the K-quant preset of the type holding most
+weights) and the recipe :func:`mlxquant.models.tensor_types.recipe_lines` turns into a
+``--tensor-type-file`` with which ``llama-quantize`` makes the same GGUF.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import FormatError, MlxquantError
+from ..quant.types import get_type
+from .costs import GainMeter, candidates, distortions, measure_gains, probe_type
+from .solve import Option, allocate as solve
+
+log = logging.getLogger(__name__)
+
+# the preset whose general.file_type a plan takes, by the type holding most weights
+_PRESET_OF = {"Q2_K": "Q2_K", "Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "Q6_K": "Q6_K",
+              "Q8_0": "Q8_0", "IQ4_XS": "IQ4_XS", "IQ4_NL": "IQ4_NL", "Q4_0": "Q4_0", "Q4_1": "Q4_1",
+              "Q5_0": "Q5_0", "Q5_1": "Q5_1", "IQ2_XXS": "IQ2_XXS", "IQ2_XS": "IQ2_XS",
+              "IQ2_S": "IQ2_M", "IQ3_XXS": "IQ3_XXS", "IQ3_S": "IQ3_S"}
+Progress = Callable[[int, int, str], None]
+
+
+class AllocationError(MlxquantError, ValueError):
+    """A target the model cannot meet, or a source the allocator cannot read."""
+
+
+@dataclass
+class Allocation:
+    """Per-tensor types for a budget, and why.
+
+    Attributes:
+        plan: GGUF tensor name -> type, every quantized tensor (the others keep their type).
+        preset: the preset for ``general.file_type`` (and llama-quantize's command line).
+        target_bpw: the budget; ``bpw``: what the plan gives (tensor bytes x 8 / weights).
+        tensor_bytes, weights: totals over every tensor of the file.
+        predicted_kl: the summed estimated costs (KL units when gains were measured).
+        measured: gains were measured on calibration text.
+        details: GGUF name -> {type, cost, gain, candidates: {type: [bytes, cost]}}.
+        seconds: wall time of the allocation.
+    """
+
+    plan: dict[str, str]
+    preset: str
+    target_bpw: float
+    bpw: float
+    tensor_bytes: int
+    weights: int
+    predicted_kl: float
+    measured: bool
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def recipe(self) -> dict[str, Any]:
+        """The provenance entry: the budget, the result, every tensor's type, cost and gain."""
+        return {"target_bpw": self.target_bpw, "bpw": round(self.bpw, 4), "preset": self.preset,
+                "predicted_kl": self.predicted_kl, "measured_gains": self.measured,
+                "tensors": {n: [d["type"], d["cost"], d["gain"]] for n, d in self.details.items()}}
+
+
+def _row_bytes(t: str, shape: tuple[int, ...]) -> int:
+    n = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    return n * get_type(t).row_bytes(shape[-1])
+
+
+def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLike | None = None,
+             calib_text: str | os.PathLike | None = None, *, ctx: int = 128, chunks: int = 4,
+             progress: Progress | None = None) -> Allocation:
+    """Choose every tensor's GGUF type for ``target_bpw`` (see the module docstring).
+
+    Args:
+        src: a Hugging Face folder or a float GGUF.
+        target_bpw: bits per weight of the whole file's tensors (llama.cpp's BPW), a ceiling.
+        imatrix: an importance matrix (llama.cpp's formats) weighting the distortions and given
+            to the quantizer.
+        calib_text: text to measure the gains on (``chunks`` windows of ``ctx`` tokens); without
+            it the costs are distortions alone.
+        progress: ``progress(done, total, label)`` while distortions and gains are computed.
+
+    Raises:
+        AllocationError (a budget under the smallest types, a quantized source), BudgetError,
+        FormatError, OSError.
+    """
+    from ..formats.imatrix import importance_for, read_imatrix
+    from ..models.presets import plan_tensor_types
+    from ..runtime.backend import load_model
+
+    t0 = time.perf_counter()
+    m = load_model(src, backend="numpy", tokenizer=calib_text is not None)
+    w = m.weights
+    if w.format == "mlx":
+        raise AllocationError(f"{src}: an MLX folder is already quantized; allocate from the float "
+                              "model (HF folder or F32/F16/BF16 GGUF)")
+    im = read_imatrix(imatrix) if imatrix is not None else None
+    names: dict[str, str] = {}
+    for hf in w.names():
+        g = w.arch.tensor_name_to_gguf(hf, w.config)
+        if g is not None:
+            names[g] = hf
+    shapes = {g: tuple(w.get(hf).shape) for g, hf in names.items()}  # decodes: sources are float
+    extra = {k: tuple(np.shape(v)) for k, v in w.arch.extra_tensors(w.config).items()}
+    base = plan_tensor_types("Q4_K_M", [*shapes.items(), *extra.items()], w.arch.name,
+                             int(w.config.get("num_hidden_layers") or 0), has_imatrix=im is not None,
+                             check_codecs=False)
+    variables = [g for g, t in base.items() if get_type(t).is_quantized and g in names]
+    fixed = sum(_row_bytes(t, shapes.get(g) or extra[g]) for g, t in base.items() if g not in variables)
+    n_weights = sum(int(np.prod(s)) for s in [*shapes.values(), *extra.values()])
+    budget = int(target_bpw * n_weights / 8) - fixed
+
+    tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]] = {}
+    options: dict[str, list[Option]] = {}
+    dist: dict[str, dict[str, float]] = {}
+    probes: dict[str, str] = {}
+    for k, g in enumerate(variables, 1):
+        arr = w.get(names[g])
+        cols = arr.shape[-1]
+        imp = importance_for(im, g, cols) if im is not None else None
+        types = candidates(cols, imp is not None)
+        if not types:
+            raise AllocationError(f"{src}: tensor {g!r} (rows of {cols}) fits no quantized type")
+        probes[g] = probe_type(cols, imp is not None)
+        dist[g] = distortions(arr.reshape(-1, cols), sorted({*types, probes[g]}), imp)
+        tensors[g] = (names[g], arr, imp)
+        if progress is not None:
+            progress(k, len(variables), f"distortion {g}")
+    gains = {g: 1.0 for g in variables}
+    if calib_text is not None:
+        meter = GainMeter(m, _windows(m, calib_text, ctx, chunks))
+        gains = measure_gains(meter, tensors, {g: dist[g][probes[g]] for g in variables}, probes,
+                              None if progress is None else lambda i, n, g: progress(i, n, f"gain {g}"))
+    for g in variables:
+        shape = shapes[g]
+        options[g] = [Option(t, _row_bytes(t, shape), gains[g] * d) for t, d in dist[g].items()
+                      if t in candidates(shape[-1], tensors[g][2] is not None)]
+    choice = solve(options, budget)
+    plan = {g: o.type for g, o in choice.items()}
+    used = fixed + sum(o.nbytes for o in choice.values())
+    by_type: dict[str, int] = {}
+    for g, t in plan.items():
+        by_type[t] = by_type.get(t, 0) + int(np.prod(shapes[g]))
+    main = max(by_type, key=by_type.get) if by_type else "Q4_K"
+    details = {g: {"type": o.type, "cost": float(f"{o.cost:.4g}"), "gain": float(f"{gains[g]:.4g}"),
+                   "candidates": {p.type: [p.nbytes, float(f"{p.cost:.4g}")] for p in options[g]}}
+               for g, o in choice.items()}
+    a = Allocation(plan, _PRESET_OF.get(main, "Q4_K_M"), target_bpw, used * 8 / n_weights, used,
+                   n_weights, float(sum(o.cost for o in choice.values())), calib_text is not None,
+                   details, round(time.perf_counter() - t0, 2))
+    log.info("allocation for %.3f bpw: %.4f bpw, predicted cost %.4g, %s", target_bpw, a.bpw,
+             a.predicted_kl, ", ".join(f"{t} x{sum(1 for v in plan.values() if v == t)}"
+                                       for t in sorted(by_type)))
+    return a
+
+
+def _windows(m: Any, calib_text: str | os.PathLike, ctx: int, chunks: int) -> list[np.ndarray]:
+    from ..calib.collect import read_calibration_text
+    from ..eval.evaluate import make_windows
+
+    if m.tokenizer is None:
+        raise FormatError(f"{m.weights.path}: no tokenizer to read the calibration text with")
+    ids = m.tokenizer.encode(read_calibration_text(Path(calib_text)), add_special=True)
+    if len(ids) < ctx:
+        raise AllocationError(f"{calib_text}: {len(ids)} tokens, fewer than one window of {ctx}")
+    return make_windows(ids, ctx, chunks, None)

@@ -1,0 +1,148 @@
+"""What each (tensor, type) choice costs: an estimate from the weights, scaled by a measured gain.
+
+Distortion (cheap, every candidate). For a weight ``W`` (rows = outputs, columns = inputs) and its
+quantized ``Q``, the imatrix holds each input column's mean squared activation ``a_j``; with
+uncorrelated inputs, the expected squared error of the layer's output per token is
+``D = sum_ij a_j (W_ij - Q_ij)^2``. Without an importance vector (the token embedding, or no
+imatrix) ``a_j = 1``. Large tensors are estimated on evenly spaced rows (at most
+:data:`SAMPLE_ROWS`), scaled to all rows; every ggml quantizer works row by row, so a sampled row
+quantizes exactly as it would in the file.
+
+Gain (measured once per tensor). The same output error does not hurt the model equally everywhere
+(a value projection of the first layer, a query projection of the last). The gain ``g`` of a
+tensor is measured on the calibration text: the model runs with only that tensor quantized to a
+probe type, and ``g = KL(float || that model) / D(probe)``; the cost of a candidate is then
+``g * D(type)``, in KL units (to second order a small perturbation's KL grows linearly with its
+squared size, so one probe per tensor carries over to the other types). Without calibration text
+every gain is 1 (costs are then the distortions alone).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..quant import dequantize, quantize
+from ..quant.types import get_type
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 1024  # rows per tensor the distortions are estimated on
+# the ladder, by bits per weight; types mlxquant has no CPU codec for are left out at run time
+K_LADDER = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K", "IQ3_XXS", "IQ3_S", "Q3_K", "IQ4_XS", "Q4_K",
+            "Q5_K", "Q6_K", "Q8_0")
+SMALL_LADDER = ("Q4_0", "IQ4_NL", "Q4_1", "Q5_0", "Q5_1", "Q8_0")  # 32-weight blocks
+PROBE = ("Q3_K", "Q4_0")  # the probe type of the gains: K-quant rows, else 32-weight rows
+
+
+def _has_codec(t: str) -> bool:
+    from ..quant import codecs_for
+
+    return any(b in ("numpy", "numba") for b in codecs_for(t))
+
+
+def candidates(ncols: int, has_importance: bool, ladder: Iterable[str] | None = None) -> list[str]:
+    """The types a tensor with rows of ``ncols`` can take without a fallback, that mlxquant can
+    make, and (types ggml only makes with an imatrix) that have an importance vector."""
+    from ..models.presets import type_needs_imatrix
+
+    types = list(ladder) if ladder is not None else [*K_LADDER, *SMALL_LADDER]
+    out = []
+    for t in dict.fromkeys(types):
+        if ncols % get_type(t).block_size or not _has_codec(t):
+            continue
+        if type_needs_imatrix(t) and not has_importance:  # llama-quantize's rule (and ggml's)
+            continue
+        out.append(t)
+    return out
+
+
+def sample_rows(w: np.ndarray, limit: int = SAMPLE_ROWS) -> tuple[np.ndarray, float]:
+    """Evenly spaced rows of ``w`` (at most ``limit``) and the factor that scales their sum to all
+    rows."""
+    rows = w.shape[0]
+    if rows <= limit:
+        return w, 1.0
+    idx = np.linspace(0, rows - 1, limit).round().astype(np.int64)
+    return np.ascontiguousarray(w[idx]), rows / limit
+
+
+def distortion(w: np.ndarray, t: str, importance: np.ndarray | None) -> float:
+    """``sum_ij a_j (W_ij - Q_ij)^2`` of ``w`` (float32 ``(rows, cols)``, all rows) quantized to
+    ``t`` with ``importance`` (``a``; None: ones), in float64."""
+    q = quantize(w, t, imatrix=importance)
+    err = dequantize(q, t, w.shape).astype(np.float64) - w
+    col = np.einsum("ij,ij->j", err, err)
+    return float(col @ importance) if importance is not None else float(col.sum())
+
+
+def distortions(w: np.ndarray, types: Iterable[str], importance: np.ndarray | None) -> dict[str, float]:
+    """:func:`distortion` of every type, on the sampled rows of ``w`` scaled to all rows."""
+    rows, scale = sample_rows(np.ascontiguousarray(w, dtype=np.float32))
+    return {t: distortion(rows, t, importance) * scale for t in types}
+
+
+def probe_type(ncols: int, has_importance: bool) -> str:
+    """The type a tensor is quantized to when its gain is measured."""
+    for t in PROBE:
+        if t in candidates(ncols, has_importance, (t,)):
+            return t
+    return "Q8_0"
+
+
+class GainMeter:
+    """Measures gains on the NumPy runtime: the model's float logits on the calibration windows
+    once, then per tensor the KL divergence with only that tensor replaced by its quantized values
+    (its float32 copy in the runtime's weight cache is swapped and restored).
+
+    Args:
+        model: the runtime model (:func:`mlxquant.runtime.load_model`, ``backend="numpy"``); its
+            weights must fit in its memory budget (they are all decoded once).
+        windows: token windows of the calibration text.
+    """
+
+    def __init__(self, model: Any, windows: list[np.ndarray]):
+        from ..eval.metrics import log_softmax
+
+        self.m, self.windows = model, windows
+        if not model.weights.preload():
+            raise MemoryError(f"{model.weights.path}: the float32 weights do not fit in memory; "
+                              "gains cannot be measured")
+        self._logp = []
+        for w in windows:
+            with model.blas_threads["prefill"].step(len(w)):
+                self._logp.append(log_softmax(model.forward(w)))
+
+    def kl(self, hf_name: str, values: np.ndarray) -> float:
+        """Mean KL(float || model with ``hf_name`` := ``values``) over every scored token."""
+        from ..eval.metrics import log_softmax
+
+        total, n = 0.0, 0
+        with self.m.weights.swapped(hf_name, values):
+            for w, p in zip(self.windows, self._logp):
+                with self.m.blas_threads["prefill"].step(len(w)):  # BLAS threads by measured speed
+                    logits = self.m.forward(w)
+                q = log_softmax(logits)
+                total += float((np.exp(p) * (p - q)).sum())
+                n += p.shape[0]
+        return total / max(n, 1)
+
+
+def measure_gains(meter: GainMeter, tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]],
+                  probe_distortion: dict[str, float], probes: dict[str, str],
+                  progress: Callable[[int, int, str], None] | None = None) -> dict[str, float]:
+    """Gain of every tensor: ``KL / D(probe)``. ``tensors``: GGUF name -> (HF name, float32 HF-layout
+    values, importance)."""
+    gains = {}
+    for k, (name, (hf_name, w, imp)) in enumerate(tensors.items(), 1):
+        t = probes[name]
+        flat = w.reshape(-1, w.shape[-1])
+        q = dequantize(quantize(flat, t, imatrix=imp), t, flat.shape).reshape(w.shape)
+        kl = meter.kl(hf_name, q)
+        d = probe_distortion[name]
+        gains[name] = kl / d if d > 0 else 0.0
+        if progress is not None:
+            progress(k, len(tensors), name)
+    return gains
