@@ -26,7 +26,8 @@ from mlxquant.testing.inputs import real_families
 from mlxquant.testing.oracle import get_oracle
 
 TYPES = (
-    "F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 MXFP4"
+    "F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 MXFP4 "
+    "IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S"
 ).split()
 
 
@@ -150,12 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         mats[f"SmolLM2 {key.split(':')[1]} 576x1536"] = real[key]
     results = []
     for mname, x in mats.items():
-        wsets = [None]
-        if args.imatrix:
-            wsets.append(np.exp(rng.standard_normal(x.shape[1])).astype(np.float32))
+        imatrix = np.exp(rng.standard_normal(x.shape[1])).astype(np.float32)
         for qtype in args.types.split(","):
+            t = mlxquant.get_type(qtype)
+            # types ggml quantizes only with an importance matrix are timed with one, always
+            wsets = [imatrix] if t.requires_imatrix else [None] + ([imatrix] if args.imatrix else [])
             for w in wsets:
-                if w is not None and not mlxquant.get_type(qtype).uses_imatrix:
+                if w is not None and not t.uses_imatrix:
                     continue
                 r = bench_matrix(x, qtype, w, backends)
                 r.update(matrix=mname, type=qtype, imatrix=w is not None)

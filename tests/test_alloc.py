@@ -109,6 +109,9 @@ def test_allocation_beats_q4_k_m_at_its_size(setup, calib_file, tmp_path):
     log.warning("float base model at Q4_K_M's size: KLD %.6f (allocated) vs %.6f (Q4_K_M, imatrix): "
                 "%.3fx", k_ours, k_q4, k_ours / k_q4)
     assert k_ours <= 0.85 * k_q4, (k_ours, k_q4)
+    # the CLI does not evaluate a model on the text its types were chosen on
+    r = CliRunner().invoke(main, ["eval", str(out), "--reference", str(f32), "--text", str(calib_file)])
+    assert r.exit_code == 1 and "chosen on this text" in r.output
 
 
 def test_options_and_recipe_ownership(setup, shakespeare, tmp_path):

@@ -16,7 +16,10 @@ mx = pytest.importorskip("mlx.core")
 
 IMATRIX = [None, "meansq", "lognormal"]
 SYNTH = synthetic_families()
-MLX_TYPES = [t for t in mlxquant.TYPES if "mlx" in mlxquant.codecs_for(t)]
+# the 1-3 bit i-quants have their own file (tests/test_codecs_iq_mlx.py): ggml aborts the process
+# on some of this file's inputs for them, and three require an imatrix
+IQ_LOW = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"}
+MLX_TYPES = [t for t in mlxquant.TYPES if "mlx" in mlxquant.codecs_for(t) and t not in IQ_LOW]
 
 
 def _check(oracle, x: np.ndarray, qtype: str, imatrix_name: str | None, label: str) -> None:

@@ -217,12 +217,14 @@ def test_imatrix_matches_ggml_quantize_chunk(base, preset, oracle):
         assert checked >= 40
 
 
-# presets quantized with an importance matrix by llama-quantize itself (the tool, which takes one)
-IMATRIX_PRESETS = ["Q4_K_M", "IQ4_XS", "Q2_K_S"]
+# presets quantized with an importance matrix by llama-quantize itself (the tool, which takes one):
+# from both imatrix formats for three, from a GGUF imatrix for the 1-3 bit presets of issue 14
+IMATRIX_PRESETS = [(p, f) for p in ("Q4_K_M", "IQ4_XS", "Q2_K_S") for f in ("gguf", "dat")] + [
+    (p, "gguf") for p in ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS",
+                          "IQ3_XS", "IQ3_S", "IQ3_M")]
 
 
-@pytest.mark.parametrize("fmt", ["gguf", "dat"])
-@pytest.mark.parametrize("preset", IMATRIX_PRESETS)
+@pytest.mark.parametrize("preset,fmt", IMATRIX_PRESETS)
 def test_preset_with_imatrix_matches_llama_quantize_tool(base, preset, fmt, tmp_path):
     """``llama-quantize --imatrix FILE`` against ``convert(..., imatrix=FILE)``: the same tensor
     types and bytes, and the same metadata, ``quantize.imatrix.*`` keys included (file as given,

@@ -49,7 +49,7 @@ def test_mlxquant_codecs_agree_with_vectors(qtype):
     x = swift_vectors.source_matrix()
     stored = np.asarray(t.data).view(np.uint8).reshape(x.shape[0], -1)
     if qtype not in ("F32", "F16"):
-        assert np.array_equal(mlxquant.quantize(x, qtype), stored)
+        assert np.array_equal(mlxquant.quantize(x, qtype, **swift_vectors.vector_quantize_args(qtype)), stored)
     expected = np.fromfile(swift_vectors.VECTORS / f"{qtype.lower()}.f32", dtype="<f4").reshape(x.shape)
     got = mlxquant.dequantize(stored, qtype, x.shape)
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
@@ -121,3 +121,32 @@ def test_vector_floats_are_llama_cpp_output(oracle, qtype):
     else:
         want = oracle.dequantize(np.asarray(t.data).view(np.uint8), qtype, shape)
     assert np.array_equal(expected.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", [t for t in swift_vectors.GGUF_TYPES if t not in ("F32", "F16", "BF16")])
+def test_vector_bytes_are_llama_cpp_quantization(oracle, qtype):
+    """The stored blocks are ggml_quantize_chunk's bytes for the source matrix (with the fixed
+    importance vector for the types that require one)."""
+    t = _gguf_tensor(swift_vectors.VECTORS / f"{qtype.lower()}.gguf")
+    x = swift_vectors.source_matrix()
+    stored = np.asarray(t.data).view(np.uint8).reshape(x.shape[0], -1)
+    want = oracle.quantize(x, qtype, **swift_vectors.vector_quantize_args(qtype))
+    assert np.array_equal(stored, want)
+
+
+def test_vector_imatrix_only_where_required():
+    from mlxquant.quant.types import get_type
+
+    with_imatrix = [t for t in swift_vectors.GGUF_TYPES if swift_vectors.vector_quantize_args(t)]
+    assert with_imatrix == ["IQ2_XXS", "IQ2_XS", "IQ1_S"]
+    assert all(get_type(t).requires_imatrix for t in with_imatrix)
+    w = swift_vectors.vector_imatrix()
+    assert w.dtype == np.float32 and w.shape == (swift_vectors.COLS,) and w.min() == 1.0 and w.max() == 2.875
+
+
+def test_swift_iquant_grid_tables_are_generated_from_mlxquant_grids():
+    spec = importlib.util.spec_from_file_location("make_iquant_grids", BRIDGE / "Scripts" / "make_iquant_grids.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.OUT.read_text() == gen.render(), "run python3 swift-bridge/Scripts/make_iquant_grids.py"
+    assert gen.render().count("static let") == 6

@@ -84,7 +84,7 @@ def _row_bytes(t: str, shape: tuple[int, ...]) -> int:
 
 def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLike | None = None,
              calib_text: str | os.PathLike | None = None, *, ctx: int = 128, chunks: int = 4,
-             progress: Progress | None = None) -> Allocation:
+             refine: bool = True, progress: Progress | None = None) -> Allocation:
     """Choose every tensor's GGUF type for ``target_bpw`` (see the module docstring).
 
     Args:
@@ -94,6 +94,8 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
             to the quantizer.
         calib_text: text to measure the gains on (``chunks`` windows of ``ctx`` tokens); without
             it the costs are distortions alone.
+        refine: with calibration text, measure the KL of each tensor's chosen type and its
+            neighbours and solve again with those (:func:`_refine`).
         progress: ``progress(done, total, label)`` while distortions and gains are computed.
 
     Raises:
@@ -137,12 +139,13 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
         types = candidates(cols, imp is not None)
         if not types:
             raise AllocationError(f"{src}: tensor {g!r} (rows of {cols}) fits no quantized type")
-        probes[g] = probe_type(cols, imp is not None)
+        probes[g] = probe_type(cols, imp is not None, target_bpw)
         dist[g] = distortions(arr.reshape(-1, cols), sorted({*types, probes[g]}), imp)
         tensors[g] = (names[g], arr, imp)
         if progress is not None:
             progress(k, len(variables), f"distortion {g}")
     gains = {g: 1.0 for g in variables}
+    meter = None
     if calib_text is not None:
         meter = GainMeter(m, _windows(m, calib_text, ctx, chunks))
         gains = measure_gains(meter, tensors, {g: dist[g][probes[g]] for g in variables}, probes,
@@ -152,6 +155,9 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
         options[g] = [Option(t, _row_bytes(t, shape), gains[g] * d) for t, d in dist[g].items()
                       if t in candidates(shape[-1], tensors[g][2] is not None)]
     choice = solve(options, budget)
+    if meter is not None and refine:
+        options = _refine(meter, tensors, options, choice, m.spec.n_layers)
+        choice = solve(options, budget)
     plan = {g: o.type for g, o in choice.items()}
     used = fixed + sum(o.nbytes for o in choice.values())
     by_type: dict[str, int] = {}
@@ -170,13 +176,52 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
     return a
 
 
+def _refine(meter: GainMeter, tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]],
+            options: dict[str, list[Option]], choice: dict[str, Option], n_layers: int) -> dict[str, list[Option]]:
+    """Measure, instead of estimate, the cost of each tensor's chosen type and of its neighbours
+    among the Pareto-optimal options (where the budget's margin is decided), and rescale the other
+    estimates of that tensor by the measured/estimated ratio of the nearest measured one."""
+    from ..quant import dequantize, quantize
+    from .costs import tensor_layer
+
+    out: dict[str, list[Option]] = {}
+    for g, opts in options.items():
+        hf_name, w, imp = tensors[g]
+        front = sorted({o.nbytes: o for o in sorted(opts, key=lambda o: -o.cost)}.values(),
+                       key=lambda o: o.nbytes)
+        front = [o for i, o in enumerate(front) if i == 0 or o.cost < min(p.cost for p in front[:i])]
+        i = next((k for k, o in enumerate(front) if o.type == choice[g].type), 0)
+        measured: dict[str, float] = {}
+        flat = w.reshape(-1, w.shape[-1])
+        for o in front[max(0, i - 1):i + 2]:
+            q = dequantize(quantize(flat, o.type, imatrix=imp), o.type, flat.shape).reshape(w.shape)
+            measured[o.type] = meter.kl(hf_name, q, tensor_layer(g, n_layers))
+        est = {o.type: o.cost for o in opts}
+        by_bytes = sorted((o.nbytes, measured[o.type] / est[o.type]) for o in opts
+                          if o.type in measured and est[o.type] > 0)
+        new = []
+        for o in opts:
+            if o.type in measured:
+                new.append(Option(o.type, o.nbytes, measured[o.type]))
+            elif by_bytes:
+                r = min(by_bytes, key=lambda br: abs(br[0] - o.nbytes))[1]
+                new.append(Option(o.type, o.nbytes, o.cost * r))
+            else:
+                new.append(o)
+        out[g] = new
+    return out
+
+
 def _windows(m: Any, calib_text: str | os.PathLike, ctx: int, chunks: int) -> list[np.ndarray]:
-    from ..calib.collect import read_calibration_text
     from ..eval.evaluate import make_windows
 
     if m.tokenizer is None:
         raise FormatError(f"{m.weights.path}: no tokenizer to read the calibration text with")
-    ids = m.tokenizer.encode(read_calibration_text(Path(calib_text)), add_special=True)
+    try:
+        text = Path(calib_text).read_bytes().decode("utf-8", errors="replace")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(calib_text)) from None
+    ids = m.tokenizer.encode(text, add_special=True)
     if len(ids) < ctx:
         raise AllocationError(f"{calib_text}: {len(ids)} tokens, fewer than one window of {ctx}")
     return make_windows(ids, ctx, chunks, None)

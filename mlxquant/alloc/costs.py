@@ -34,7 +34,10 @@ SAMPLE_ROWS = 1024  # rows per tensor the distortions are estimated on
 K_LADDER = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K", "IQ3_XXS", "IQ3_S", "Q3_K", "IQ4_XS", "Q4_K",
             "Q5_K", "Q6_K", "Q8_0")
 SMALL_LADDER = ("Q4_0", "IQ4_NL", "Q4_1", "Q5_0", "Q5_1", "Q8_0")  # 32-weight blocks
-PROBE = ("Q3_K", "Q4_0")  # the probe type of the gains: K-quant rows, else 32-weight rows
+# the probe type of the gains, by target bits per weight: near where the tensors will end up
+# (the KL/distortion ratio is constant only to second order): K-quant rows, else 32-weight rows
+PROBES = ((4.0, ("Q3_K", "Q4_0")), (5.0, ("Q4_K", "Q4_0")), (6.0, ("Q5_K", "Q5_0")),
+          (99.0, ("Q6_K", "Q8_0")))
 
 
 def _has_codec(t: str) -> bool:
@@ -84,23 +87,26 @@ def distortions(w: np.ndarray, types: Iterable[str], importance: np.ndarray | No
     return {t: distortion(rows, t, importance) * scale for t in types}
 
 
-def probe_type(ncols: int, has_importance: bool) -> str:
-    """The type a tensor is quantized to when its gain is measured."""
-    for t in PROBE:
+def probe_type(ncols: int, has_importance: bool, target_bpw: float = 4.5) -> str:
+    """The type a tensor is quantized to when its gain is measured (:data:`PROBES`)."""
+    probes = next(p for limit, p in PROBES if target_bpw < limit)
+    for t in probes:
         if t in candidates(ncols, has_importance, (t,)):
             return t
     return "Q8_0"
 
 
 class GainMeter:
-    """Measures gains on the NumPy runtime: the model's float logits on the calibration windows
-    once, then per tensor the KL divergence with only that tensor replaced by its quantized values
-    (its float32 copy in the runtime's weight cache is swapped and restored).
+    """Measures gains on the NumPy runtime: the float model's hidden states entering every block
+    and its log-probabilities on the calibration windows once, then per tensor the KL divergence
+    with only that tensor replaced by its quantized values (swapped into the runtime's decoded
+    weights and back), running only the blocks from the tensor's own on (the output head alone for
+    ``output.weight``; the whole model for the token embedding).
 
     Args:
         model: the runtime model (:func:`mlxquant.runtime.load_model`, ``backend="numpy"``); its
             weights must fit in its memory budget (they are all decoded once).
-        windows: token windows of the calibration text.
+        windows: token windows of the calibration text (each at most the model's batch).
     """
 
     def __init__(self, model: Any, windows: list[np.ndarray]):
@@ -110,24 +116,41 @@ class GainMeter:
         if not model.weights.preload():
             raise MemoryError(f"{model.weights.path}: the float32 weights do not fit in memory; "
                               "gains cannot be measured")
-        self._logp = []
+        self._inputs, self._logp = [], []
         for w in windows:
             with model.blas_threads["prefill"].step(len(w)):
-                self._logp.append(log_softmax(model.forward(w)))
+                hs = model.block_inputs(w)
+                self._logp.append(log_softmax(model.forward_from(len(hs) - 1, hs[-1])))
+            self._inputs.append(hs)
 
-    def kl(self, hf_name: str, values: np.ndarray) -> float:
-        """Mean KL(float || model with ``hf_name`` := ``values``) over every scored token."""
+    def kl(self, hf_name: str, values: np.ndarray, layer: int | None) -> float:
+        """Mean KL(float || model with ``hf_name`` := ``values``) over every token; ``layer``: the
+        block the tensor belongs to (``n_layers`` for the output head, None: run everything)."""
         from ..eval.metrics import log_softmax
 
         total, n = 0.0, 0
         with self.m.weights.swapped(hf_name, values):
-            for w, p in zip(self.windows, self._logp):
-                with self.m.blas_threads["prefill"].step(len(w)):  # BLAS threads by measured speed
-                    logits = self.m.forward(w)
+            for w, hs, p in zip(self.windows, self._inputs, self._logp):
+                with self.m.blas_threads["prefill"].step(len(w)):
+                    if layer is None:
+                        logits = self.m.forward_from(0, self.m.block_inputs(w)[0])
+                    else:
+                        logits = self.m.forward_from(layer, hs[layer])
                 q = log_softmax(logits)
                 total += float((np.exp(p) * (p - q)).sum())
                 n += p.shape[0]
         return total / max(n, 1)
+
+
+def tensor_layer(gguf_name: str, n_layers: int) -> int | None:
+    """The first block a tensor's change reaches: its block, ``n_layers`` for ``output.weight``,
+    None (everything) for the token embedding and anything else."""
+    import re
+
+    m = re.match(r"blk\.(\d+)\.", gguf_name)
+    if m:
+        return int(m.group(1))
+    return n_layers if gguf_name == "output.weight" else None
 
 
 def measure_gains(meter: GainMeter, tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]],
@@ -140,7 +163,7 @@ def measure_gains(meter: GainMeter, tensors: dict[str, tuple[str, np.ndarray, np
         t = probes[name]
         flat = w.reshape(-1, w.shape[-1])
         q = dequantize(quantize(flat, t, imatrix=imp), t, flat.shape).reshape(w.shape)
-        kl = meter.kl(hf_name, q)
+        kl = meter.kl(hf_name, q, tensor_layer(name, meter.m.spec.n_layers))
         d = probe_distortion[name]
         gains[name] = kl / d if d > 0 else 0.0
         if progress is not None:

@@ -166,14 +166,6 @@ class _Collector:
         return observe
 
 
-def cpu_threads() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 class _NumpyRunner:
     """The NumPy runtime, one chunk per forward pass (batches of :data:`UBATCH` tokens through the
     KV cache, as llama.cpp runs them), its observer filling a fresh :class:`ImatrixStats` per chunk.
@@ -192,11 +184,12 @@ class _NumpyRunner:
     def __init__(self, model: str | os.PathLike, ctx: int, process_output: bool, budget: int | None,
                  threads: int | None = None):
         from ..runtime.backend import load_model
+        from ..runtime.blas import cpu_cores
 
         self.m = load_model(model, backend="numpy", budget=budget, batch=ctx if ctx <= UBATCH else UBATCH)
         self.tokenizer, self.path = self.m.tokenizer, self.m.weights.path
         self.ctx, self.process_output = ctx, process_output
-        self.threads = max(1, threads if threads is not None else cpu_threads())
+        self.threads = max(1, threads if threads is not None else cpu_cores())
         self._collector = _Collector(self.m, process_output)
         self.m.weights.preload()  # decoded once, before the timed loop and the threads start
 

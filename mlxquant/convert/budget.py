@@ -45,7 +45,12 @@ def resolve_types(src: Path, out: Path, opts: GGUFOptions, force: bool,
     check_output(recipe_path(out), force, sources=[src])
     a = allocate(src, float(opts.target_bpw), opts.imatrix, opts.calib_text, progress=progress)
     overrides = tuple((f"^{re.escape(n)}$", t) for n, t in a.plan.items())
-    return Types(a.preset, overrides, {"allocation": a.recipe()}, a)
+    recipe = {"allocation": a.recipe()}
+    if opts.calib_text is not None:  # `mlxquant eval` refuses to evaluate on this text
+        from .provenance import sha256_file
+
+        recipe["calib_text"] = {"name": Path(opts.calib_text).name, "sha256": sha256_file(opts.calib_text)}
+    return Types(a.preset, overrides, recipe, a)
 
 
 def write_recipe(out: Path, types: Types, force: bool, src: Path) -> Path | None:

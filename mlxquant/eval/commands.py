@@ -40,6 +40,27 @@ def _read_text(path: str) -> str:
         raise OSError(e.errno, e.strerror, path) from None
 
 
+def _refuse_calibration_text(model: str, text_file: str) -> None:
+    """A model whose types were chosen on ``text_file`` (``convert --target-bpw --calib-text``,
+    recorded in its provenance by SHA-256) is not evaluated on it: the figure would flatter it."""
+    from ..convert.provenance import sha256_file
+    from ..formats.gguf_check import check_gguf
+
+    p = Path(model)
+    if not p.is_file():
+        return
+    try:
+        recipe = json.loads(check_gguf(p).metadata.get("mlxquant.recipe", "{}"))
+    except (OSError, ValueError):
+        return
+    calib = recipe.get("calib_text") if isinstance(recipe, dict) else None
+    if isinstance(calib, dict) and calib.get("sha256") == sha256_file(text_file):
+        from .evaluate import EvalError
+
+        raise EvalError(f"{text_file}: {model}'s types were chosen on this text (--calib-text); "
+                        "evaluate on other text")
+
+
 def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
     return "—" if v is None else format(v * scale, spec)
 
@@ -112,6 +133,7 @@ def add_commands(main: click.Group, errors: Callable, human: Callable[[float], s
 
         bar = ProgressBar("evaluating")
         try:
+            _refuse_calibration_text(model, text_file)
             r = evaluate(model, _read_text(text_file), reference, ctx, chunks, backend.lower(), bar)
         finally:
             bar.close()
@@ -151,11 +173,14 @@ def add_commands(main: click.Group, errors: Callable, human: Callable[[float], s
     @click.option("--memory", default=None, help="Recommend the best variant fitting this (e.g. 8GB).")
     @click.option("--memory-context", default=4096, show_default=True,
                   help="Context (tokens) of float16 KV cache counted in --memory.")
+    @click.option("--imatrix", type=click.Path(), default=None,
+                  help="Importance matrix for the GGUF variants (the IQ1/IQ2/IQ3 presets need one).")
     @click.option("--force", is_flag=True, help="Re-convert variants that already exist.")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @errors
     def sweep_cmd(base: str, text_file: str, types: str, out_dir: str, ctx: int, chunks: int,
-                  memory: str | None, memory_context: int, force: bool, as_json: bool) -> None:
+                  memory: str | None, memory_context: int, imatrix: str | None, force: bool,
+                  as_json: bool) -> None:
         """Convert BASE to each type, measure each against BASE, write a table, JSON and a plot."""
         from .sweep import parse_size, sweep
 
@@ -164,7 +189,7 @@ def add_commands(main: click.Group, errors: Callable, human: Callable[[float], s
         bar = ProgressBar("sweeping")
         try:
             r = sweep(base, _read_text(text_file), out_dir, names, ctx, chunks, mem, memory_context,
-                      force, bar)
+                      force, bar, imatrix=imatrix)
         finally:
             bar.close()
         if as_json:

@@ -108,7 +108,8 @@ def check_variants(types: tuple[str, ...] | list[str]) -> None:
             check_makeable(name)  # "<preset>: needs IQ3_S, which mlxquant cannot quantize yet (...)"
 
 
-def _convert(base: Path, name: str, out_dir: Path, force: bool) -> tuple[Path, float]:
+def _convert(base: Path, name: str, out_dir: Path, force: bool,
+             imatrix: str | os.PathLike | None = None) -> tuple[Path, float]:
     from ..convert import convert
 
     t0 = time.perf_counter()
@@ -120,9 +121,25 @@ def _convert(base: Path, name: str, out_dir: Path, force: bool) -> tuple[Path, f
                     q_group_size=int(m.group(2) or 64), force=True)
     else:
         out = out_dir / f"{base.stem}-{name.upper()}.gguf"
-        if not (out.exists() and not force):
-            convert(base, out, to="gguf", outtype=name.upper(), force=True)
+        if not (out.exists() and not force and _same_imatrix(out, imatrix)):
+            convert(base, out, to="gguf", outtype=name.upper(), imatrix=imatrix, force=True)
     return out, time.perf_counter() - t0
+
+
+def _same_imatrix(gguf: Path, imatrix: str | os.PathLike | None) -> bool:
+    """The variant ``gguf`` was quantized with ``imatrix`` (by its recorded SHA-256), or both
+    without one."""
+    import json as _json
+
+    from ..convert.provenance import sha256_file
+    from ..formats.gguf_check import check_gguf
+
+    try:
+        recipe = _json.loads(check_gguf(gguf).metadata.get("mlxquant.recipe", "{}"))
+    except (OSError, ValueError):
+        return False
+    used = (recipe.get("imatrix") or {}).get("sha256") if isinstance(recipe, dict) else None
+    return used == (sha256_file(imatrix) if imatrix is not None else None)
 
 
 def is_monotonic(rows: list[SweepRow]) -> bool | None:
@@ -150,7 +167,8 @@ def recommend(rows: list[SweepRow], memory: int, context: int, kv_per_token: int
 def sweep(base: str | os.PathLike, text: str, out_dir: str | os.PathLike,
           types: tuple[str, ...] | list[str] = DEFAULT_TYPES, ctx: int = 512, chunks: int | None = 8,
           memory: int | None = None, memory_context: int = 4096, force: bool = False,
-          progress: Progress | None = None, plot: bool = True) -> SweepReport:
+          progress: Progress | None = None, plot: bool = True,
+          imatrix: str | os.PathLike | None = None) -> SweepReport:
     """Convert ``base`` to each of ``types``, evaluate each against it, write
     ``sweep.md``, ``sweep.json`` and ``sweep.png`` (when matplotlib is installed) into ``out_dir``.
 
@@ -164,6 +182,9 @@ def sweep(base: str | os.PathLike, text: str, out_dir: str | os.PathLike,
         memory: recommend the best variant fitting this many bytes (with ``memory_context``
             tokens of float16 KV cache, default 4096).
         progress: ``progress(done, total, label)`` over conversions and windows.
+        imatrix: importance matrix for the GGUF variants (required by the 1-3 bit presets; the
+            MLX variants do not take one); variants already converted are reused only if they were
+            made with the same file (else re-converted).
 
     Raises:
         QuantTypeError (before any work: see :func:`check_variants`), EvalError, FormatError,
@@ -195,7 +216,7 @@ def sweep(base: str | os.PathLike, text: str, out_dir: str | os.PathLike,
         row = SweepRow(name)
         start = done[0]
         try:
-            path, secs = _convert(base_p, name, out, force)
+            path, secs = _convert(base_p, name, out, force, imatrix)
             tick(f"{name}: converted")
             row.path, row.convert_seconds = str(path), round(secs, 2)
             t0 = time.perf_counter()

@@ -52,7 +52,8 @@ def set_blas_threads(n: int) -> int | None:
     return old
 
 
-def _cores() -> int:
+def cpu_cores() -> int:
+    """The CPUs this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -119,7 +120,7 @@ class ThreadChooser:
         if len(self.candidates) > 1 and self._since >= self.period:
             self._since = 0
             other = next(c for c in self.candidates if c != best)
-            if other <= best or busy_elsewhere() <= _cores() - other:
+            if other <= best or busy_elsewhere() <= cpu_cores() - other:
                 return other, best
         return best, None
 

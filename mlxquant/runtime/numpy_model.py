@@ -328,6 +328,41 @@ class NumpyModel:
             logits = np.tanh(logits / cap) * cap
         return logits
 
+    def block_inputs(self, tokens: np.ndarray | list[int]) -> list[np.ndarray]:
+        """The hidden states ``(T, hidden)`` entering every block of one fresh sequence of at most
+        :attr:`batch` tokens, and the last block's output: ``n_layers + 1`` arrays, for
+        :meth:`forward_from`."""
+        toks = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if not 0 < toks.size <= self.batch:
+            raise ValueError(f"block_inputs() takes 1..{self.batch} tokens, not {toks.size}")
+        s = self.spec
+        cache = self.new_cache(len(toks))
+        cache.reserve(len(toks))
+        h = self.weights.get("model.embed_tokens.weight")[toks].astype(np.float32)
+        if s.embed_scale:
+            h *= np.float32(s.embed_scale)
+        out = [h]
+        for i in range(s.n_layers):
+            h = self._block(i, h, cache, 0)
+            out.append(h)
+        return out
+
+    def forward_from(self, layer: int, h: np.ndarray) -> np.ndarray:
+        """Logits ``(T, vocab)`` of a fresh sequence whose hidden state entering block ``layer``
+        is ``h`` (from :meth:`block_inputs`; ``layer = n_layers``: only the output head): a what-if
+        run after changing the weights of block ``layer`` or later costs only those blocks."""
+        s = self.spec
+        cache = self.new_cache(h.shape[0])
+        cache.reserve(h.shape[0])
+        for i in range(layer, s.n_layers):
+            h = self._block(i, h, cache, 0)
+        h = rms_norm(h, self._norm_w("model.norm.weight"), s.eps)
+        logits = h @ self._output().T
+        if s.final_softcap:
+            cap = np.float32(s.final_softcap)
+            logits = np.tanh(logits / cap) * cap
+        return logits
+
     def forward(self, tokens: np.ndarray | list[int], cache: KVCache | None = None,
                 logits_from: int = 0, observer: Observer | None = None) -> np.ndarray:
         """Logits ``(T - logits_from, vocab)`` float32 for the next token after each of ``tokens``

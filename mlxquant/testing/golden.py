@@ -18,11 +18,20 @@ from .inputs import imatrices, synthetic_families
 
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "tests" / "golden"
 
-# The types the golden files cover (the issue #2 set).
+# The types the golden files cover (the issue #2 set, then the 1-3 bit i-quants of issue #14).
 GOLDEN_TYPES = (
     "F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K "
-    "IQ4_NL IQ4_XS TQ1_0 TQ2_0 MXFP4"
+    "IQ4_NL IQ4_XS TQ1_0 TQ2_0 MXFP4 "
+    "IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S IQ1_M"
 ).split()
+
+
+def needs_imatrix(qtype: str) -> bool:
+    """ggml quantizes IQ2_XXS, IQ2_XS and IQ1_S only with an importance matrix (it aborts
+    without one): their golden files have no ``"q"`` entry."""
+    from ..quant.types import get_type
+
+    return get_type(qtype).requires_imatrix
 
 
 def golden_input() -> tuple[np.ndarray, np.ndarray]:
@@ -35,14 +44,17 @@ def golden_input() -> tuple[np.ndarray, np.ndarray]:
 
 
 def make(qtype: str) -> dict[str, np.ndarray]:
+    """``{"q": bytes without imatrix, "qw": bytes with the imatrix, "deq": float32 of "q"}``; for
+    the types that need an imatrix, ``{"qw", "deq"}`` with ``"deq"`` decoded from ``"qw"``."""
     from .oracle import get_oracle
 
     o = get_oracle()
     x, w = golden_input()
-    q = o.quantize(x, qtype)
     qw = o.quantize(x, qtype, imatrix=w)
-    deq = o.dequantize(q, qtype, x.shape) if o.traits(qtype)["has_to_float"] else x.copy()
-    return {"q": q, "qw": qw, "deq": deq}
+    out = {"qw": qw} if needs_imatrix(qtype) else {"q": o.quantize(x, qtype), "qw": qw}
+    src = out.get("q", qw)
+    out["deq"] = o.dequantize(src, qtype, x.shape) if o.traits(qtype)["has_to_float"] else x.copy()
+    return out
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -56,10 +68,10 @@ def load(qtype: str, directory: Path = GOLDEN_DIR) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def stale(directory: Path = GOLDEN_DIR) -> list[str]:
-    """Types whose committed golden file differs from what the oracle gives now."""
+def stale(directory: Path = GOLDEN_DIR, types: list[str] | None = None) -> list[str]:
+    """Types (of ``types``, default all) whose committed golden file differs from what the oracle gives now."""
     out = []
-    for qtype in GOLDEN_TYPES:
+    for qtype in types or GOLDEN_TYPES:
         path = directory / f"{qtype}.npz"
         if not path.exists():
             out.append(f"{qtype} (missing)")
@@ -77,15 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", type=Path, default=GOLDEN_DIR)
     ap.add_argument("--check", action="store_true", help="compare, don't write")
+    ap.add_argument("types", nargs="*", metavar="TYPE", help="only these types (default: all of GOLDEN_TYPES)")
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.types) - set(GOLDEN_TYPES))
+    if unknown:
+        ap.error(f"not golden types: {', '.join(unknown)}")
+    types = args.types or GOLDEN_TYPES
     if args.check:
-        bad = stale(args.dir)
+        bad = stale(args.dir, types)
         print("stale golden files: " + ", ".join(bad) if bad else "golden files match the oracle")
         return 1 if bad else 0
     args.dir.mkdir(parents=True, exist_ok=True)
-    for qtype in GOLDEN_TYPES:
+    for qtype in types:
         (args.dir / f"{qtype}.npz").write_bytes(_npz_bytes(make(qtype)))
-    print(f"wrote {len(GOLDEN_TYPES)} golden files to {args.dir}")
+    print(f"wrote {len(types)} golden files to {args.dir}")
     return 0
 
 

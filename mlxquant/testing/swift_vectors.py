@@ -5,6 +5,8 @@ Writes into ``swift-bridge/Tests/MLXQuantTests/Resources/vectors/``:
 - ``<type>.gguf`` + ``<type>.f32``: one small GGUF per GGML type (a 4x256 tensor named ``weight``
   quantized from a fixed-seed matrix) and the float32 values it decodes to, raw little-endian,
   row-major. The Swift dequantizers must reproduce the ``.f32`` bits exactly.
+  IQ2_XXS, IQ2_XS and IQ1_S, which ggml quantizes only with an importance matrix, use the fixed
+  vector of :func:`vector_imatrix`.
 - ``metadata.gguf``: every GGUF metadata value type (nested arrays too), ``general.alignment = 64``
   and three small tensors; the Swift test knows the expected values.
 - ``mlx-model/``: an MLX model folder as mlx-lm writes it (config.json with a ``quantization`` block
@@ -37,7 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "swift-bridge" / "Tests" / "MLXQuantTests" / "Resources" / "vectors"
 
 GGUF_TYPES = (
-    "F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K MXFP4"
+    "F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K MXFP4 "
+    "IQ4_NL IQ4_XS IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S IQ1_M"
 ).split()
 ROWS, COLS = 4, 256
 
@@ -45,11 +48,30 @@ ROWS, COLS = 4, 256
 # Swift side must agree with); tests/test_swift_vectors.py also checks them against llama.cpp.
 
 
+def needs_imatrix(qtype: str) -> bool:
+    """Whether ggml only quantizes ``qtype`` with an importance matrix (IQ2_XXS, IQ2_XS, IQ1_S)."""
+    from mlxquant.quant.types import get_type
+
+    return get_type(qtype).requires_imatrix
+
+
+def vector_imatrix(cols: int = COLS) -> np.ndarray:
+    """The fixed importance vector used for the types that require one: ``1 + (j % 16) / 8`` for
+    column ``j`` (values 1.0 .. 2.875, exact in float32), so the weighted search really varies
+    across a block. The other types are quantized without an imatrix."""
+    return (1.0 + (np.arange(cols) % 16) / 8.0).astype(np.float32)
+
+
+def vector_quantize_args(qtype: str, cols: int = COLS) -> dict:
+    """Keyword arguments that quantize ``qtype`` as the vectors do: ``{"imatrix": ...}`` or ``{}``."""
+    return {"imatrix": vector_imatrix(cols)} if needs_imatrix(qtype) else {}
+
+
 def _quantize(x: np.ndarray, qtype: str) -> np.ndarray:
     """(rows, cols) float32 -> (rows, row_bytes) uint8 in GGUF block layout."""
     import mlxquant
 
-    return mlxquant.quantize(x, qtype, backend="numpy")
+    return mlxquant.quantize(x, qtype, backend="numpy", **vector_quantize_args(qtype, x.shape[1]))
 
 
 def _dequantize(data: np.ndarray, qtype: str, shape: tuple[int, int]) -> np.ndarray:

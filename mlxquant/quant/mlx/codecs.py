@@ -1,3 +1,3 @@
 """Importing this module registers every MLX codec."""
 
-from . import floats, fp4, iquants, kquants_affine, kquants_symmetric, legacy, ternary  # noqa: F401
+from . import floats, fp4, iq1, iq2, iq2s, iq3, iquants, kquants_affine, kquants_symmetric, legacy, ternary  # noqa: F401

@@ -107,7 +107,7 @@ def _weights(xt: mx.array, qwt: mx.array | None, sigma2: mx.array | None) -> mx.
     return qwt * mx.sqrt(sq + sigma2[None])
 
 
-def _codes(xt: mx.array, inv: mx.array) -> mx.array:
+def grid_codes(xt: mx.array, inv: mx.array) -> mx.array:
     """(32, m) weights and (m,) inverse scales -> (m, 32) uint8 codes of ``inv * x``."""
     v2 = (inv * 2.0)[None] * xt
     return best_codes(v2).T
@@ -122,7 +122,7 @@ def _encode_nl(x: mx.array, qw: mx.array | None) -> mx.array:
         sigma2 = seq_sum(xt * xt, axis=0) * (2.0 / 32)
     d = _search_scales(xt, _weights(xt, qwt, sigma2))  # (m,)
     inv = inverse(d)
-    return mx.concatenate([fp16_bytes(d), pack_halves(_codes(xt, inv))], axis=1)
+    return mx.concatenate([fp16_bytes(d), pack_halves(grid_codes(xt, inv))], axis=1)
 
 
 def _encode_xs(x: mx.array, qw: mx.array | None) -> mx.array:
@@ -144,7 +144,7 @@ def _encode_xs(x: mx.array, qw: mx.array | None) -> mx.array:
     ls = mx.clip(nearest_int_c(inv[:, None] * scales), -32, 31)  # (n, 8) int32
     dl = d[:, None] * ls.astype(F32)
     idl = inverse(dl)
-    codes = _codes(xt, idl.reshape(-1)).reshape(n, 256)
+    codes = grid_codes(xt, idl.reshape(-1)).reshape(n, 256)
 
     ls = (ls + 32).astype(mx.uint16)  # 0..63
     h = (ls >> 4) << (2 * mx.arange(8, dtype=mx.uint16))  # (n, 8): disjoint bits

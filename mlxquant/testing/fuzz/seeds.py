@@ -44,7 +44,8 @@ VOCAB = 512          # hf_model's vocabulary (shakespeare's first 512 tokens)
 SMOL_VOCAB = 256     # gguf_types' vocabulary (SmolLM2's first 256 tokens)
 MANIFEST = "manifest.json"
 GGUF_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
-              "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4")
+              "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "IQ1_S", "IQ1_M",
+              "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S")
 # the GGUF names of hf_model's linear weights and their row lengths
 LINEAR = {"blk.0.attn_q.weight": 256, "blk.0.attn_k.weight": 256, "blk.0.attn_v.weight": 256,
           "blk.0.attn_output.weight": 256, "blk.0.ffn_gate.weight": 256,
@@ -227,11 +228,14 @@ def _small_gguf_metadata(smol: Path | None, fallback: Path) -> tuple[Any, np.nda
 def _write_gguf_types(out: Path, meta: Any, w: np.ndarray) -> None:
     from ...formats.gguf_write import TensorSpec, write_gguf
     from ...quant import quantize
+    from ...quant.types import get_type
 
     specs, data = [], {}
     for t in GGUF_TYPES:
         specs.append(TensorSpec(f"t.{t}", t, tuple(w.shape)))
-        data[f"t.{t}"] = quantize(w, t)
+        # the types ggml only makes with an importance matrix get the squares of the weights
+        imp = (w * w).mean(axis=0) + np.float32(1e-6) if get_type(t).requires_imatrix else None
+        data[f"t.{t}"] = quantize(w, t, imatrix=imp)
     specs.append(TensorSpec("t.norm", "F32", (256,)))
     data["t.norm"] = w[0]
     specs.append(TensorSpec("t.3d", "Q8_0", (2, 1, 256)))

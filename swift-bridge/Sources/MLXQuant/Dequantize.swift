@@ -35,6 +35,15 @@ public enum Dequantize {
         case .q5_K: decode = decodeQ5_K
         case .q6_K: decode = decodeQ6_K
         case .mxfp4: decode = decodeMXFP4
+        case .iq2_XXS: decode = decodeIQ2_XXS
+        case .iq2_XS: decode = decodeIQ2_XS
+        case .iq2_S: decode = decodeIQ2_S
+        case .iq3_XXS: decode = decodeIQ3_XXS
+        case .iq3_S: decode = decodeIQ3_S
+        case .iq1_S: decode = decodeIQ1_S
+        case .iq1_M: decode = decodeIQ1_M
+        case .iq4_NL: decode = decodeIQ4_NL
+        case .iq4_XS: decode = decodeIQ4_XS
         default:
             throw MLXQuantError.unsupported("no dequantizer for ggml type \(type.name)")
         }

@@ -96,15 +96,15 @@ public enum GGMLType: UInt32, CaseIterable, Sendable, CustomStringConvertible {
         case .q5_K: return 176      // d:f16, dmin:f16, scales[12], qh[32], qs[128]
         case .q6_K: return 210      // ql[128], qh[64], scales[16] int8, d:f16
         case .q8_K: return 292      // d:f32, qs[256] int8, bsums[16] int16
-        case .iq2_XXS: return 66
-        case .iq2_XS: return 74
-        case .iq3_XXS: return 98
-        case .iq1_S: return 50
-        case .iq4_NL: return 18
-        case .iq3_S: return 110
-        case .iq2_S: return 82
-        case .iq4_XS: return 136
-        case .iq1_M: return 56
+        case .iq2_XXS: return 66    // d:f16, qs[32] u16
+        case .iq2_XS: return 74     // d:f16, qs[32] u16, scales[8]
+        case .iq3_XXS: return 98    // d:f16, qs[64], scales_and_signs[32]
+        case .iq1_S: return 50      // d:f16, qs[32], qh[8] u16
+        case .iq4_NL: return 18     // d:f16, qs[16]
+        case .iq3_S: return 110     // d:f16, qs[64], qh[8], signs[32], scales[4]
+        case .iq2_S: return 82      // d:f16, qs[64] (indices, signs), qh[8], scales[8]
+        case .iq4_XS: return 136    // d:f16, scales_h:u16, scales_l[4], qs[128]
+        case .iq1_M: return 56      // qs[32], qh[16], scales[8] (d:f16 in their top nibbles)
         case .tq1_0: return 54
         case .tq2_0: return 66
         case .mxfp4: return 17      // e:E8M0, qs[16]
@@ -123,7 +123,8 @@ public enum GGMLType: UInt32, CaseIterable, Sendable, CustomStringConvertible {
     /// Whether ``Dequantize/ggml(_:type:count:)`` can decode this type.
     public var canDequantize: Bool {
         switch self {
-        case .f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .mxfp4:
+        case .f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .mxfp4,
+             .iq2_XXS, .iq2_XS, .iq2_S, .iq3_XXS, .iq3_S, .iq1_S, .iq1_M, .iq4_NL, .iq4_XS:
             return true
         default:
             return false
