@@ -91,8 +91,8 @@ def test_sweep_writes_table_json_plot_and_recommends(base, tmp_path):
 
 @pytest.mark.parametrize("types,match", [
     ("Q8_0,Q9_K,mlx4", r"sweep: unknown variant 'Q9_K' \(valid: presets F32, .*Q4_K_M.*mlxN or mlxNgG"),
-    ("Q4_K_M,IQ3_M", r"IQ3_M: needs IQ3_S, which mlxquant cannot quantize yet \(supported presets: "),
-    ("IQ3_XXS", r"IQ3_XXS: needs IQ3_XXS, IQ3_S, IQ2_S, which mlxquant"),
+    ("Q4_K_M,Q1_0", r"Q1_0: needs Q1_0, which mlxquant cannot quantize yet \(supported presets: "),
+    ("Q2_0", r"Q2_0: needs Q2_0, which mlxquant"),
     ("mlx7", r"sweep: 'mlx7' is not an MLX format mlxquant makes \(valid: "),
     ("mlx4g16", r"sweep: 'mlx4g16' is not an MLX format"),
     (",", r"sweep: no variants given"),

@@ -169,8 +169,8 @@ def test_cli_types_lists_presets():
                                  "imatrix": "-", "makeable": True, "reason": None}
     assert presets["Q2_K_S"]["imatrix"] == presets["IQ2_XXS"]["imatrix"] == "required"
     assert presets["IQ3_M"]["ftype"] == 27 and presets["IQ3_M"]["default_type"] == "IQ3_S"
-    assert not presets["IQ3_M"]["makeable"] and "IQ3_S" in presets["IQ3_M"]["reason"]
-    assert not presets["IQ3_XXS"]["makeable"] and presets["Q2_K_S"]["makeable"]
+    assert presets["IQ3_M"]["makeable"] and presets["IQ3_XXS"]["makeable"] and presets["Q2_K_S"]["makeable"]
+    assert not presets["Q1_0"]["makeable"] and "Q1_0" in presets["Q1_0"]["reason"]
     r = CliRunner().invoke(main, ["types"])
     lines = r.output.splitlines()
     head = lines.index(next(l for l in lines if l.startswith("preset")))
@@ -178,4 +178,5 @@ def test_cli_types_lists_presets():
     rows = {l.split()[0]: l for l in lines[head + 1:]}
     assert rows["Q4_K_M"].split() == ["Q4_K_M", "15", "Q4_K", "-", "yes"]
     assert rows["Q2_K_S"].split() == ["Q2_K_S", "21", "Q2_K", "required", "yes"]
-    assert rows["IQ3_M"].split()[:5] == ["IQ3_M", "27", "IQ3_S", "-", "no:"]
+    assert rows["IQ3_M"].split()[:5] == ["IQ3_M", "27", "IQ3_S", "-", "yes"]
+    assert rows["Q1_0"].split()[4] == "no:"

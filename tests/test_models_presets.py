@@ -282,24 +282,25 @@ def test_plan_api_details():
 # ---- presets mlxquant cannot make yet -------------------------------------------------------
 
 def test_unmakeable_presets_are_refused_before_planning():
-    """Issue 11: an IQ1..IQ3 preset must fail up front (one line naming what is missing), not
-    half-way through a file, nor make a file without the types its name promises."""
+    """Issue 11: a preset mlxquant cannot make (since issue 14 only Q1_0 and Q2_0) must fail up
+    front (one line naming what is missing), not half-way through a file, nor make a file without
+    the types its name promises."""
     from mlxquant.models.presets import check_makeable, makeable_presets, missing_codecs, preset_types
 
     tensors = [("token_embd.weight", (512, 256)), ("blk.0.attn_q.weight", (256, 256)),
                ("blk.0.attn_v.weight", (64, 256)), ("blk.0.ffn_down.weight", (256, 512))]
-    refused = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M")
+    refused = ("Q1_0", "Q2_0")
+    low_bit = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M")
     for preset in refused:
         assert missing_codecs(preset), preset
         with pytest.raises(QuantTypeError, match=rf"^{preset}: needs .*which mlxquant cannot quantize yet "
                                                  r"\(supported presets: .*Q4_K_M"):
             plan_tensor_types(preset, tensors, "llama", 1, has_imatrix=True)
-    with pytest.raises(QuantTypeError, match="^IQ3_M: needs IQ3_S, which"):
-        check_makeable("iq3_m")
-    # IQ3_XXS without an imatrix puts IQ3_S on attn_v and IQ2_S on attn_q/attn_k: all named
-    assert missing_codecs("IQ3_XXS") == ["IQ3_XXS", "IQ3_S", "IQ2_S"]
-    for preset in PRESETS:  # every preset mlxquant offers stays makeable
+    with pytest.raises(QuantTypeError, match="^Q1_0: needs Q1_0, which"):
+        check_makeable("q1_0")
+    for preset in (*PRESETS, *low_bit):  # every preset mlxquant offers, and issue 14's, makeable
         check_makeable(preset)
+        assert not missing_codecs(preset), preset
     assert set(PRESETS) <= set(makeable_presets()) and not set(refused) & set(makeable_presets())
     # Q2_K_S is makeable (K-quants only), though it needs an imatrix
     assert "Q2_K_S" in makeable_presets() and "IQ3_S" not in preset_types("Q2_K_S")
