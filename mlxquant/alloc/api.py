@@ -27,8 +27,8 @@ import numpy as np
 
 from ..errors import FormatError, MlxquantError
 from ..quant.types import get_type
-from .costs import GainMeter, candidates, distortions, measure_gains, probe_type
-from .solve import Option, allocate as solve
+from .costs import GainMeter, candidates, distortions, measure_gains, probe_type, quantized_kl
+from .solve import Option, allocate as solve, pareto_front
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +132,12 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
     options: dict[str, list[Option]] = {}
     dist: dict[str, dict[str, float]] = {}
     probes: dict[str, str] = {}
+    cands: dict[str, list[str]] = {}
     for k, g in enumerate(variables, 1):
         arr = w.get(names[g])
         cols = arr.shape[-1]
         imp = importance_for(im, g, cols) if im is not None else None
-        types = candidates(cols, imp is not None)
+        types = cands[g] = candidates(cols, imp is not None)
         if not types:
             raise AllocationError(f"{src}: tensor {g!r} (rows of {cols}) fits no quantized type")
         probes[g] = probe_type(cols, imp is not None, target_bpw)
@@ -150,13 +151,11 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
         meter = GainMeter(m, _windows(m, calib_text, ctx, chunks))
         gains = measure_gains(meter, tensors, {g: dist[g][probes[g]] for g in variables}, probes,
                               None if progress is None else lambda i, n, g: progress(i, n, f"gain {g}"))
-    for g in variables:
-        shape = shapes[g]
-        options[g] = [Option(t, _row_bytes(t, shape), gains[g] * d) for t, d in dist[g].items()
-                      if t in candidates(shape[-1], tensors[g][2] is not None)]
+    for g in variables:  # the probe type is measured but may not be a candidate
+        options[g] = [Option(t, _row_bytes(t, shapes[g]), gains[g] * dist[g][t]) for t in cands[g]]
     choice = solve(options, budget)
     if meter is not None and refine:
-        options = _refine(meter, tensors, options, choice, m.spec.n_layers)
+        options = _refine(meter, tensors, options, choice)
         choice = solve(options, budget)
     plan = {g: o.type for g, o in choice.items()}
     used = fixed + sum(o.nbytes for o in choice.values())
@@ -177,25 +176,15 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
 
 
 def _refine(meter: GainMeter, tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]],
-            options: dict[str, list[Option]], choice: dict[str, Option], n_layers: int) -> dict[str, list[Option]]:
+            options: dict[str, list[Option]], choice: dict[str, Option]) -> dict[str, list[Option]]:
     """Measure, instead of estimate, the cost of each tensor's chosen type and of its neighbours
     among the Pareto-optimal options (where the budget's margin is decided), and rescale the other
     estimates of that tensor by the measured/estimated ratio of the nearest measured one."""
-    from ..quant import dequantize, quantize
-    from .costs import tensor_layer
-
     out: dict[str, list[Option]] = {}
     for g, opts in options.items():
-        hf_name, w, imp = tensors[g]
-        front = sorted({o.nbytes: o for o in sorted(opts, key=lambda o: -o.cost)}.values(),
-                       key=lambda o: o.nbytes)
-        front = [o for i, o in enumerate(front) if i == 0 or o.cost < min(p.cost for p in front[:i])]
+        front = pareto_front(opts)
         i = next((k for k, o in enumerate(front) if o.type == choice[g].type), 0)
-        measured: dict[str, float] = {}
-        flat = w.reshape(-1, w.shape[-1])
-        for o in front[max(0, i - 1):i + 2]:
-            q = dequantize(quantize(flat, o.type, imatrix=imp), o.type, flat.shape).reshape(w.shape)
-            measured[o.type] = meter.kl(hf_name, q, tensor_layer(g, n_layers))
+        measured = {o.type: quantized_kl(meter, g, tensors[g], o.type) for o in front[max(0, i - 1):i + 2]}
         est = {o.type: o.cost for o in opts}
         by_bytes = sorted((o.nbytes, measured[o.type] / est[o.type]) for o in opts
                           if o.type in measured and est[o.type] > 0)

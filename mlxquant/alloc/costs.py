@@ -153,17 +153,24 @@ def tensor_layer(gguf_name: str, n_layers: int) -> int | None:
     return n_layers if gguf_name == "output.weight" else None
 
 
+def quantized_kl(meter: GainMeter, name: str, tensor: tuple[str, np.ndarray, np.ndarray | None],
+                 t: str) -> float:
+    """The measured KL with only tensor ``name`` (GGUF; ``tensor`` = HF name, float32 HF-layout
+    values, importance) quantized to ``t``."""
+    hf_name, w, imp = tensor
+    flat = w.reshape(-1, w.shape[-1])
+    q = dequantize(quantize(flat, t, imatrix=imp), t, flat.shape).reshape(w.shape)
+    return meter.kl(hf_name, q, tensor_layer(name, meter.m.spec.n_layers))
+
+
 def measure_gains(meter: GainMeter, tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]],
                   probe_distortion: dict[str, float], probes: dict[str, str],
                   progress: Callable[[int, int, str], None] | None = None) -> dict[str, float]:
     """Gain of every tensor: ``KL / D(probe)``. ``tensors``: GGUF name -> (HF name, float32 HF-layout
     values, importance)."""
     gains = {}
-    for k, (name, (hf_name, w, imp)) in enumerate(tensors.items(), 1):
-        t = probes[name]
-        flat = w.reshape(-1, w.shape[-1])
-        q = dequantize(quantize(flat, t, imatrix=imp), t, flat.shape).reshape(w.shape)
-        kl = meter.kl(hf_name, q, tensor_layer(name, meter.m.spec.n_layers))
+    for k, (name, tensor) in enumerate(tensors.items(), 1):
+        kl = quantized_kl(meter, name, tensor, probes[name])
         d = probe_distortion[name]
         gains[name] = kl / d if d > 0 else 0.0
         if progress is not None:

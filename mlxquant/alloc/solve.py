@@ -46,7 +46,7 @@ def allocate(options: Mapping[str, Sequence[Option]], budget: int) -> dict[str, 
     for name in names:
         if not options[name]:
             raise BudgetError(f"tensor {name!r}: no type to choose from")
-    pareto = {n: _pareto(options[n]) for n in names}
+    pareto = {n: pareto_front(options[n]) for n in names}
     floor = sum(p[0].nbytes for p in pareto.values())
     if floor > budget:
         raise BudgetError(f"the smallest type of every tensor takes {floor:,} bytes, more than the "
@@ -82,7 +82,7 @@ def allocate(options: Mapping[str, Sequence[Option]], budget: int) -> dict[str, 
     return _fill(options, {n: choice[n] for n in names}, budget - used)
 
 
-def _pareto(options: Sequence[Option]) -> list[Option]:
+def pareto_front(options: Sequence[Option]) -> list[Option]:
     """The options no other is both smaller and cheaper than, by increasing bytes."""
     out: list[Option] = []
     for o in sorted(options, key=lambda o: (o.nbytes, o.cost)):

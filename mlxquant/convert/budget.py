@@ -6,14 +6,13 @@ PRESET``, PRESET being the one recorded in the provenance)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..formats.atomic import atomic_file, check_output
 from ..formats.ownership import RECIPE_SUFFIX
-from ..models.tensor_types import TensorTypes, recipe_lines, tensor_types_from
+from ..models.tensor_types import TensorTypes, parse_tensor_type, recipe_lines, tensor_types_from
 from .options import GGUFOptions
 
 
@@ -44,7 +43,7 @@ def resolve_types(src: Path, out: Path, opts: GGUFOptions, force: bool,
 
     check_output(recipe_path(out), force, sources=[src])
     a = allocate(src, float(opts.target_bpw), opts.imatrix, opts.calib_text, progress=progress)
-    overrides = tuple((f"^{re.escape(n)}$", t) for n, t in a.plan.items())
+    overrides = tuple(parse_tensor_type(line) for line in recipe_lines(a.plan))  # as the file reads
     recipe = {"allocation": a.recipe()}
     if opts.calib_text is not None:  # `mlxquant eval` refuses to evaluate on this text
         from .provenance import sha256_file
