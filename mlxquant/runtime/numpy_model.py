@@ -300,9 +300,20 @@ class NumpyModel:
 
     def _step(self, tokens: np.ndarray, cache: KVCache, want: slice,
               obs: Observer | None = None) -> np.ndarray:
-        s = self.spec
         p0 = cache.offset
         cache.reserve(len(tokens))
+        h = self._embed(tokens)
+        for i in range(self.spec.n_layers):
+            h = self._block(i, h, cache, p0, obs)
+        cache.offset = p0 + len(tokens)
+        h = h[want]
+        if h.shape[0] == 0:
+            return np.zeros((0, self._output().shape[0]), np.float32)
+        return self._head(h, obs)
+
+    def _embed(self, tokens: np.ndarray) -> np.ndarray:
+        """The hidden states ``(T, hidden)`` float32 of token ids (checked against the table)."""
+        s = self.spec
         emb = self.weights.get("model.embed_tokens.weight")
         if emb.ndim != 2 or emb.shape[1] != s.hidden:
             raise FormatError(f"{self.weights.path}: tensor 'model.embed_tokens.weight' has shape "
@@ -312,14 +323,12 @@ class NumpyModel:
         h = emb[tokens].astype(np.float32)
         if s.embed_scale:
             h *= np.float32(s.embed_scale)
-        for i in range(s.n_layers):
-            h = self._block(i, h, cache, p0, obs)
-        cache.offset = p0 + len(tokens)
-        h = h[want]
-        if h.shape[0] == 0:
-            return np.zeros((0, self._output().shape[0]), np.float32)
-        norm = self._norm_w("model.norm.weight")
-        h = rms_norm(h, norm, s.eps)
+        return h
+
+    def _head(self, h: np.ndarray, obs: Observer | None = None) -> np.ndarray:
+        """Logits ``(T, vocab)`` of the last block's output: final norm, output matrix, softcap."""
+        s = self.spec
+        h = rms_norm(h, self._norm_w("model.norm.weight"), s.eps)
         if obs is not None:
             obs(-1, "output", h)
         logits = h @ self._output().T
@@ -335,14 +344,11 @@ class NumpyModel:
         toks = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if not 0 < toks.size <= self.batch:
             raise ValueError(f"block_inputs() takes 1..{self.batch} tokens, not {toks.size}")
-        s = self.spec
         cache = self.new_cache(len(toks))
         cache.reserve(len(toks))
-        h = self.weights.get("model.embed_tokens.weight")[toks].astype(np.float32)
-        if s.embed_scale:
-            h *= np.float32(s.embed_scale)
+        h = self._embed(toks)
         out = [h]
-        for i in range(s.n_layers):
+        for i in range(self.spec.n_layers):
             h = self._block(i, h, cache, 0)
             out.append(h)
         return out
@@ -351,17 +357,11 @@ class NumpyModel:
         """Logits ``(T, vocab)`` of a fresh sequence whose hidden state entering block ``layer``
         is ``h`` (from :meth:`block_inputs`; ``layer = n_layers``: only the output head): a what-if
         run after changing the weights of block ``layer`` or later costs only those blocks."""
-        s = self.spec
         cache = self.new_cache(h.shape[0])
         cache.reserve(h.shape[0])
-        for i in range(layer, s.n_layers):
+        for i in range(layer, self.spec.n_layers):
             h = self._block(i, h, cache, 0)
-        h = rms_norm(h, self._norm_w("model.norm.weight"), s.eps)
-        logits = h @ self._output().T
-        if s.final_softcap:
-            cap = np.float32(s.final_softcap)
-            logits = np.tanh(logits / cap) * cap
-        return logits
+        return self._head(h)
 
     def forward(self, tokens: np.ndarray | list[int], cache: KVCache | None = None,
                 logits_from: int = 0, observer: Observer | None = None) -> np.ndarray:
