@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import click
@@ -115,11 +116,15 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
 @main.command("convert")
 @click.argument("src", type=click.Path(exists=False))
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output file/folder.")
-@click.option("--to", type=click.Choice(["gguf", "hf", "mlx"], case_sensitive=False), default="gguf",
-              show_default=True, help="Output format.")
+@click.option("--to", type=click.Choice(["gguf", "hf", "mlx", "onnx"], case_sensitive=False), default="gguf",
+              show_default=True, help="Output format (onnx: a folder for onnxruntime / onnxruntime-genai).")
 @click.option("--outtype", default=None,
               help="GGUF: a llama.cpp preset (Q4_K_M, Q8_0, F16, ...); HF: F32, F16 or BF16 "
-                   "(default F16). Not for --to mlx.")
+                   "(default F16); ONNX: int4 (MatMulNBits, default), int8 (QDQ), f16 or f32. "
+                   "Not for --to mlx.")
+@click.option("--block-size", type=click.Choice(["16", "32", "64", "128", "256"]), default=None,
+              help="ONNX int4/int8: weights per quantization block (default: a GGUF/MLX source's "
+                   "own blocks where its codes carry over, else 32).")
 @click.option("--imatrix", type=click.Path(), default=None,
               help="GGUF: llama.cpp importance matrix (imatrix.gguf) for the quantizer.")
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="PATTERN=TYPE",
@@ -149,14 +154,18 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
 @click.option("--exact-scales", is_flag=True,
               help="MLX from GGUF: keep float32 scales so values equal ggml's bit for bit.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--ollama", is_flag=True,
+              help="GGUF: also write an Ollama Modelfile beside it (FROM, TEMPLATE, stop tokens, "
+                   "generation defaults); then: ollama create NAME -f Modelfile.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_errors
 def convert_cmd(src: str, out: str, to: str, outtype: str | None, imatrix: str | None,
                 tensor_types: tuple[str, ...], tensor_type_file: str | None,
                 target_bpw: float | None, calib_text: str | None, q_bits: str | None, q_group_size: str | None, q_mode: str | None,
                 quant_predicate: str | None, dtype: str | None, exact_scales: bool, force: bool,
-                as_json: bool) -> None:
-    """Convert SRC (GGUF file, Hugging Face or MLX folder) to GGUF, a Hugging Face or an MLX folder.
+                block_size: str | None, ollama: bool, as_json: bool) -> None:
+    """Convert SRC (GGUF file, Hugging Face or MLX folder) to GGUF, a Hugging Face, an MLX or an
+    ONNX folder.
 
     Prints one summary line (with -v also a per-tensor table); an option that does not apply
     to the --to target is an error."""
@@ -170,12 +179,25 @@ def convert_cmd(src: str, out: str, to: str, outtype: str | None, imatrix: str |
              "q_group_size": None if q_group_size is None else int(q_group_size),
              "q_mode": q_mode, "quant_predicate": quant_predicate, "dtype": dtype,
              "exact_scales": exact_scales or None}
-    wrong = [k for k, v in given.items() if v is not None and k not in option_names(to)]
+    if to == "onnx":
+        given["block_size"] = None if block_size is None else int(block_size)
+    elif block_size is not None:
+        _fail(f"--block-size does not apply to --to {to} (only to --to onnx)")
+    allowed = ("outtype", "block_size") if to == "onnx" else option_names(to)
+    wrong = [k for k, v in given.items() if v is not None and k not in allowed]
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
         _fail(f"{flags} {'does' if len(wrong) == 1 else 'do'} not apply to --to {to} "
-              f"(its options: {', '.join('--' + k.replace('_', '-') for k in option_names(to))})")
-    options = options_from_keywords(to, given)
+              f"(its options: {', '.join('--' + k.replace('_', '-') for k in allowed)})")
+    options = options_from_keywords(to, given) if to != "onnx" else None
+    modelfile = None
+    if ollama:  # refused before converting, not after
+        from .formats.modelfile import check_modelfile_output, modelfile_path
+
+        if to != "gguf":
+            _fail(f"--ollama applies to --to gguf only, not --to {to}")
+        modelfile = modelfile_path(out)
+        check_modelfile_output(modelfile, force)
     bar = None
 
     def progress(done: int, total: int, name: str) -> None:
@@ -187,12 +209,20 @@ def convert_cmd(src: str, out: str, to: str, outtype: str | None, imatrix: str |
         bar.update(1, name)
 
     try:
-        report = convert(src, out, options, force=force, progress=progress)
+        if to == "onnx":
+            report = convert(src, out, to="onnx", force=force, **{k: v for k, v in given.items() if v is not None})
+        else:
+            report = convert(src, out, options, force=force, progress=progress)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+    if modelfile is not None:
+        from .formats.modelfile import write_modelfile
+
+        write_modelfile(report.out, source=src if Path(src).is_dir() else None, force=force, out=modelfile)
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        click.echo(json.dumps({**report.as_dict(), **({"modelfile": str(modelfile)} if modelfile else {})},
+                              indent=2))
         return
     if report.details and click.get_current_context().find_root().params.get("verbose", 0):
         _tensor_table(report.details)
@@ -200,6 +230,8 @@ def convert_cmd(src: str, out: str, to: str, outtype: str | None, imatrix: str |
     click.echo(f"wrote {report.out}: {report.architecture}, {report.tensors} tensors, "
                f"{_human(report.bytes)}, {report.bits_per_weight:.3f} bpw, {report.seconds:.1f} s; "
                f"{report.outtype}: {types}")
+    if modelfile is not None:
+        click.echo(f"wrote {modelfile}; create the Ollama model with: ollama create NAME -f {modelfile}")
 
 
 def _tensor_table(details: list[dict]) -> None:
@@ -260,6 +292,11 @@ add_commands(main, _errors, _human)
 from .calib.commands import add_imatrix_command  # noqa: E402
 
 add_imatrix_command(main, _errors)
+
+# serve, modelfile: defined beside the server and the Modelfile writer they wrap
+from .serve.commands import add_commands as add_serve_commands  # noqa: E402
+
+add_serve_commands(main, _errors, _human)
 
 
 if __name__ == "__main__":  # pragma: no cover

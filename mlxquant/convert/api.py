@@ -9,6 +9,7 @@ GGUF file      hf          :func:`.gguf_to_hf.gguf_to_hf`
 any            mlx         :func:`.to_mlx.to_mlx`
 MLX folder     gguf        :func:`.mlx_to_gguf.mlx_to_gguf`
 MLX folder     hf          :func:`.mlx_to_hf.mlx_to_hf`
+any            onnx        :func:`mlxquant.onnx_export.export_onnx`
 =============  ==========  ==========================================
 """
 
@@ -72,7 +73,10 @@ def convert(
             an MLX folder.
         out: the GGUF file or the folder to create.
         options: the target's options; default ``GGUFOptions()`` (F16 GGUF).
-        to: ``"gguf"``, ``"hf"`` or ``"mlx"`` (default: the options' target, else ``"gguf"``).
+        to: ``"gguf"``, ``"hf"``, ``"mlx"`` or ``"onnx"`` (default: the options' target, else
+            ``"gguf"``). ``"onnx"`` takes keywords only: ``outtype`` (int4, int8, f16, f32),
+            ``block_size``, ``symmetric``, ``float_zero_points`` (see
+            :func:`mlxquant.onnx_export.export_onnx`).
         force: overwrite an existing ``out``.
         progress: ``progress(done, total, tensor_name)`` after each tensor.
         **keywords: the keyword form of the options (``outtype``, ``imatrix``; ``q_bits``,
@@ -88,6 +92,16 @@ def convert(
     """
     started = time.perf_counter()
     src, out = Path(src), Path(out)
+    if options is None and str(to or "").lower() == "onnx":
+        from ..onnx_export import export_onnx
+
+        allowed = ("outtype", "block_size", "symmetric", "float_zero_points")
+        unknown = sorted(set(keywords) - set(allowed))
+        if unknown:
+            raise OptionError(f"{', '.join(unknown)}: not an option of to='onnx' "
+                              f"(its options: {', '.join(allowed)})")
+        return export_onnx(src, out, keywords.get("outtype") or "int4", keywords.get("block_size"),
+                           force, bool(keywords.get("symmetric")), bool(keywords.get("float_zero_points")))
     if options is not None:
         if keywords:
             raise OptionError(f"give either an options object or keywords, not both "
