@@ -1,10 +1,19 @@
-"""NumPy runtime vs llama.cpp (llama-cpp-python, 2 threads) on the same SmolLM2 GGUF files, F32 and
-Q4_K_M: prompt tokens/s and generation tokens/s, and their ratios.
+"""NumPy runtime vs llama.cpp (llama-cpp-python, 2 threads) on the same GGUF files: prompt
+tokens/s, generation tokens/s and their ratios, and each engine's peak resident memory.
 
     python benchmarks/runtime.py [--workdir DIR] [--prompt 256] [--gen 32] [--repeats 5]
+                                 [--models F32,Q4_K_M,Q8_0,shakespeare-Q4_K_M] [--no-rss]
 
-The F32 GGUF is the SmolLM2 Q4_1 weights dequantized (mlxquant.testing.f32_gguf); Q4_K_M is made
-from it by llama.cpp's own ``llama_model_quantize``. Both engines get the same token ids. The
+Models: SmolLM2-135M F32 (its Q4_1 weights dequantized, mlxquant.testing.f32_gguf), and Q4_K_M
+and Q8_0 made from it by llama.cpp's own ``llama_model_quantize``; SmolLM2's 576 columns are not a
+multiple of 256, so llama.cpp's Q4_K_M is mostly Q5_0 there. ``shakespeare-Q4_K_M`` is the float
+tiny-shakespeare model (tests/data, rows of 256 and 768: real K-quants), converted to F32 GGUF by
+mlxquant and quantized by llama.cpp. The NumPy runtime keeps quantized linears in their blocks
+(fused kernels, :mod:`mlxquant.runtime.kernels`); ``MLXQUANT_FUSED=0`` benchmarks the old
+widened-to-float32 path instead. Peak RSS: each engine alone in a fresh process (this script with
+``--child``) running the prompt and the generation once, printed with the file size + the f32
+KV cache (both engines keep it in float32 here) and a bare interpreter's RSS after the same
+imports (what the process costs before any model). Both engines get the same token ids. The
 machines are shared and timings noisy, so after one untimed warm-up run per engine the two engines
 run alternately ``--repeats`` times; each figure is the median of those runs, with the spread
 (min-max), and the 1-minute load average (``os.getloadavg``) is printed for every round. On a
@@ -12,14 +21,19 @@ run alternately ``--repeats`` times; each figure is the median of those runs, wi
 llama.cpp's 2 threads (like any multi-threaded BLAS) stall when one of them is preempted. The NumPy
 runtime picks its BLAS thread count from measurements (``mlxquant.runtime.blas``); its choice is
 printed.
-Target of issue 6: NumPy prompt tokens/s >= 0.5x llama.cpp's on the F32 model.
+Targets of issue 16: generation and prompt tokens/s >= 1.0x llama.cpp's with 2 threads; peak
+RSS of a Q4_K_M run <= 1.3 x (file + KV cache).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -87,6 +101,87 @@ class Numpy:
         pass
 
 
+def _hwm() -> int:
+    """Peak resident bytes of this process (``VmHWM``; ``ru_maxrss`` is inherited across exec on
+    Linux, so a child started by a large parent would report the parent's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _child(engine: str, path: Path, prompt: int, gen: int) -> None:
+    """One engine alone in this process: print JSON with its peak RSS (bytes) after one run, and
+    the RSS before the model was loaded (the interpreter and the imports)."""
+    import importlib
+
+    importlib.import_module("llama_cpp")  # both engines' processes load the same libraries
+    from mlxquant.eval.bench import prompt_ids
+    from mlxquant.runtime import load_model
+
+    base = _hwm()
+    model = load_model(path, backend="numpy", tokenizer=True)
+    ids = prompt_ids(model, prompt)
+    spec = model.spec
+    kv = 2 * spec.n_layers * spec.n_kv_heads * spec.head_dim * (len(ids) + gen + 8) * 4
+    if engine == "llama.cpp":
+        del model
+        e = LlamaCpp(path, ids, gen)
+    else:
+        e = Numpy.__new__(Numpy)
+        e.model, e.ids, e.gen, e.threads = model, ids, gen, ""
+    e.run()
+    print(json.dumps({"base": base, "peak": _hwm(),
+                      "file": path.stat().st_size, "kv": kv}))
+
+
+def _rss(engine: str, path: Path, prompt: int, gen: int) -> dict[str, int]:
+    out = subprocess.run([sys.executable, __file__, "--child", engine, str(path), "--prompt", str(prompt),
+                          "--gen", str(gen)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _models(workdir: Path, names: list[str]) -> dict[str, Path]:
+    import llama_cpp
+
+    from mlxquant.testing.f32_gguf import smollm2_f32_gguf
+
+    def quantize(src: Path, dst: Path, ftype: int) -> Path:
+        if not dst.exists():
+            p = llama_cpp.llama_model_quantize_default_params()
+            p.ftype, p.nthread = ftype, 2
+            if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), p) != 0:
+                raise SystemExit(f"llama_model_quantize failed on {src}")
+        return dst
+
+    f32 = workdir / "smollm2-f32.gguf"
+    if not f32.exists():
+        smollm2_f32_gguf(f32)
+    out = {}
+    for name in names:
+        if name == "F32":
+            out[name] = f32
+        elif name == "Q4_K_M":
+            out[name] = quantize(f32, workdir / "smollm2-Q4_K_M.gguf", 15)  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+        elif name == "Q8_0":
+            out[name] = quantize(f32, workdir / "smollm2-Q8_0.gguf", 7)  # LLAMA_FTYPE_MOSTLY_Q8_0
+        elif name == "shakespeare-Q4_K_M":
+            from mlxquant.convert import convert
+            from mlxquant.testing.inputs import shakespeare_model_dir
+
+            sf32 = workdir / "shakespeare-f32.gguf"
+            if not sf32.exists():
+                convert(shakespeare_model_dir(), sf32, outtype="F32")
+            out[name] = quantize(sf32, workdir / "shakespeare-Q4_K_M.gguf", 15)
+        else:
+            raise SystemExit(f"unknown model {name!r}")
+    return out
+
+
 def _fmt(xs: list[float]) -> str:
     return f"{statistics.median(xs):7.1f} ({min(xs):6.1f}-{max(xs):6.1f})"
 
@@ -97,29 +192,27 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=256)
     ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--models", default="F32,Q4_K_M,Q8_0,shakespeare-Q4_K_M")
+    ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS processes")
+    ap.add_argument("--child", nargs=2, metavar=("ENGINE", "GGUF"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    import llama_cpp
+    if args.child:
+        _child(args.child[0], Path(args.child[1]), args.prompt, args.gen)
+        return
 
     from mlxquant.eval.bench import prompt_ids
     from mlxquant.runtime import load_model
-    from mlxquant.testing.f32_gguf import smollm2_f32_gguf
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    f32 = args.workdir / "smollm2-f32.gguf"
-    if not f32.exists():
-        smollm2_f32_gguf(f32)
-    q4 = args.workdir / "smollm2-Q4_K_M.gguf"
-    if not q4.exists():
-        p = llama_cpp.llama_model_quantize_default_params()
-        p.ftype, p.nthread = 15, 2  # LLAMA_FTYPE_MOSTLY_Q4_K_M
-        if llama_cpp.llama_model_quantize(str(f32).encode(), str(q4).encode(), p) != 0:
-            raise SystemExit("llama_model_quantize failed")
-    ids = prompt_ids(load_model(f32, backend="numpy"), args.prompt)
-    print(f"SmolLM2-135M, {len(ids)} prompt tokens, {args.gen} generated; median (min-max) of "
-          f"{args.repeats} runs per engine, alternating; {os.cpu_count()} CPUs; NumPy BLAS threads: "
-          f"{os.environ.get('MLXQUANT_BLAS_THREADS') or 'chosen by measurement'}, llama.cpp: 2")
+    paths = _models(args.workdir, args.models.split(","))
+    print(f"{len(paths)} models, {args.prompt} prompt tokens, {args.gen} generated; median (min-max) of "
+          f"{args.repeats} runs per engine, alternating; {os.cpu_count()} CPUs; NumPy BLAS/kernel threads: "
+          f"{os.environ.get('MLXQUANT_BLAS_THREADS') or 'chosen by measurement'}, llama.cpp: 2; "
+          f"MLXQUANT_FUSED={os.environ.get('MLXQUANT_FUSED', '1')}")
     rows = []
-    for name, path in (("F32", f32), ("Q4_K_M", q4)):
+    rss = {}
+    for name, path in paths.items():
+        ids = prompt_ids(load_model(path, backend="numpy"), args.prompt)
         engines = {"llama.cpp": LlamaCpp(path, ids, args.gen), "numpy": Numpy(path, ids, args.gen)}
         for e in engines.values():
             e.run()  # warm-up (untimed); lets the NumPy BLAS thread choice settle
@@ -134,13 +227,23 @@ def main() -> None:
         for e in engines.values():
             e.close()
         rows.append((name, res))
-    print(f"{'model':<8} {'engine':<10} {'prompt tok/s':>24} {'gen tok/s':>24}")
+        if not args.no_rss:
+            rss[name] = {k: _rss(k, path, args.prompt, args.gen) for k in engines}
+    print(f"{'model':<19} {'engine':<10} {'prompt tok/s':>24} {'gen tok/s':>24} {'peak RSS MB':>12}")
     for name, res in rows:
         for k, v in res.items():
-            print(f"{name:<8} {k:<10} {_fmt([p for p, _ in v]):>24} {_fmt([g for _, g in v]):>24}")
+            r = f"{rss[name][k]['peak'] / 1e6:12.0f}" if name in rss else ""
+            print(f"{name:<19} {k:<10} {_fmt([p for p, _ in v]):>24} {_fmt([g for _, g in v]):>24} {r}")
         (lp, lg), (npp, npg) = ([statistics.median(x[i] for x in res[k]) for i in (0, 1)]
                                 for k in ("llama.cpp", "numpy"))
-        print(f"{name:<8} {'ratio':<10} {npp / lp:>24.2f} {npg / lg:>24.2f}   (numpy / llama.cpp, medians)")
+        print(f"{name:<19} {'ratio':<10} {npp / lp:>24.2f} {npg / lg:>24.2f}   (numpy / llama.cpp, medians)")
+        if name in rss:
+            r = rss[name]
+            fk = (r["numpy"]["file"] + r["numpy"]["kv"]) / 1e6
+            print(f"{name:<19} {'memory':<10} file + KV {fk:.0f} MB; peak RSS / (file + KV): numpy "
+                  f"{r['numpy']['peak'] / 1e6 / fk:.2f}, llama.cpp {r['llama.cpp']['peak'] / 1e6 / fk:.2f}; "
+                  f"RSS before loading: numpy {r['numpy']['base'] / 1e6:.0f} MB, "
+                  f"llama.cpp {r['llama.cpp']['base'] / 1e6:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import FormatError, MlxquantError
 from ..quant.types import get_type
-from .costs import GainMeter, candidates, distortions, measure_gains, probe_type, quantized_kl
+from .costs import (GAIN_LAYERS, GainMeter, candidates, distortions, gain_layers, measure_gains,
+                    probe_type, quantized_kl)
 from .solve import Option, allocate as solve, pareto_front
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ def _row_bytes(t: str, shape: tuple[int, ...]) -> int:
 
 def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLike | None = None,
              calib_text: str | os.PathLike | None = None, *, ctx: int = 128, chunks: int = 4,
-             refine: bool = True, progress: Progress | None = None) -> Allocation:
+             refine: bool | None = None, layers: int = GAIN_LAYERS,
+             progress: Progress | None = None) -> Allocation:
     """Choose every tensor's GGUF type for ``target_bpw`` (see the module docstring).
 
     Args:
@@ -95,7 +97,10 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
         calib_text: text to measure the gains on (``chunks`` windows of ``ctx`` tokens); without
             it the costs are distortions alone.
         refine: with calibration text, measure the KL of each tensor's chosen type and its
-            neighbours and solve again with those (:func:`_refine`).
+            neighbours and solve again with those (:func:`_refine`); default: when every
+            block's gains are measured (models of at most ``layers`` blocks).
+        layers: blocks whose gains are measured (evenly spaced; the others interpolated per
+            tensor kind, :func:`~.costs.interpolate_gains`).
         progress: ``progress(done, total, label)`` while distortions and gains are computed.
 
     Raises:
@@ -137,7 +142,7 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
         arr = w.get(names[g])
         cols = arr.shape[-1]
         imp = importance_for(im, g, cols) if im is not None else None
-        types = cands[g] = candidates(cols, imp is not None)
+        types = cands[g] = candidates(cols, imp is not None, target_bpw=target_bpw)
         if not types:
             raise AllocationError(f"{src}: tensor {g!r} (rows of {cols}) fits no quantized type")
         probes[g] = probe_type(cols, imp is not None, target_bpw)
@@ -149,8 +154,12 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
     meter = None
     if calib_text is not None:
         meter = GainMeter(m, _windows(m, calib_text, ctx, chunks))
+        n_layers = int(m.spec.n_layers)
+        measured = gain_layers(n_layers, layers)
         gains = measure_gains(meter, tensors, {g: dist[g][probes[g]] for g in variables}, probes,
-                              None if progress is None else lambda i, n, g: progress(i, n, f"gain {g}"))
+                              None if progress is None else lambda i, n, g: progress(i, n, f"gain {g}"),
+                              measured)
+        refine = len(measured) == n_layers if refine is None else refine
     for g in variables:  # the probe type is measured but may not be a candidate
         options[g] = [Option(t, _row_bytes(t, shapes[g]), gains[g] * dist[g][t]) for t in cands[g]]
     choice = solve(options, budget)

@@ -29,7 +29,14 @@ from ..quant.types import get_type
 
 log = logging.getLogger(__name__)
 
-SAMPLE_ROWS = 1024  # rows per tensor the distortions are estimated on
+SAMPLE_ROWS = 256  # rows per tensor the distortions are estimated on
+# candidates at most this many bits per weight under the target: a tensor that far below the
+# average is never the cheapest way to meet it on the models measured, and the 2-bit i-quants'
+# searches are the slowest codecs (5-20x a K-quant)
+BELOW_TARGET = 2.0
+# models with more blocks than this have their gains measured on GAIN_LAYERS evenly spaced blocks
+# (first and last included) and interpolated per tensor kind over the others
+GAIN_LAYERS = 6
 # the ladder, by bits per weight; types mlxquant has no CPU codec for are left out at run time
 K_LADDER = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K", "IQ3_XXS", "IQ3_S", "Q3_K", "IQ4_XS", "Q4_K",
             "Q5_K", "Q6_K", "Q8_0")
@@ -46,15 +53,19 @@ def _has_codec(t: str) -> bool:
     return any(b in ("numpy", "numba") for b in codecs_for(t))
 
 
-def candidates(ncols: int, has_importance: bool, ladder: Iterable[str] | None = None) -> list[str]:
+def candidates(ncols: int, has_importance: bool, ladder: Iterable[str] | None = None,
+               target_bpw: float | None = None) -> list[str]:
     """The types a tensor with rows of ``ncols`` can take without a fallback, that mlxquant can
-    make, and (types ggml only makes with an imatrix) that have an importance vector."""
+    make, and (types ggml only makes with an imatrix) that have an importance vector; with
+    ``target_bpw``, none more than :data:`BELOW_TARGET` bits per weight under it."""
     from ..models.presets import type_needs_imatrix
 
     types = list(ladder) if ladder is not None else [*K_LADDER, *SMALL_LADDER]
+    floor = -1.0 if target_bpw is None else target_bpw - BELOW_TARGET
     out = []
     for t in dict.fromkeys(types):
-        if ncols % get_type(t).block_size or not _has_codec(t):
+        qt = get_type(t)
+        if ncols % qt.block_size or not _has_codec(t) or 8 * qt.type_size / qt.block_size < floor:
             continue
         if type_needs_imatrix(t) and not has_importance:  # llama-quantize's rule (and ggml's)
             continue
@@ -163,16 +174,58 @@ def quantized_kl(meter: GainMeter, name: str, tensor: tuple[str, np.ndarray, np.
     return meter.kl(hf_name, q, tensor_layer(name, meter.m.spec.n_layers))
 
 
+def gain_layers(n_layers: int, limit: int = GAIN_LAYERS) -> list[int]:
+    """The blocks whose tensors' gains are measured: all of them up to ``limit`` blocks, else
+    ``limit`` evenly spaced ones, the first and the last included."""
+    if n_layers <= limit:
+        return list(range(n_layers))
+    return sorted({int(round(i * (n_layers - 1) / (limit - 1))) for i in range(limit)})
+
+
+def _kind(gguf_name: str) -> tuple[int, str] | None:
+    import re
+
+    m = re.match(r"blk\.(\d+)\.(.+)$", gguf_name)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def interpolate_gains(gains: dict[str, float], names: Iterable[str]) -> dict[str, float]:
+    """The gain of every tensor of ``names``: measured where ``gains`` has it, else linear in the
+    block index between the nearest measured blocks' tensors of the same kind (``attn_q.weight``
+    of block 7 from blocks 5 and 10), the nearest one's past the ends."""
+    by_kind: dict[str, list[tuple[int, float]]] = {}
+    for name, g in gains.items():
+        k = _kind(name)
+        if k is not None:
+            by_kind.setdefault(k[1], []).append((k[0], g))
+    out = {}
+    for name in names:
+        k = _kind(name)
+        if name in gains:
+            out[name] = gains[name]
+        elif k is None or k[1] not in by_kind:
+            raise KeyError(f"no measured gain for tensor {name!r} nor for its kind")
+        else:
+            pts = sorted(by_kind[k[1]])
+            xs = np.array([p[0] for p in pts], dtype=np.float64)
+            out[name] = float(np.interp(k[0], xs, np.array([p[1] for p in pts], dtype=np.float64)))
+    return out
+
+
 def measure_gains(meter: GainMeter, tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]],
                   probe_distortion: dict[str, float], probes: dict[str, str],
-                  progress: Callable[[int, int, str], None] | None = None) -> dict[str, float]:
-    """Gain of every tensor: ``KL / D(probe)``. ``tensors``: GGUF name -> (HF name, float32 HF-layout
-    values, importance)."""
+                  progress: Callable[[int, int, str], None] | None = None,
+                  layers: Iterable[int] | None = None) -> dict[str, float]:
+    """Gain of every tensor: ``KL / D(probe)``, measured for the tensors of ``layers`` (None: all)
+    and the ones outside the blocks, interpolated (:func:`interpolate_gains`) for the others.
+    ``tensors``: GGUF name -> (HF name, float32 HF-layout values, importance)."""
+    keep = None if layers is None else set(layers)
+    todo = [n for n in tensors if keep is None or _kind(n) is None or _kind(n)[0] in keep]
     gains = {}
-    for k, (name, tensor) in enumerate(tensors.items(), 1):
-        kl = quantized_kl(meter, name, tensor, probes[name])
+    for k, name in enumerate(todo, 1):
+        kl = quantized_kl(meter, name, tensors[name], probes[name])
         d = probe_distortion[name]
         gains[name] = kl / d if d > 0 else 0.0
         if progress is not None:
-            progress(k, len(tensors), name)
-    return gains
+            progress(k, len(todo), name)
+    return interpolate_gains(gains, tensors)

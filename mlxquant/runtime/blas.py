@@ -15,6 +15,10 @@ be compared bit for bit.
 
 ``MLXQUANT_BLAS_THREADS=N`` fixes the count instead (``0``: leave BLAS alone). Without OpenBLAS
 (e.g. Accelerate on macOS, which threadpoolctl does not control) all this does nothing.
+
+The fused quantized kernels (:mod:`mlxquant.runtime.kernels`) have the same problem and follow
+the same choice: :meth:`ThreadChooser.step` sets their thread count
+(:func:`~mlxquant.runtime.kernels.set_kernel_threads`) to the BLAS count it picked.
 """
 
 from __future__ import annotations
@@ -129,13 +133,17 @@ class ThreadChooser:
         if not self.candidates:
             yield
             return
+        from .kernels import set_kernel_threads
+
         n, best = self._choose()
         old = set_blas_threads(n)
+        old_kernel = set_kernel_threads(n)
         t0 = time.perf_counter()
         try:
             yield
         finally:
             dt = (time.perf_counter() - t0) / max(1, units)
+            set_kernel_threads(old_kernel)
             if old is not None:
                 set_blas_threads(old)
             prev = self.time.get(n)

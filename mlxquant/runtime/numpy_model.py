@@ -2,8 +2,10 @@
 
 Weights come from :class:`~mlxquant.runtime.weights.Weights` in Hugging Face layout (RoPE in the
 "rotate half" form), the model's conventions from :class:`~mlxquant.runtime.spec.ModelSpec`.
-Matrix products go to NumPy's BLAS (``x @ W.T`` on a row-major ``(out, in)`` weight needs no
-copy); every activation stays float32, softmax and norms are computed in float32 as llama.cpp does.
+Matrix products (:func:`~mlxquant.runtime.kernels.linear`) go to NumPy's BLAS for float32 weights
+(``x @ W.T`` on a row-major ``(out, in)`` weight needs no copy) and to the fused kernels for
+weights kept in their GGUF blocks (:class:`~mlxquant.runtime.kernels.QuantMatrix`); every
+activation stays float32, softmax and norms are computed in float32 as llama.cpp does.
 
 Per block (gemma's extra "sandwich" norms in brackets)::
 
@@ -24,8 +26,11 @@ import numpy as np
 
 from ..errors import FormatError
 from .blas import ThreadChooser
+from .kernels import QuantMatrix, linear
 from .spec import ModelSpec
 from .weights import Weights
+
+Matrix = np.ndarray | QuantMatrix
 
 _GELU_C = np.float32(math.sqrt(2.0 / math.pi))
 Observer = Callable[[int, str, np.ndarray], None]
@@ -104,17 +109,18 @@ class KVCache:
 
 @dataclass
 class _Layer:
-    """The float32 tensors of one block (borrowed from :class:`Weights`)."""
+    """The tensors of one block (borrowed from :class:`Weights`): float32 norms and biases, the
+    matrices float32 or in their GGUF blocks."""
 
     attn_norm: np.ndarray
-    q: np.ndarray
-    k: np.ndarray
-    v: np.ndarray
-    o: np.ndarray
+    q: Matrix
+    k: Matrix
+    v: Matrix
+    o: Matrix
     ffn_norm: np.ndarray
-    gate: np.ndarray
-    up: np.ndarray
-    down: np.ndarray
+    gate: Matrix
+    up: Matrix
+    down: Matrix
     q_bias: np.ndarray | None = None
     k_bias: np.ndarray | None = None
     v_bias: np.ndarray | None = None
@@ -194,15 +200,15 @@ class NumpyModel:
         gemma = self.spec.sandwich_norms
         return _Layer(
             attn_norm=self._norm_w(p + "input_layernorm.weight"),
-            q=self.weights.get(p + "self_attn.q_proj.weight"),
-            k=self.weights.get(p + "self_attn.k_proj.weight"),
-            v=self.weights.get(p + "self_attn.v_proj.weight"),
-            o=self.weights.get(p + "self_attn.o_proj.weight"),
+            q=self.weights.linear(p + "self_attn.q_proj.weight"),
+            k=self.weights.linear(p + "self_attn.k_proj.weight"),
+            v=self.weights.linear(p + "self_attn.v_proj.weight"),
+            o=self.weights.linear(p + "self_attn.o_proj.weight"),
             ffn_norm=self._norm_w(p + ("pre_feedforward_layernorm.weight" if gemma
                                        else "post_attention_layernorm.weight")),
-            gate=self.weights.get(p + "mlp.gate_proj.weight"),
-            up=self.weights.get(p + "mlp.up_proj.weight"),
-            down=self.weights.get(p + "mlp.down_proj.weight"),
+            gate=self.weights.linear(p + "mlp.gate_proj.weight"),
+            up=self.weights.linear(p + "mlp.up_proj.weight"),
+            down=self.weights.linear(p + "mlp.down_proj.weight"),
             q_bias=g(p + "self_attn.q_proj.bias"), k_bias=g(p + "self_attn.k_proj.bias"),
             v_bias=g(p + "self_attn.v_proj.bias"), o_bias=g(p + "self_attn.o_proj.bias"),
             q_norm=self._norm_w(p + "self_attn.q_norm.weight") if self.spec.qk_norm else None,
@@ -211,9 +217,9 @@ class NumpyModel:
             post_ffn_norm=self._norm_w(p + "post_feedforward_layernorm.weight") if gemma else None,
         )
 
-    def _output(self) -> np.ndarray:
-        w = self.weights.get_optional("lm_head.weight")
-        return self.weights.get("model.embed_tokens.weight") if w is None else w
+    def _output(self) -> Matrix:
+        name = "lm_head.weight" if "lm_head.weight" in self.weights else "model.embed_tokens.weight"
+        return self.weights.linear(name)
 
     # -- forward ---------------------------------------------------------------------------
     def _attention(self, i: int, L: _Layer, x: np.ndarray, cache: KVCache, p0: int,
@@ -222,9 +228,9 @@ class NumpyModel:
         T = x.shape[0]
         if obs is not None:
             obs(i, "attn_qkv", x)
-        q = x @ L.q.T
-        k = x @ L.k.T
-        v = x @ L.v.T
+        q = linear(x, L.q)
+        k = linear(x, L.k)
+        v = linear(x, L.v)
         if L.q_bias is not None:
             q += L.q_bias
         if L.k_bias is not None:
@@ -252,7 +258,7 @@ class NumpyModel:
         out = out.transpose(1, 0, 2).reshape(T, s.n_heads * s.head_dim)
         if obs is not None:
             obs(i, "attn_output", out)
-        y = out @ L.o.T
+        y = linear(out, L.o)
         if L.o_bias is not None:
             y += L.o_bias
         return y
@@ -279,12 +285,12 @@ class NumpyModel:
     def _mlp(self, L: _Layer, x: np.ndarray, i: int = -1, obs: Observer | None = None) -> np.ndarray:
         if obs is not None:
             obs(i, "ffn_gate_up", x)
-        gate = x @ L.gate.T
+        gate = linear(x, L.gate)
         act = silu(gate) if self.spec.activation == "silu" else gelu_tanh(gate)
-        hidden = act * (x @ L.up.T)
+        hidden = act * linear(x, L.up)
         if obs is not None:
             obs(i, "ffn_down", hidden)
-        return hidden @ L.down.T
+        return linear(hidden, L.down)
 
     def _block(self, i: int, h: np.ndarray, cache: KVCache, p0: int,
                obs: Observer | None = None) -> np.ndarray:
@@ -314,13 +320,14 @@ class NumpyModel:
     def _embed(self, tokens: np.ndarray) -> np.ndarray:
         """The hidden states ``(T, hidden)`` float32 of token ids (checked against the table)."""
         s = self.spec
-        emb = self.weights.get("model.embed_tokens.weight")
-        if emb.ndim != 2 or emb.shape[1] != s.hidden:
-            raise FormatError(f"{self.weights.path}: tensor 'model.embed_tokens.weight' has shape "
-                              f"{list(emb.shape)}, the config implies (vocab, {s.hidden})")
-        if tokens.min() < 0 or tokens.max() >= emb.shape[0]:
-            raise ValueError(f"token id out of range 0..{emb.shape[0] - 1}")
-        h = emb[tokens].astype(np.float32)
+        name = "model.embed_tokens.weight"
+        shape = self.weights.shape(name)
+        if len(shape) != 2 or shape[1] != s.hidden:
+            raise FormatError(f"{self.weights.path}: tensor {name!r} has shape "
+                              f"{list(shape)}, the config implies (vocab, {s.hidden})")
+        if tokens.min() < 0 or tokens.max() >= shape[0]:
+            raise ValueError(f"token id out of range 0..{shape[0] - 1}")
+        h = self.weights.rows(name, tokens)  # a new array (scaled in place below)
         if s.embed_scale:
             h *= np.float32(s.embed_scale)
         return h
@@ -331,7 +338,7 @@ class NumpyModel:
         h = rms_norm(h, self._norm_w("model.norm.weight"), s.eps)
         if obs is not None:
             obs(-1, "output", h)
-        logits = h @ self._output().T
+        logits = linear(h, self._output())
         if s.final_softcap:
             cap = np.float32(s.final_softcap)
             logits = np.tanh(logits / cap) * cap

@@ -1,0 +1,90 @@
+"""Per-type speed of the runtime's fused quantized kernels (mlxquant.runtime.kernels) against this
+machine's memory read bandwidth, and the fused-vs-tiled crossover for several activation rows.
+
+    python benchmarks/kernels.py [--mbytes 96] [--types Q4_K,Q8_0,...] [--threads 1,2]
+
+Bandwidth: the median of timed ``np.sum`` passes over a float32 buffer of ``--mbytes`` x 4 MB (far
+past the 32 MB L3 here). Decode: ``QuantMatrix.matmul`` of one float32 row with a matrix of about
+``--mbytes`` MB of weight bytes (one quantized 1024 x 4096 slab repeated, so the bytes come from
+DRAM, not the cache); the figure is GB/s of weight bytes streamed and its fraction of the read
+bandwidth (1.0 = the physical limit). Then, for Q4_K and Q8_0, ms per product of T rows through
+the fused kernel and through decoded tiles + sgemm (what ``FUSED_MAX_ROWS`` chooses between).
+The machine's 1-minute load average is printed: on the shared 2-core machines, other jobs slow
+every figure (2 threads most).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def read_bandwidth(mbytes: int) -> float:
+    """Bytes/s of a float32 ``np.sum`` over ``4 * mbytes`` MB."""
+    buf = np.ones((4 * mbytes) << 18, np.float32)
+    return buf.nbytes / _median_time(buf.sum, 5)
+
+
+def main() -> None:
+    from mlxquant.quant import quantize
+    from mlxquant.runtime.kernels import DOTS, QuantMatrix, set_kernel_threads
+    from mlxquant.runtime.kernels.matrix import FUSED_MAX_ROWS
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mbytes", type=int, default=96)
+    ap.add_argument("--types", default=",".join(DOTS))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    bw = read_bandwidth(args.mbytes)
+    print(f"load average (1 min) {os.getloadavg()[0]:.2f}; read bandwidth (np.sum over "
+          f"{4 * args.mbytes} MB): {bw / 1e9:.2f} GB/s")
+    rng = np.random.default_rng(0)
+    cols = 4096
+    slab = rng.standard_normal((1024, cols)).astype(np.float32)
+    x = rng.standard_normal((1, cols)).astype(np.float32)
+    print(f"{'type':<8} {'MB':>6} " + " ".join(f"{f'{n} thr GB/s (frac)':>22}" for n in threads))
+    for t in args.types.split(","):
+        raw = np.asarray(quantize(slab, t)).reshape(slab.shape[0], -1)
+        reps = max(1, -(-(args.mbytes << 20) // raw.nbytes))
+        m = QuantMatrix(np.ascontiguousarray(np.tile(raw, (reps, 1))), t, cols, t)
+        cells = []
+        for n in threads:
+            old = set_kernel_threads(n)
+            dt = _median_time(lambda: m.matmul(x), args.repeats)
+            set_kernel_threads(old)
+            gbs = m.nbytes / dt
+            cells.append(f"{gbs / 1e9:>13.2f} ({gbs / bw:4.2f})")
+        print(f"{t:<8} {m.nbytes / 1e6:>6.0f} " + " ".join(f"{c:>22}" for c in cells), flush=True)
+    print(f"\nfused kernel vs decoded tiles + sgemm, ms per product ({threads[-1]} thread(s); "
+          f"FUSED_MAX_ROWS = {FUSED_MAX_ROWS}); load {os.getloadavg()[0]:.2f}")
+    for t in ("Q4_K", "Q8_0"):
+        raw = np.asarray(quantize(slab, t)).reshape(slab.shape[0], -1)
+        m = QuantMatrix(raw, t, cols, t)
+        old = set_kernel_threads(threads[-1])
+        for T in (1, 2, 4, 8, 16):
+            xt = rng.standard_normal((T, cols)).astype(np.float32)
+            fused = _median_time(lambda: m.kernel.fused(m.raw, xt, np.empty((T, 1024), np.float32), 64, 16),
+                                 args.repeats)
+            tiled = _median_time(lambda: m._tiled(xt), args.repeats)
+            print(f"{t:<6} T={T:<3} fused {1e3 * fused:7.2f}  tiled {1e3 * tiled:7.2f}")
+        set_kernel_threads(old)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The compiled fused kernel: ``Y = X @ W.T`` with ``W`` still in its GGUF blocks.
+
+``W`` is the tensor's bytes as uint8 rows (``(rows, row_bytes)``, e.g. a slice of the memory-mapped
+file), ``X`` float32 ``(T, cols)`` with few rows (decoding). For every type with a block dot
+product (:mod:`.dots`, :mod:`.kdots`) there is one compiled ``fused_<type>(W, X, Y, chunk, n16)``
+(cached on disk like the codecs; :func:`kernel_for` finds it): each output row walks its blocks once per
+row of ``X``, the block's codes unpacked in registers and multiplied into float32 sums (the scale
+applied once per sub-block); the sums of ``X`` per 16 columns, needed by the types with a min, are
+taken once per call. Rows are split over Numba's threads in chunks of ``chunk`` rows (``prange``),
+so each core streams its own part of the matrix.
+
+``n16`` is always 16, passed at run time on purpose: with a constant trip count LLVM unrolled the
+16/32-weight loops of some types completely and then vectorized the loop over *blocks* (strided
+loads, shuffles: Q8_0 ran at 0.6 instead of 3.5 Gweights/s here); a run-time count keeps the
+vectorizer on the loop over a block's weights. Types that were faster with constants use them.
+``fastmath`` allows only ``reassoc`` (so LLVM vectorizes the sums, as BLAS does), ``contract``
+(FMA) and ``nsz``: no finite-math or reciprocal assumptions, so NaN and inf in the weights or
+activations propagate as in a float32 product.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from . import dots as ld
+from . import kdots as kd
+
+F32 = np.float32
+FASTMATH = {"reassoc", "contract", "nsz"}
+OPTS = dict(parallel=True, nogil=True, cache=True, boundscheck=False, error_model="numpy",
+            fastmath=FASTMATH)
+
+
+class Kernel(NamedTuple):
+    """The compiled kernel of one type: ``block`` weights in ``block_bytes`` bytes."""
+
+    block: int
+    block_bytes: int
+    fused: Callable[..., None]
+
+
+@njit(inline="always")
+def _fused(dot, bs, tsize, W, X, Y, chunk, n16):
+    """The kernel's body (inlined into one compiled function per type, below)."""
+    rows = W.shape[0]
+    T = X.shape[0]
+    cols = X.shape[1]
+    nb = cols // bs
+    XS = np.empty((T, cols // 16), F32)  # sums of X per 16 columns (the mins' terms)
+    for t in range(T):
+        for i in range(cols // 16):
+            s = F32(0)
+            for j in range(16):
+                s += X[t, 16 * i + j]
+            XS[t, i] = s
+    nch = (rows + chunk - 1) // chunk
+    for c in prange(nch):
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            w = W[r]
+            for t in range(T):
+                x = X[t]
+                xs = XS[t]
+                acc = F32(0)
+                for b in range(nb):
+                    acc += dot(w, b * tsize, x, b * bs, xs, b * (bs // 16), n16)
+                Y[t, r] = acc
+
+
+# One module-level function per type (not made by a factory: Numba's disk cache cannot key
+# closures across processes, so factory-made kernels were compiled again in every process).
+# Arguments: W (rows, row_bytes) u8, X (T, cols) f32, Y (T, rows) f32, chunk, n16.
+@njit(**OPTS)
+def fused_q4_0(W, X, Y, chunk, n16):
+    _fused(ld.dot_q4_0, 32, 18, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_q4_1(W, X, Y, chunk, n16):
+    _fused(ld.dot_q4_1, 32, 20, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_q5_0(W, X, Y, chunk, n16):
+    _fused(ld.dot_q5_0, 32, 22, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_q5_1(W, X, Y, chunk, n16):
+    _fused(ld.dot_q5_1, 32, 24, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_q8_0(W, X, Y, chunk, n16):
+    _fused(ld.dot_q8_0, 32, 34, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_iq4_nl(W, X, Y, chunk, n16):
+    _fused(ld.dot_iq4_nl, 32, 18, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_mxfp4(W, X, Y, chunk, n16):
+    _fused(ld.dot_mxfp4, 32, 17, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_f16(W, X, Y, chunk, n16):
+    _fused(ld.dot_f16, 32, 64, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_bf16(W, X, Y, chunk, n16):
+    _fused(ld.dot_bf16, 32, 64, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_q2_k(W, X, Y, chunk, n16):
+    _fused(kd.dot_q2_k, 256, 84, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_q3_k(W, X, Y, chunk, n16):
+    _fused(kd.dot_q3_k, 256, 110, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_q4_k(W, X, Y, chunk, n16):
+    _fused(kd.dot_q4_k, 256, 144, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_q5_k(W, X, Y, chunk, n16):
+    _fused(kd.dot_q5_k, 256, 176, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_q6_k(W, X, Y, chunk, n16):
+    _fused(kd.dot_q6_k, 256, 210, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_iq4_xs(W, X, Y, chunk, n16):
+    _fused(kd.dot_iq4_xs, 256, 136, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_tq1_0(W, X, Y, chunk, n16):
+    _fused(kd.dot_tq1_0, 256, 54, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
+def fused_tq2_0(W, X, Y, chunk, n16):
+    _fused(kd.dot_tq2_0, 256, 66, W, X, Y, chunk, n16)
+
+
+# type name -> (kernel, weights per block, bytes per block); F16/BF16 rows are read 32 weights at
+# a time
+DOTS: dict[str, tuple[Callable, int, int]] = {
+    "Q4_0": (fused_q4_0, 32, 18), "Q4_1": (fused_q4_1, 32, 20), "Q5_0": (fused_q5_0, 32, 22),
+    "Q5_1": (fused_q5_1, 32, 24), "Q8_0": (fused_q8_0, 32, 34), "IQ4_NL": (fused_iq4_nl, 32, 18),
+    "MXFP4": (fused_mxfp4, 32, 17), "F16": (fused_f16, 32, 64), "BF16": (fused_bf16, 32, 64),
+    "Q2_K": (fused_q2_k, 256, 84), "Q3_K": (fused_q3_k, 256, 110), "Q4_K": (fused_q4_k, 256, 144),
+    "Q5_K": (fused_q5_k, 256, 176), "Q6_K": (fused_q6_k, 256, 210),
+    "IQ4_XS": (fused_iq4_xs, 256, 136), "TQ1_0": (fused_tq1_0, 256, 54),
+    "TQ2_0": (fused_tq2_0, 256, 66),
+}
+def kernel_for(qtype: str) -> Kernel | None:
+    """The fused kernel of GGML type ``qtype`` (None: none here, use tiles); compiled, or loaded
+    from Numba's disk cache, on its first call."""
+    k = DOTS.get(qtype)
+    return None if k is None else Kernel(k[1], k[2], k[0])

@@ -1,0 +1,146 @@
+"""A weight matrix kept in its GGUF blocks, multiplied without widening it: :class:`QuantMatrix`.
+
+``QuantMatrix.matmul(x)`` is ``x @ W.T`` for float32 activations ``x`` ``(T, cols)``, ``W`` in
+Hugging Face row order, while the bytes stay as stored (typically a slice of the memory-mapped
+GGUF file, so resident memory is the file's pages, shared with the page cache):
+
+- few activation rows (decoding; ``T <= FUSED_MAX_ROWS``): the fused kernel of :mod:`.fused`
+  (codes decoded in registers, one pass over the weight bytes, rows split over Numba's threads);
+- many rows (a prompt): tiles of about ``TILE_BYTES`` of float32 rows are decoded by the codecs
+  (:func:`mlxquant.quant.dequantize`, the same values as a widened model) and multiplied by
+  NumPy's BLAS (sgemm): the decode costs ``rows x cols`` once per call, the product ``T`` times
+  more, so BLAS's speed wins there (``benchmarks/kernels.py`` measures both);
+- types without a fused kernel here (the IQ1/IQ2/IQ3 grids, NVFP4, ...): the tile path for any
+  ``T``.
+
+GGUF may store rows in another order than HF (llama's Q/K heads are interleaved,
+:func:`mlxquant.models.llama.permute_qk`): ``out_rows[i]`` is the stored row holding HF row ``i``;
+the product is computed in stored order and its columns gathered (``T x rows`` floats, not the
+weights).
+
+Threads: the fused kernel runs on :func:`kernel_threads` threads, 1 unless the caller's thread
+asked for more (:func:`set_kernel_threads`; :class:`mlxquant.runtime.blas.ThreadChooser` does,
+from measured times). As with OpenBLAS (see :mod:`mlxquant.runtime.blas`), a multi-threaded launch
+waits for its slowest thread: with other jobs on the cores one matrix-vector product took 16 ms
+on 2 threads instead of 0.3 ms on 1 here. Numba's thread pool is entered by one caller at a time
+(``_LAUNCH``): its workqueue layer aborts on concurrent launches, and the runtime may run forward
+passes on several threads (imatrix).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+from ...quant import dequantize
+from .fused import kernel_for
+
+FUSED_MAX_ROWS = 2  # activation rows up to which the fused kernel beat decode + sgemm (benchmarks/kernels.py)
+TILE_BYTES = 1 << 20  # float32 bytes of one decoded tile (fits the 1 MiB L2 of a core here)
+_LAUNCH = threading.Lock()
+_LOCAL = threading.local()
+
+
+def kernel_threads() -> int:
+    """Threads the fused kernels use when called from this thread (default 1)."""
+    return getattr(_LOCAL, "threads", 1)
+
+
+def set_kernel_threads(n: int) -> int:
+    """Set :func:`kernel_threads` for the calling thread (capped at Numba's pool); returns the
+    previous value."""
+    old = kernel_threads()
+    _LOCAL.threads = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    return old
+
+
+class QuantMatrix:
+    """A ``(rows, cols)`` matrix in GGUF blocks.
+
+    Args:
+        raw: the stored bytes, uint8 ``(rows, row_bytes)`` (not copied).
+        qtype: the GGML type name.
+        cols: weights per row.
+        name: for messages (the tensor's name).
+        out_rows: stored row of each HF row (None: the same order).
+    """
+
+    def __init__(self, raw: np.ndarray, qtype: str, cols: int, name: str = "",
+                 out_rows: np.ndarray | None = None):
+        self.raw, self.qtype, self.name = raw, qtype, name
+        self.shape = (int(raw.shape[0]), int(cols))
+        self.dtype = np.dtype(np.float32)  # what it multiplies like
+        self.kernel = kernel_for(qtype) if cols % 32 == 0 else None
+        if self.kernel is not None and cols % self.kernel.block:
+            self.kernel = None
+        self.out_rows = None if out_rows is None or np.array_equal(out_rows, np.arange(len(out_rows))) \
+            else np.ascontiguousarray(out_rows, dtype=np.intp)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.raw.nbytes)
+
+    @property
+    def fused(self) -> bool:
+        """True when this type has a fused kernel (else every product goes through tiles)."""
+        return self.kernel is not None
+
+    def decode(self, r0: int, r1: int) -> np.ndarray:
+        """Stored rows ``r0..r1`` as float32 ``(r1 - r0, cols)``."""
+        return dequantize(self.raw[r0:r1], self.qtype, (r1 - r0, self.shape[1]))
+
+    def dequantize(self) -> np.ndarray:
+        """The whole matrix as float32 in HF row order."""
+        w = self.decode(0, self.shape[0])
+        return w if self.out_rows is None else w[self.out_rows]
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """HF rows ``idx`` as float32 ``(len(idx), cols)`` (e.g. an embedding lookup): only those
+        rows are decoded."""
+        idx = np.asarray(idx, dtype=np.intp)
+        stored = idx if self.out_rows is None else self.out_rows[idx]
+        return dequantize(self.raw[stored], self.qtype, (len(stored), self.shape[1]))
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        """``x @ W.T``: float32 ``(T, rows)`` for ``x`` ``(T, cols)`` (or ``(rows,)`` for 1-D)."""
+        x2 = np.ascontiguousarray(x, dtype=np.float32)
+        vec = x2.ndim == 1
+        x2 = x2.reshape(1, -1) if vec else x2
+        if x2.shape[1] != self.shape[1]:
+            raise ValueError(f"{self.name}: product of {x2.shape} with a {self.shape} matrix")
+        rows, T = self.shape[0], x2.shape[0]
+        if self.kernel is not None and T <= FUSED_MAX_ROWS:
+            y = np.empty((T, rows), np.float32)
+            n = getattr(_LOCAL, "threads", 1)
+            chunk = max(8, -(-rows // (4 * n)))
+            with _LAUNCH:
+                if getattr(_LOCAL, "numba_threads", 0) != n:  # numba's count is per thread too
+                    numba.set_num_threads(n)
+                    _LOCAL.numba_threads = n
+                self.kernel.fused(self.raw, x2, y, chunk, 16)
+        else:
+            y = self._tiled(x2)
+        if self.out_rows is not None:
+            y = y[:, self.out_rows]
+        return y[0] if vec else y
+
+    def _tiled(self, x: np.ndarray) -> np.ndarray:
+        rows, cols = self.shape
+        y = np.empty((x.shape[0], rows), np.float32)
+        step = max(16, TILE_BYTES // (4 * cols))
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            np.matmul(x, self.decode(r0, r1).T, out=y[:, r0:r1])
+        return y
+
+    def __repr__(self) -> str:
+        return f"QuantMatrix({self.name!r}, {self.qtype}, {self.shape})"
+
+
+def linear(x: np.ndarray, w: "np.ndarray | QuantMatrix") -> np.ndarray:
+    """``x @ w.T`` for a float32 matrix or a :class:`QuantMatrix` (the runtime's linear op)."""
+    if isinstance(w, QuantMatrix):
+        return w.matmul(x)
+    return x @ w.T

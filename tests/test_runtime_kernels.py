@@ -1,0 +1,147 @@
+"""The runtime's quantized matrix products (mlxquant.runtime.kernels) against the codecs: for every
+type, ``QuantMatrix.matmul(x)`` equals ``dequantize(W) @ x.T`` in float32 within 1e-5 of the
+product's magnitude (``|x| @ |W|.T``, the bound float32 rounding of a sum scales with), on
+random weights quantized by mlxquant's codecs and on real SmolLM2 tensors; 1 and several
+activation rows (the fused kernel) and a prompt's worth (the tiled path), row counts that do not
+divide among the threads, 1 and 2 threads, and the stored-to-HF row order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import need
+from mlxquant.quant import dequantize, quantize
+from mlxquant.quant.types import TYPES
+from mlxquant.runtime.kernels import DOTS, FUSED_MAX_ROWS, QuantMatrix, kernel_for, set_kernel_threads
+
+TOL = 1e-5
+# every type with a codec: the fused ones plus the tiled-only ones (i-quant grids, NVFP4)
+CODEC_TYPES = [t for t, q in TYPES.items() if q.codecs and t != "F32"]
+TILED_ONLY = [t for t in CODEC_TYPES if t not in DOTS]
+
+
+def _close(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> float:
+    """Largest error of ``y`` against ``x @ w.T`` relative to ``|x| @ |w|.T`` (computed in float64)."""
+    ref = x.astype(np.float64) @ w.T.astype(np.float64)
+    bound = np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64)
+    return float((np.abs(y - ref) / np.maximum(bound, 1e-30)).max())
+
+
+def _quantized(qtype: str, rows: int, cols: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((rows, cols)).astype(np.float32) * rng.uniform(0.5, 2.0, (rows, 1)).astype(np.float32)
+    imatrix = rng.uniform(0.5, 2.0, cols).astype(np.float32) if TYPES[qtype].requires_imatrix else None
+    raw = np.asarray(quantize(w, qtype, imatrix=imatrix)).reshape(rows, -1)
+    return raw, dequantize(raw, qtype, (rows, cols))
+
+
+def test_every_codec_type_has_a_path():
+    assert set(DOTS) <= set(CODEC_TYPES)
+    assert {"Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q4_1", "Q5_1", "Q3_K", "Q2_K", "IQ4_NL",
+            "IQ4_XS", "F16", "BF16"} <= set(DOTS)
+
+
+@pytest.mark.parametrize("qtype", sorted(DOTS))
+def test_fused_matches_dequantize(qtype):
+    rows, cols = 203, 512  # 203: not a multiple of any chunk or thread split
+    raw, w = _quantized(qtype, rows, cols)
+    m = QuantMatrix(raw, qtype, cols, qtype)
+    assert m.fused
+    rng = np.random.default_rng(1)
+    for threads in (1, 2):
+        old = set_kernel_threads(threads)
+        try:
+            for T in (1, FUSED_MAX_ROWS, 3):
+                x = rng.standard_normal((T, cols)).astype(np.float32)
+                y = m.matmul(x)
+                assert y.shape == (T, rows) and y.dtype == np.float32
+                assert _close(y, x, w) < TOL, (threads, T)
+            xv = rng.standard_normal(cols).astype(np.float32)
+            assert _close(m.matmul(xv)[None], xv[None], w) < TOL
+            x = rng.standard_normal((5, cols)).astype(np.float32)  # the kernel itself, 5 rows
+            y = np.full((5, rows), np.nan, np.float32)
+            m.kernel.fused(raw, x, y, 16, 16)
+            assert _close(y, x, w) < TOL
+        finally:
+            set_kernel_threads(old)
+    x = rng.standard_normal((37, cols)).astype(np.float32)  # a prompt: decoded tiles + sgemm
+    assert _close(m.matmul(x), x, w) < TOL
+
+
+@pytest.mark.parametrize("qtype", TILED_ONLY)
+def test_tiled_types_match_dequantize(qtype):
+    rows, cols = 70, 512
+    raw, w = _quantized(qtype, rows, cols, seed=2)
+    m = QuantMatrix(raw, qtype, cols, qtype)
+    assert not m.fused
+    rng = np.random.default_rng(3)
+    for T in (1, 5):
+        x = rng.standard_normal((T, cols)).astype(np.float32)
+        assert _close(m.matmul(x), x, w) < TOL
+
+
+def test_many_tiles_and_output_order():
+    """A matrix spanning several decoded tiles, with rows stored in another order than HF's."""
+    rows, cols = 1100, 256
+    raw, w = _quantized("Q4_K", rows, cols, seed=4)
+    order = np.random.default_rng(5).permutation(rows)  # HF row i is stored row order[i]
+    m = QuantMatrix(raw, "Q4_K", cols, "perm", order)
+    hf = w[order]
+    rng = np.random.default_rng(6)
+    for T in (1, 2, 300):
+        x = rng.standard_normal((T, cols)).astype(np.float32)
+        assert _close(m.matmul(x), x, hf) < TOL
+    idx = np.array([5, 0, 1099, 5])
+    assert np.array_equal(m.rows(idx), hf[idx])
+    assert np.array_equal(m.dequantize(), hf)
+
+
+def test_special_values_propagate():
+    rows, cols = 9, 64
+    raw, w = _quantized("Q8_0", rows, cols, seed=7)
+    m = QuantMatrix(raw, "Q8_0", cols)
+    x = np.ones((1, cols), np.float32)
+    x[0, 3] = np.nan
+    assert np.isnan(m.matmul(x)).all()
+    x = np.zeros((2, cols), np.float32)
+    assert not m.matmul(x).any()
+
+
+def test_no_fused_kernel_for_odd_rows():
+    """F16 rows whose length is not a multiple of 32 go through the tiles."""
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((5, 40)).astype(np.float16)
+    m = QuantMatrix(w.view(np.uint8).reshape(5, -1), "F16", 40)
+    assert not m.fused
+    x = rng.standard_normal((1, 40)).astype(np.float32)
+    assert _close(m.matmul(x), x, w.astype(np.float32)) < TOL
+    assert kernel_for("IQ2_XXS") is None
+
+
+def test_real_smollm2_tensors():
+    """The tensors of the SmolLM2 GGUF as stored (Q4_1, Q8_0), and one re-quantized to K types."""
+    from mlxquant.formats.gguf_read import GGUFModel
+    from mlxquant.testing.inputs import smollm2_gguf_path
+
+    path = smollm2_gguf_path()
+    need(path is not None, "SmolLM2 GGUF (bash scripts/test.sh fetches it)")
+    rng = np.random.default_rng(9)
+    with GGUFModel(path) as g:
+        seen = set()
+        for t in g.tensors:
+            if len(t.shape) != 2 or t.type in seen or t.type not in DOTS:
+                continue
+            seen.add(t.type)
+            w = g.tensor(t.name)
+            m = QuantMatrix(g.raw(t.name), t.type, t.shape[1], t.name)
+            for T in (1, 2, 40):
+                x = rng.standard_normal((T, t.shape[1])).astype(np.float32)
+                assert _close(m.matmul(x), x, w) < TOL, t.name
+        assert {"Q4_1", "Q8_0"} <= seen
+        w = g.tensor("blk.0.ffn_down.weight")[:, :1280]  # rows of 1280 = 5 x 256
+    for qtype in ("Q4_K", "Q6_K", "IQ4_XS"):
+        raw = np.asarray(quantize(w, qtype)).reshape(w.shape[0], -1)
+        ref = dequantize(raw, qtype, w.shape)
+        x = rng.standard_normal((1, w.shape[1])).astype(np.float32)
+        assert _close(QuantMatrix(raw, qtype, w.shape[1]).matmul(x), x, ref) < TOL, qtype
