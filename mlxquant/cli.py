@@ -18,7 +18,7 @@ from typing import Any, Callable, NoReturn
 
 import click
 
-from .signals import mark_reported, outcome
+from .signals import Interrupted, mark_reported, outcome, received
 from .errors import MlxquantError
 
 
@@ -46,6 +46,12 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(msg or type(e).__name__)
         except KeyboardInterrupt as e:
             _fail(*outcome(e))
+        except Exception:
+            # the interruption landed where it could not propagate (a ctypes callback inside a
+            # Numba compile) and surfaced as another error: report the interruption
+            if received() is not None:
+                _fail(*outcome(Interrupted(received())))
+            raise
 
     return wrapper
 

@@ -92,6 +92,20 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     os._exit(status)
 
 
+def _unraisable(info: "sys.UnraisableHookArgs") -> None:
+    """Python's hook for exceptions nobody can catch (raised in a ctypes callback, a __del__):
+    the :class:`Interrupted` of our own handler landing there (e.g. inside llvmlite's callback
+    while Numba compiles a kernel) would be lost: it is not printed, and the signal is raised
+    again so that it interrupts the command at its next Python step instead."""
+    exc = info.exc_value
+    if isinstance(exc, Interrupted):
+        if _State.received == exc.signum:
+            _State.received = None
+            signal.raise_signal(exc.signum)
+        return
+    sys.__unraisablehook__(info)
+
+
 def install() -> None:
     """Install the SIGINT and SIGTERM handlers (in the main thread; elsewhere Python forbids it
     and the caller's handlers stay)."""
@@ -99,3 +113,4 @@ def install() -> None:
         return
     for signum in OUTCOMES:
         signal.signal(signum, _handler)
+    sys.unraisablehook = _unraisable
