@@ -150,6 +150,13 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
         tensors[g] = (names[g], arr, imp)
         if progress is not None:
             progress(k, len(variables), f"distortion {g}")
+    for g in variables:
+        # a probe that reproduces the tensor exactly (a "float" model dequantized from that type)
+        # measures nothing: probe with the smallest candidate that changes it instead
+        if dist[g][probes[g]] <= 0:
+            lossy = [t for t in cands[g] if dist[g][t] > 0]
+            if lossy:
+                probes[g] = min(lossy, key=lambda t: _row_bytes(t, shapes[g]))
     gains = {g: 1.0 for g in variables}
     meter = None
     if calib_text is not None:
