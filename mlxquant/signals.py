@@ -18,6 +18,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
@@ -44,6 +45,8 @@ class _State:
 
     armed = False          # a first signal raises Interrupted (else: the process ends at once)
     received: int | None = None
+    lost: int | None = None    # an interruption swallowed by a callback, being sent again
+    main_thread = threading.main_thread().ident
     reported = False       # the one-line error has been printed
 
 
@@ -54,7 +57,7 @@ def outcome(exc: BaseException) -> tuple[str, int]:
 
 def received() -> int | None:
     """The signal that interrupted the command, if any."""
-    return _State.received
+    return _State.received if _State.received is not None else _State.lost
 
 
 def mark_reported() -> None:
@@ -79,6 +82,9 @@ def arm(on: bool) -> None:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
+    if frame is not None and frame.f_code in _DEFERRING:
+        _defer(signum)  # the signal sent again reached the hook itself: once more, later
+        return
     if _State.armed and _State.received is None:
         _State.received = signum
         raise Interrupted(signum)
@@ -95,15 +101,27 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 def _unraisable(info: "sys.UnraisableHookArgs") -> None:
     """Python's hook for exceptions nobody can catch (raised in a ctypes callback, a __del__):
     the :class:`Interrupted` of our own handler landing there (e.g. inside llvmlite's callback
-    while Numba compiles a kernel) would be lost: it is not printed, and the signal is raised
-    again so that it interrupts the command at its next Python step instead."""
+    while Numba compiles a kernel) would be lost. It is not printed, and the signal is sent again
+    (:func:`_defer`) so that it interrupts the command at its next Python step. (Raising it here,
+    inside the hook, would only be swallowed again.)"""
     exc = info.exc_value
     if isinstance(exc, Interrupted):
         if _State.received == exc.signum:
-            _State.received = None
-            signal.raise_signal(exc.signum)
+            _defer(exc.signum)
         return
     sys.__unraisablehook__(info)
+
+
+def _defer(signum: int) -> None:
+    """Have ``signum`` delivered to the main thread again from a new thread, once the main thread
+    lets it run (it holds the GIL until the callback returns). ``_thread`` rather than
+    ``threading``: ``Thread.start`` waits for the thread, a wait the signal could interrupt."""
+    _State.lost = signum
+    _State.received = None
+    _thread.start_new_thread(signal.pthread_kill, (_State.main_thread, signum))
+
+
+_DEFERRING = (_unraisable.__code__, _defer.__code__)
 
 
 def install() -> None:

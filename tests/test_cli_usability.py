@@ -18,7 +18,8 @@ import pytest
 from conftest import need
 from mlxquant.testing.inputs import shakespeare_model_dir, smollm2_gguf_path
 
-CLI = [sys.executable, "-c", "from mlxquant.cli import main; main()"]
+# the console script's entry point (signal handlers installed first), as a user runs it
+CLI = [sys.executable, "-m", "mlxquant"]
 
 
 @pytest.mark.parametrize("outtype,missing", [("Q1_0", "Q1_0"), ("q2_0", "Q2_0")])
