@@ -56,6 +56,19 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _size(text: str, flag: str) -> int:
+    """Bytes of ``3.8MB``, ``120MiB``, ``1.5G`` (powers of 1024) or a plain number of bytes."""
+    from .sizes import parse_size
+
+    try:
+        n = parse_size(text)
+    except ValueError as e:
+        _fail(f"{flag}: {e}")
+    if n <= 0:
+        _fail(f"{flag} {text!r}: the size must be positive")
+    return n
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -132,7 +145,8 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
               help="ONNX int4/int8: weights per quantization block (default: a GGUF/MLX source's "
                    "own blocks where its codes carry over, else 32).")
 @click.option("--imatrix", type=click.Path(), default=None,
-              help="GGUF: llama.cpp importance matrix (imatrix.gguf) for the quantizer.")
+              help="GGUF: llama.cpp importance matrix (imatrix.gguf) for the quantizer; MLX with "
+                   "--target-bpw: weights the allocator's error estimates.")
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="PATTERN=TYPE",
               help="GGUF: give tensors whose name matches the regular expression PATTERN this "
                    "type, over the preset's rule (llama-quantize's --tensor-type); repeatable.")
@@ -141,10 +155,15 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
                    "--tensor-type-file).")
 @click.option("--target-bpw", type=float, default=None,
               help="GGUF: choose every tensor's type for at most this many bits per weight "
-                   "(instead of --outtype); writes OUT.tensor-types.txt for llama-quantize.")
+                   "(instead of --outtype); writes OUT.tensor-types.txt for llama-quantize. MLX: "
+                   "choose every module's format (affine 2-8 bits x group 32/64/128, mxfp4, nvfp4, "
+                   "mxfp8) for at most this many bits per weight as mlx-lm counts them.")
+@click.option("--target-size", default=None, metavar="SIZE",
+              help="GGUF: instead of --target-bpw, the largest file size (header included): "
+                   "bytes, or K/M/G (powers of 1024): 3.8MB, 120MiB, 1.5G.")
 @click.option("--calib-text", type=click.Path(), default=None,
-              help="GGUF with --target-bpw: text on which each tensor's effect is measured "
-                   "(keep it apart from the text you evaluate on).")
+              help="With --target-bpw (GGUF, MLX) or --target-size (GGUF): text on which each "
+                   "tensor's effect is measured (keep it apart from the text you evaluate on).")
 @click.option("--q-bits", type=click.Choice(["0", "2", "3", "4", "5", "6", "8"]), default=None,
               help="MLX: bits per weight (default 4 for float sources; GGUF sources keep their "
                    "own precision; 0: no quantization).")
@@ -167,7 +186,7 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
 @_errors
 def convert_cmd(src: str, out: str, to: str, outtype: str | None, imatrix: str | None,
                 tensor_types: tuple[str, ...], tensor_type_file: str | None,
-                target_bpw: float | None, calib_text: str | None, q_bits: str | None, q_group_size: str | None, q_mode: str | None,
+                target_bpw: float | None, target_size: str | None, calib_text: str | None, q_bits: str | None, q_group_size: str | None, q_mode: str | None,
                 quant_predicate: str | None, dtype: str | None, exact_scales: bool, force: bool,
                 block_size: str | None, ollama: bool, as_json: bool) -> None:
     """Convert SRC (GGUF file, Hugging Face or MLX folder) to GGUF, a Hugging Face, an MLX or an
@@ -180,7 +199,9 @@ def convert_cmd(src: str, out: str, to: str, outtype: str | None, imatrix: str |
 
     to = to.lower()
     given = {"outtype": outtype, "imatrix": imatrix, "tensor_types": tensor_types or None,
-             "tensor_type_file": tensor_type_file, "target_bpw": target_bpw, "calib_text": calib_text,
+             "tensor_type_file": tensor_type_file, "target_bpw": target_bpw,
+             "target_size": None if target_size is None else _size(target_size, "--target-size"),
+             "calib_text": calib_text,
              "q_bits": None if q_bits is None else int(q_bits),
              "q_group_size": None if q_group_size is None else int(q_group_size),
              "q_mode": q_mode, "quant_predicate": quant_predicate, "dtype": dtype,

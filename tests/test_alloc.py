@@ -114,7 +114,7 @@ def test_allocation_beats_q4_k_m_at_its_size(setup, calib_file, tmp_path):
     assert r.exit_code == 1 and "chosen on this text" in r.output
 
 
-def test_options_and_recipe_ownership(setup, shakespeare, tmp_path):
+def test_options_and_recipe_ownership(setup, shakespeare, tmp_path, capfd):
     d, f32, im, q4 = setup
     with pytest.raises(OptionError, match="not both"):
         GGUFOptions(outtype="Q4_K_M", target_bpw=4.5)
@@ -135,8 +135,48 @@ def test_options_and_recipe_ownership(setup, shakespeare, tmp_path):
     first = user.read_text()
     convert(f32, out, GGUFOptions(target_bpw=4.0), force=True)  # our own recipe: replaced
     assert user.read_text() != first and _tensor_bytes(out)[0] * 8 / _tensor_bytes(out)[1] <= 4.0
+    capfd.readouterr()
     r = CliRunner().invoke(main, ["convert", str(f32), "-o", str(tmp_path / "b.gguf"), "--target-bpw", "1.2"])
-    assert r.exit_code == 1 and "budget" in r.output and not (tmp_path / "b.gguf").exists()
+    # once, on a fresh clone in CI, click wrote this line to the process's stderr instead of
+    # CliRunner's (the only time in ~50 CLI error checks): read both
+    said = r.output + capfd.readouterr().err
+    assert r.exit_code == 1 and "budget" in said and not (tmp_path / "b.gguf").exists()
     r = CliRunner().invoke(main, ["convert", str(f32), "-o", str(tmp_path / "c.gguf"), "--outtype",
                                   "Q4_K_M", "--target-bpw", "4.5"])
     assert r.exit_code == 1 and "not both" in r.output
+
+
+def test_target_size(setup, shakespeare, tmp_path):
+    """``--target-size``: the whole file (header, provenance, padding) within the size, from an HF
+    folder and from a float GGUF, and close to it; gguf_file_size predicts written files exactly."""
+    from mlxquant.formats.gguf_write import Metadata, TensorSpec, gguf_file_size
+
+    d, f32, im, q4 = setup
+    limit = q4.stat().st_size
+    for src, target in ((f32, limit), (shakespeare, 3_500_000), (f32, 3 * 2**20)):
+        out = tmp_path / "s.gguf"
+        r = CliRunner().invoke(main, ["convert", str(src), "-o", str(out), "--force", "--json",
+                                      "--target-size", str(target)])
+        assert r.exit_code == 0, r.output
+        size = out.stat().st_size
+        assert 0.99 * target <= size <= target, (src, target, size)
+        with GGUFModel(out) as g:
+            assert f'"target_size": {target}' in g.metadata["mlxquant.recipe"]
+            meta = Metadata()
+            for k, v in g.metadata.items():
+                meta.set(k, v, g.value_types[k])
+            specs = [TensorSpec(t.name, t.type, t.shape) for t in g.tensors]
+        assert gguf_file_size(meta, specs) == size
+    r = CliRunner().invoke(main, ["convert", str(f32), "-o", str(tmp_path / "u.gguf"), "--target-size", "3.3MiB"])
+    assert r.exit_code == 0 and (tmp_path / "u.gguf").stat().st_size <= 3.3 * 2**20
+    for bad, msg in (("100KB", "too small"), ("3.5XB", "cannot read size"), ("-1", "cannot read size"), ("0", "positive")):
+        r = CliRunner().invoke(main, ["convert", str(f32), "-o", str(tmp_path / "x.gguf"), "--target-size", bad])
+        assert r.exit_code == 1 and msg in r.output and len(r.output.splitlines()) == 1, (bad, r.output)
+        assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.tensor-types.txt").exists()
+    with pytest.raises(OptionError, match="not both"):
+        GGUFOptions(target_bpw=4.5, target_size=10**6)
+    # an MLX folder is already quantized: no budget applies
+    mlx = tmp_path / "mlx"
+    convert(shakespeare, mlx, to="mlx", q_bits=4)
+    r = CliRunner().invoke(main, ["convert", str(mlx), "-o", str(tmp_path / "m.gguf"), "--target-size", "3MB"])
+    assert r.exit_code == 1 and "already quantized" in r.output and not (tmp_path / "m.gguf").exists()

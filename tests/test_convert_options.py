@@ -76,7 +76,7 @@ def test_the_options_object_chooses_the_target(tiny, tmp_path):
     (["--to", "mlx", "--outtype", "Q8_0"], "--outtype"),
     (["--to", "gguf", "--q-bits", "8"], "--q-bits"),
     (["--to", "hf", "--q-mode", "affine"], "--q-mode"),
-    (["--to", "mlx", "--imatrix", "im.gguf"], "--imatrix"),
+    (["--to", "hf", "--imatrix", "im.gguf"], "--imatrix"),
 ])
 def test_cli_refuses_an_option_for_another_target(tiny, tmp_path, args, flag):
     out = tmp_path / "out"

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from mlxquant.cli import main
 from mlxquant.eval.evaluate import EvalError, make_windows
 from mlxquant.eval.metrics import TokenScores, log_softmax, mean_and_uncertainty, median, percentile
-from mlxquant.eval.sweep import SweepRow, is_monotonic, parse_size, recommend
+from mlxquant.eval.sweep import SweepRow, is_monotonic, recommend
+from mlxquant.sizes import parse_size
 
 
 def test_kld_statistics_follow_their_definitions():

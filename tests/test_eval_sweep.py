@@ -152,3 +152,50 @@ def test_low_bit_presets_with_imatrix_agree_with_llama_cpp(shakespeare, calib_fi
     assert abs(ours - theirs) <= 0.15 * theirs, ("Q4_K_M", ours, theirs)
     by_bpw = sorted(LOW_BIT, key=lambda n: rows[n].bits_per_weight)
     assert [rows[n].kld_mean for n in by_bpw] == sorted((rows[n].kld_mean for n in by_bpw), reverse=True)
+
+
+def test_sweep_with_allocation_points(base, calib_file, tmp_path):
+    """``allocB`` variants: mlxquant's allocation measured beside the presets (never over its bits
+    per weight), drawn as its own series with the Pareto front and the memory line; a calibration
+    text that overlaps the evaluation text is refused before any work."""
+    from mlxquant.eval.corpus import HELD_OUT
+    from mlxquant.eval.plot import memory_bpw, pareto
+
+    held = corpus_text(HELD_OUT)
+    need(held is not None, "Shakespeare corpus (scripts/test.sh fetches it)")
+    text_file, calib = tmp_path / "held.txt", calib_file
+    text_file.write_text(held[:30000])
+    out = tmp_path / "out"
+    types = "Q4_K_M,alloc4.5,alloc5.5"
+    r = CliRunner().invoke(main, ["sweep", str(base), "--text", str(text_file), "--types", types,
+                                  "--calib-text", str(calib), "-o", str(out), "--ctx", "128",
+                                  "--chunks", "2", "--memory", "20MiB", "--memory-context", "256", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    rows = {x["name"]: x for x in rep["rows"]}
+    for name in ("alloc4.5", "alloc5.5"):
+        assert rows[name]["error"] is None, rows[name]["error"]
+        assert rows[name]["bits_per_weight"] <= float(name[5:]) + 1e-9
+    assert rows["alloc5.5"]["kld_mean"] < rows["alloc4.5"]["kld_mean"]
+    assert (out / "base-alloc4.5.gguf").is_file() and (out / "base-alloc4.5.gguf.tensor-types.txt").is_file()
+    assert "| alloc4.5 |" in (out / "sweep.md").read_text()
+    png = (out / "sweep.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the memory line sits where file + KV cache = memory, between the rows that fit and those that don't
+    from mlxquant.eval.sweep import SweepReport, SweepRow
+
+    rep_obj = SweepReport(**{k: v for k, v in rep.items() if k != "rows"})
+    rep_obj.rows = [SweepRow(**x) for x in rep["rows"]]
+    limit = memory_bpw(rep_obj)
+    kv = rep["recommendation"]["kv_cache_bytes"]
+    for x in rows.values():
+        fits = x["file_bytes"] + kv <= 20 << 20
+        assert (x["bits_per_weight"] <= limit + 0.02) == fits or abs(x["bits_per_weight"] - limit) < 0.02
+    front = pareto([(x["bits_per_weight"], x["kld_mean"], n) for n, x in rows.items()])
+    assert all(b[1] < a[1] and b[0] > a[0] for a, b in zip(front, front[1:]))
+
+    r = CliRunner().invoke(main, ["sweep", str(base), "--text", str(text_file), "--types", "alloc4.5",
+                                  "--calib-text", str(text_file), "-o", str(tmp_path / "o2")])
+    assert r.exit_code == 1 and "overlaps the evaluation text" in r.output
+    assert not (tmp_path / "o2" / "base-alloc4.5.gguf").exists()

@@ -69,6 +69,43 @@ def test_fused_matches_dequantize(qtype):
     assert _close(m.matmul(x), x, w) < TOL
 
 
+# byte offsets of the float16 fields in one block (ggml-common.h; see mlxquant.runtime.kernels.layout)
+HALVES = {"Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,), "IQ4_NL": (0,),
+          "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,),
+          "IQ4_XS": (0,)}
+
+
+@pytest.mark.parametrize("qtype", sorted(HALVES))
+def test_fused_on_random_bits(qtype):
+    """Blocks of random bytes (every code, high bit and sub-block scale a quantizer may not write)
+    with finite float16 scales: the bit unpacking of every lane against the codec's dequantize.
+    Rows of 11 32-weight blocks: the kernels taking 4 blocks per loop also run their 1-block tail."""
+    k = kernel_for(qtype)
+    rows, cols = 37, 11 * 32 if k.block == 32 else 3 * 256
+    rng = np.random.default_rng(10)
+    raw = rng.integers(0, 256, (rows, cols // k.block * k.block_bytes), dtype=np.uint8)
+    blocks = raw.reshape(rows, -1, k.block_bytes)
+    for off in HALVES[qtype]:
+        half = rng.uniform(-2.0, 2.0, blocks.shape[:2]).astype(np.float16)
+        blocks[:, :, off:off + 2] = half.view(np.uint8).reshape(rows, -1, 2)
+    w = dequantize(raw, qtype, (rows, cols))
+    assert np.isfinite(w).all()
+    m = QuantMatrix(raw, qtype, cols, qtype)
+    for T in (1, 2):
+        x = rng.standard_normal((T, cols)).astype(np.float32)
+        assert _close(m.matmul(x), x, w) < TOL, T
+
+
+def test_iq4nl_value_is_the_table():
+    """The IQ4 kernels compute the code values with a rounded polynomial instead of a lookup."""
+    from numba import njit
+
+    from mlxquant.runtime.kernels.layout import KVALUES_IQ4NL, iq4nl_value
+
+    value = njit(lambda q: iq4nl_value(q))
+    assert [value(np.int32(q)) for q in range(16)] == KVALUES_IQ4NL.tolist()
+
+
 @pytest.mark.parametrize("qtype", TILED_ONLY)
 def test_tiled_types_match_dequantize(qtype):
     rows, cols = 70, 512

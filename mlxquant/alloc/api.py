@@ -29,7 +29,7 @@ from ..errors import FormatError, MlxquantError
 from ..quant.types import get_type
 from .costs import (GAIN_LAYERS, GainMeter, candidates, distortions, gain_layers, measure_gains,
                     probe_type, quantized_kl)
-from .solve import Option, allocate as solve, pareto_front
+from .solve import Option, allocate as solve, refine as refine_costs
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class Allocation:
         measured: gains were measured on calibration text.
         details: GGUF name -> {type, cost, gain, candidates: {type: [bytes, cost]}}.
         seconds: wall time of the allocation.
+        options: every variable tensor's options (for :meth:`within`); fixed: the bytes of the
+            tensors that keep their type.
     """
 
     plan: dict[str, str]
@@ -70,6 +72,17 @@ class Allocation:
     measured: bool
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+    options: dict[str, list[Option]] = field(default_factory=dict, repr=False)
+    fixed: int = 0
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
+    gains: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def within(self, tensor_bytes: int) -> "Allocation":
+        """The allocation for a smaller budget of ``tensor_bytes`` (all tensors), from the same
+        costs: no measurement is repeated."""
+        choice = solve(self.options, tensor_bytes - self.fixed)
+        return _result(choice, self.options, self.fixed, self.shapes, self.gains, self.target_bpw,
+                       self.weights, self.measured, self.seconds)
 
     def recipe(self) -> dict[str, Any]:
         """The provenance entry: the budget, the result, every tensor's type, cost and gain."""
@@ -83,8 +96,9 @@ def _row_bytes(t: str, shape: tuple[int, ...]) -> int:
     return n * get_type(t).row_bytes(shape[-1])
 
 
-def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLike | None = None,
-             calib_text: str | os.PathLike | None = None, *, ctx: int = 128, chunks: int = 4,
+def allocate(src: str | os.PathLike, target_bpw: float | None = None,
+             imatrix: str | os.PathLike | None = None, calib_text: str | os.PathLike | None = None,
+             *, tensor_bytes: int | None = None, ctx: int = 128, chunks: int = 4,
              refine: bool | None = None, layers: int = GAIN_LAYERS,
              progress: Progress | None = None) -> Allocation:
     """Choose every tensor's GGUF type for ``target_bpw`` (see the module docstring).
@@ -92,12 +106,14 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
     Args:
         src: a Hugging Face folder or a float GGUF.
         target_bpw: bits per weight of the whole file's tensors (llama.cpp's BPW), a ceiling.
+        tensor_bytes: instead of ``target_bpw``, a ceiling on the bytes of all the tensors
+            (``--target-size``: the file size less its header and padding).
         imatrix: an importance matrix (llama.cpp's formats) weighting the distortions and given
             to the quantizer.
         calib_text: text to measure the gains on (``chunks`` windows of ``ctx`` tokens); without
             it the costs are distortions alone.
         refine: with calibration text, measure the KL of each tensor's chosen type and its
-            neighbours and solve again with those (:func:`_refine`); default: when every
+            neighbours and solve again with those (:func:`.solve.refine`); default: when every
             block's gains are measured (models of at most ``layers`` blocks).
         layers: blocks whose gains are measured (evenly spaced; the others interpolated per
             tensor kind, :func:`~.costs.interpolate_gains`).
@@ -111,6 +127,8 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
     from ..models.presets import plan_tensor_types
     from ..runtime.backend import load_model
 
+    if (target_bpw is None) == (tensor_bytes is None):
+        raise ValueError("give either target_bpw or tensor_bytes")
     t0 = time.perf_counter()
     m = load_model(src, backend="numpy", tokenizer=calib_text is not None)
     w = m.weights
@@ -131,7 +149,11 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
     variables = [g for g, t in base.items() if get_type(t).is_quantized and g in names]
     fixed = sum(_row_bytes(t, shapes.get(g) or extra[g]) for g, t in base.items() if g not in variables)
     n_weights = sum(int(np.prod(s)) for s in [*shapes.values(), *extra.values()])
-    budget = int(target_bpw * n_weights / 8) - fixed
+    if target_bpw is None:
+        target_bpw = 8 * int(tensor_bytes) / n_weights  # the candidates' floor follows it
+        budget = int(tensor_bytes) - fixed
+    else:
+        budget = int(target_bpw * n_weights / 8) - fixed
 
     tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]] = {}
     options: dict[str, list[Option]] = {}
@@ -160,7 +182,7 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
     gains = {g: 1.0 for g in variables}
     meter = None
     if calib_text is not None:
-        meter = GainMeter(m, _windows(m, calib_text, ctx, chunks))
+        meter = GainMeter(m, calibration_windows(m, calib_text, ctx, chunks))
         n_layers = int(m.spec.n_layers)
         measured = gain_layers(n_layers, layers)
         gains = measure_gains(meter, tensors, {g: dist[g][probes[g]] for g in variables}, probes,
@@ -171,8 +193,15 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
         options[g] = [Option(t, _row_bytes(t, shapes[g]), gains[g] * dist[g][t]) for t in cands[g]]
     choice = solve(options, budget)
     if meter is not None and refine:
-        options = _refine(meter, tensors, options, choice)
+        options = refine_costs(options, choice, lambda g, t: quantized_kl(meter, g, tensors[g], t))
         choice = solve(options, budget)
+    return _result(choice, options, fixed, shapes, gains, target_bpw, n_weights, calib_text is not None,
+                   round(time.perf_counter() - t0, 2))
+
+
+def _result(choice: dict[str, Option], options: dict[str, list[Option]], fixed: int,
+            shapes: dict[str, tuple[int, ...]], gains: dict[str, float], target_bpw: float,
+            n_weights: int, measured: bool, seconds: float) -> Allocation:
     plan = {g: o.type for g, o in choice.items()}
     used = fixed + sum(o.nbytes for o in choice.values())
     by_type: dict[str, int] = {}
@@ -183,41 +212,16 @@ def allocate(src: str | os.PathLike, target_bpw: float, imatrix: str | os.PathLi
                    "candidates": {p.type: [p.nbytes, float(f"{p.cost:.4g}")] for p in options[g]}}
                for g, o in choice.items()}
     a = Allocation(plan, _PRESET_OF.get(main, "Q4_K_M"), target_bpw, used * 8 / n_weights, used,
-                   n_weights, float(sum(o.cost for o in choice.values())), calib_text is not None,
-                   details, round(time.perf_counter() - t0, 2))
+                   n_weights, float(sum(o.cost for o in choice.values())), measured, details, seconds,
+                   options, fixed, shapes, gains)
     log.info("allocation for %.3f bpw: %.4f bpw, predicted cost %.4g, %s", target_bpw, a.bpw,
              a.predicted_kl, ", ".join(f"{t} x{sum(1 for v in plan.values() if v == t)}"
                                        for t in sorted(by_type)))
     return a
 
 
-def _refine(meter: GainMeter, tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]],
-            options: dict[str, list[Option]], choice: dict[str, Option]) -> dict[str, list[Option]]:
-    """Measure, instead of estimate, the cost of each tensor's chosen type and of its neighbours
-    among the Pareto-optimal options (where the budget's margin is decided), and rescale the other
-    estimates of that tensor by the measured/estimated ratio of the nearest measured one."""
-    out: dict[str, list[Option]] = {}
-    for g, opts in options.items():
-        front = pareto_front(opts)
-        i = next((k for k, o in enumerate(front) if o.type == choice[g].type), 0)
-        measured = {o.type: quantized_kl(meter, g, tensors[g], o.type) for o in front[max(0, i - 1):i + 2]}
-        est = {o.type: o.cost for o in opts}
-        by_bytes = sorted((o.nbytes, measured[o.type] / est[o.type]) for o in opts
-                          if o.type in measured and est[o.type] > 0)
-        new = []
-        for o in opts:
-            if o.type in measured:
-                new.append(Option(o.type, o.nbytes, measured[o.type]))
-            elif by_bytes:
-                r = min(by_bytes, key=lambda br: abs(br[0] - o.nbytes))[1]
-                new.append(Option(o.type, o.nbytes, o.cost * r))
-            else:
-                new.append(o)
-        out[g] = new
-    return out
-
-
-def _windows(m: Any, calib_text: str | os.PathLike, ctx: int, chunks: int) -> list[np.ndarray]:
+def calibration_windows(m: Any, calib_text: str | os.PathLike, ctx: int, chunks: int) -> list[np.ndarray]:
+    """``chunks`` windows of ``ctx`` tokens of ``calib_text`` read with the model's tokenizer."""
     from ..eval.evaluate import make_windows
 
     if m.tokenizer is None:

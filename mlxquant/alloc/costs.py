@@ -121,35 +121,32 @@ class GainMeter:
     """
 
     def __init__(self, model: Any, windows: list[np.ndarray]):
-        from ..eval.metrics import log_softmax
+        from .kl import Reference
 
         self.m, self.windows = model, windows
         if not model.weights.preload():
             raise MemoryError(f"{model.weights.path}: the float32 weights do not fit in memory; "
                               "gains cannot be measured")
-        self._inputs, self._logp = [], []
+        self._inputs, self._refs = [], []
         for w in windows:
             with model.blas_threads["prefill"].step(len(w)):
                 hs = model.block_inputs(w)
-                self._logp.append(log_softmax(model.forward_from(len(hs) - 1, hs[-1])))
+                self._refs.append(Reference(model.forward_from(len(hs) - 1, hs[-1])))
             self._inputs.append(hs)
 
     def kl(self, hf_name: str, values: np.ndarray, layer: int | None) -> float:
         """Mean KL(float || model with ``hf_name`` := ``values``) over every token; ``layer``: the
         block the tensor belongs to (``n_layers`` for the output head, None: run everything)."""
-        from ..eval.metrics import log_softmax
-
         total, n = 0.0, 0
         with self.m.weights.swapped(hf_name, values):
-            for w, hs, p in zip(self.windows, self._inputs, self._logp):
+            for w, hs, ref in zip(self.windows, self._inputs, self._refs):
                 with self.m.blas_threads["prefill"].step(len(w)):
                     if layer is None:
-                        logits = self.m.forward_from(0, self.m.block_inputs(w)[0])
+                        logits = self.m.forward(w)
                     else:
                         logits = self.m.forward_from(layer, hs[layer])
-                q = log_softmax(logits)
-                total += float((np.exp(p) * (p - q)).sum())
-                n += p.shape[0]
+                total += float(ref.kl(logits).sum())
+                n += len(w)
         return total / max(n, 1)
 
 

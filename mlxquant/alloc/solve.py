@@ -13,7 +13,7 @@ left on the single upgrades that save the most cost per byte and still fit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -109,3 +109,29 @@ def _fill(options: Mapping[str, Sequence[Option]], choice: dict[str, Option], le
         left -= o.nbytes - choice[name].nbytes
         choice[name] = o
     return choice
+
+
+def refine(options: Mapping[str, Sequence[Option]], choice: Mapping[str, Option],
+           measure: Callable[[str, str], float]) -> dict[str, list[Option]]:
+    """Replace estimates by measurements where the budget's margin is decided: for each tensor,
+    ``measure(name, type)`` gives the real cost of its chosen type and of that type's neighbours
+    on the Pareto front; its other estimates are rescaled by the measured/estimated ratio of the
+    measured option nearest in bytes."""
+    out: dict[str, list[Option]] = {}
+    for name, opts in options.items():
+        front = pareto_front(opts)
+        i = next((k for k, o in enumerate(front) if o.type == choice[name].type), 0)
+        measured = {o.type: measure(name, o.type) for o in front[max(0, i - 1):i + 2]}
+        ratios = sorted((o.nbytes, measured[o.type] / o.cost) for o in opts
+                        if o.type in measured and o.cost > 0)
+        new = []
+        for o in opts:
+            if o.type in measured:
+                new.append(Option(o.type, o.nbytes, measured[o.type]))
+            elif ratios:
+                r = min(ratios, key=lambda br: abs(br[0] - o.nbytes))[1]
+                new.append(Option(o.type, o.nbytes, o.cost * r))
+            else:
+                new.append(o)
+        out[name] = new
+    return out

@@ -132,6 +132,8 @@ def convert(
         label = "AUTO"
     elif getattr(options, "target_bpw", None) is not None:
         label = f"{float(options.target_bpw):g} BPW (allocated)"
+    elif getattr(options, "target_size", None) is not None:
+        label = f"{int(options.target_size):,} bytes (allocated)"
     else:
         label = options.outtype.upper()
     report = build_report(src, out, target, label, result, started,

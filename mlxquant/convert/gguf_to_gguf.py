@@ -10,11 +10,11 @@ import numpy as np
 
 from ..errors import FormatError
 from ..formats.gguf_read import GGUFModel
-from ..formats.gguf_write import Metadata, TensorSpec, write_gguf
+from ..formats.gguf_write import Metadata, TensorSpec, gguf_file_size, write_gguf
 from ..formats.imatrix import importance_for, read_imatrix
-from ..quant import get_type
-from .budget import resolve_types, write_recipe
+from .budget import Types, resolve_types, write_recipe
 from .options import GGUFOptions
+from .provenance import BackgroundHashes
 from .plan import (QUANTIZATION_VERSION, encode, imatrix_recipe, plan_types,
                    preload_outtype, set_imatrix_keys, set_provenance)
 from .report import Progress, RouteResult, TensorRecord, float_status, n_elements, tensor_counter
@@ -31,33 +31,38 @@ def gguf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     preload_outtype(opts.outtype)
     g = GGUFModel(src)
     arch = get_architecture_by_gguf(g.architecture or "")
-    types = resolve_types(src, out, opts, force)
-    overrides = types.overrides
     imatrix = read_imatrix(opts.imatrix) if opts.imatrix is not None else None
     shapes = [(t.name, t.shape) for t in g.tensors]
     if not shapes:
         raise FormatError(f"{src}: no tensors to convert")
     source_types = {t.name: t.type for t in g.tensors}
-    plan, file_type = plan_types(types.outtype, shapes, arch, g.metadata, imatrix is not None, source_types,
-                                 overrides)
-    specs = [TensorSpec(name, plan.get(name, g.info(name).qtype.name), s).check() for name, s in shapes]
+    hashes = BackgroundHashes(src)
 
-    requant = sorted({f"{g.info(n).qtype.name}->{t}" for n, t in plan.items()
-                      if g.info(n).qtype.is_quantized and get_type(t).is_quantized
-                      and g.info(n).qtype.name != t})
+    def layout(types: Types) -> tuple[Metadata, list[TensorSpec]]:
+        """The file's metadata and tensors for ``types``."""
+        plan, file_type = plan_types(types.outtype, shapes, arch, g.metadata, imatrix is not None,
+                                     source_types, types.overrides)
+        specs = [TensorSpec(name, plan.get(name, g.info(name).qtype.name), s).check() for name, s in shapes]
+        meta = Metadata()
+        for k, v in g.metadata.items():
+            if k not in ("general.file_type", "general.quantization_version") and not k.startswith("mlxquant."):
+                meta.set(k, v, g.value_types[k])  # the source's own provenance is replaced below
+        meta.set("general.file_type", int(file_type))
+        meta.set("general.quantization_version", QUANTIZATION_VERSION)
+        set_imatrix_keys(meta, opts.imatrix)
+        recipe = {"to": "gguf", "from": "gguf", "outtype": types.outtype.upper(),
+                  "imatrix": imatrix_recipe(opts.imatrix), **types.recipe}
+        set_provenance(meta, src, recipe, specs, source_types, hashes)
+        return meta, specs
+
+    types = resolve_types(src, out, opts, force, size_of=lambda t: gguf_file_size(*layout(t)))
+    meta, specs = layout(types)
+    requant = sorted({f"{g.info(s.name).qtype.name}->{s.type}" for s in specs
+                      if g.info(s.name).qtype.is_quantized and s.qtype.is_quantized
+                      and g.info(s.name).qtype.name != s.type})
     if requant:
         log.warning("%s: re-quantizing already quantized tensors (%s) compounds their error "
                     "(llama-quantize needs --allow-requantize for this)", src, ", ".join(requant))
-    meta = Metadata()
-    for k, v in g.metadata.items():
-        if k not in ("general.file_type", "general.quantization_version") and not k.startswith("mlxquant."):
-            meta.set(k, v, g.value_types[k])  # the source's own provenance is replaced below
-    meta.set("general.file_type", int(file_type))
-    meta.set("general.quantization_version", QUANTIZATION_VERSION)
-    set_imatrix_keys(meta, opts.imatrix)
-    recipe = {"to": "gguf", "from": "gguf", "outtype": types.outtype.upper(),
-              "imatrix": imatrix_recipe(opts.imatrix), **types.recipe}
-    hashes = set_provenance(meta, src, recipe, specs, source_types)
 
     def produce(spec: TensorSpec) -> np.ndarray:
         if g.info(spec.name).qtype.name == spec.type:

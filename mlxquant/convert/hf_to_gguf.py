@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from ..formats.gguf_write import Metadata, TensorSpec, write_gguf
+from ..formats.gguf_write import Metadata, TensorSpec, gguf_file_size, write_gguf
 from ..formats.hf import HFModel
 from ..formats.imatrix import importance_for, read_imatrix
 from ..formats.tokenizer import tokenizer_to_gguf
-from .budget import resolve_types, write_recipe
+from .budget import Types, resolve_types, write_recipe
 from .options import GGUFOptions
+from .provenance import BackgroundHashes
 from .plan import (QUANTIZATION_VERSION, block_order, encode, imatrix_recipe, plan_types,
                    preload_outtype, set_imatrix_keys, set_provenance)
 from .report import Progress, RouteResult, TensorRecord, float_status, n_elements, tensor_counter
@@ -38,8 +39,6 @@ def hf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     cfg = hf.config
     arch = get_architecture(cfg)
     tok_meta = tokenizer_to_gguf(src, cfg, arch.name)  # fails early on a missing tokenizer
-    types = resolve_types(src, out, opts, force)
-    overrides = types.overrides
     imatrix = read_imatrix(opts.imatrix) if opts.imatrix is not None else None
     names: dict[str, str] = {}
     for hf_name in hf.tensor_names:
@@ -61,25 +60,32 @@ def hf_to_gguf(src: Path, out: Path, opts: GGUFOptions, force: bool,
     if not shapes:
         raise FormatError(f"{src}: no tensors to convert")
     hp = arch.hparams_to_gguf(cfg)
-    plan, file_type = plan_types(types.outtype, shapes, arch, hp, imatrix is not None,
-                                 tensor_types=overrides)
-    specs = [TensorSpec(g, plan[g], s).check() for g, s in shapes]
     source_types = {g: hf.info(h).dtype for g, h in names.items()}
+    hashes = BackgroundHashes(src)
 
-    meta = Metadata()
-    meta.set("general.architecture", arch.name)
-    meta.set("general.type", "model")
-    meta.set("general.name", str(cfg.get("_name_or_path") or src.name).rstrip("/").split("/")[-1])
-    for k, v in hp.items():
-        meta.set(k, v)
-    meta.set("general.file_type", int(file_type))
-    for k, v in tok_meta.items():
-        meta.set(k, v)
-    meta.set("general.quantization_version", QUANTIZATION_VERSION)
-    set_imatrix_keys(meta, opts.imatrix)
-    recipe = {"to": "gguf", "from": "hf", "outtype": types.outtype.upper(),
-              "imatrix": imatrix_recipe(opts.imatrix), **types.recipe}
-    hashes = set_provenance(meta, src, recipe, specs, source_types)
+    def layout(types: Types) -> tuple[Metadata, list[TensorSpec]]:
+        """The file's metadata and tensors for ``types``."""
+        plan, file_type = plan_types(types.outtype, shapes, arch, hp, imatrix is not None,
+                                     tensor_types=types.overrides)
+        specs = [TensorSpec(g, plan[g], s).check() for g, s in shapes]
+        meta = Metadata()
+        meta.set("general.architecture", arch.name)
+        meta.set("general.type", "model")
+        meta.set("general.name", str(cfg.get("_name_or_path") or src.name).rstrip("/").split("/")[-1])
+        for k, v in hp.items():
+            meta.set(k, v)
+        meta.set("general.file_type", int(file_type))
+        for k, v in tok_meta.items():
+            meta.set(k, v)
+        meta.set("general.quantization_version", QUANTIZATION_VERSION)
+        set_imatrix_keys(meta, opts.imatrix)
+        recipe = {"to": "gguf", "from": "hf", "outtype": types.outtype.upper(),
+                  "imatrix": imatrix_recipe(opts.imatrix), **types.recipe}
+        set_provenance(meta, src, recipe, specs, source_types, hashes)
+        return meta, specs
+
+    types = resolve_types(src, out, opts, force, size_of=lambda t: gguf_file_size(*layout(t)))
+    meta, specs = layout(types)
 
     def produce(spec: TensorSpec) -> np.ndarray:
         if spec.name in extra:

@@ -35,7 +35,7 @@ def mlx_to_gguf(src_path: Path, out: Path, opts: GGUFOptions, force: bool,
     Every tensor is encoded before anything is written; nothing is left at ``out`` on failure.
 
     Raises:
-        OptionError: an outtype other than ``"AUTO"``/``"F16"``, or an imatrix.
+        OptionError: an outtype other than ``"AUTO"``/``"F16"``, an imatrix, a budget.
     """
     from ..models import get_architecture
 
@@ -49,6 +49,9 @@ def mlx_to_gguf(src_path: Path, out: Path, opts: GGUFOptions, force: bool,
     if opts.tensor_types or opts.tensor_type_file is not None:
         raise OptionError(f"{src_path}: --tensor-type applies to quantizing float models, not to "
                           f"transcoding an MLX folder")
+    if opts.target_bpw is not None or opts.target_size is not None:
+        raise OptionError(f"{src_path}: an MLX folder is already quantized; allocate a budget "
+                          f"(target_bpw / target_size) from the float model")
 
     m = MLXModel(src_path)
     cfg = {k: v for k, v in m.config.items() if k not in ("quantization", "quantization_config")}

@@ -39,6 +39,9 @@ class GGUFOptions:
         target_bpw: choose every tensor's type for this many bits per weight instead of a preset
             (:mod:`mlxquant.alloc`; a ceiling on tensor bytes x 8 / weights, as llama.cpp counts
             BPW); the recipe is written beside the output (``OUT.tensor-types.txt``).
+        target_size: instead of ``target_bpw``, a ceiling on the output file's size in bytes
+            (header, metadata and padding included): the allocation for the largest tensors that
+            leave the file within it.
         calib_text: text on which the allocator measures each tensor's effect (recommended;
             never the text you evaluate on).
     """
@@ -50,18 +53,25 @@ class GGUFOptions:
     tensor_type_file: str | os.PathLike | None = None
     target_bpw: float | None = None
     calib_text: str | os.PathLike | None = None
+    target_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.target_bpw is not None:
-            if not 1.0 <= float(self.target_bpw) <= 16.0:
-                raise OptionError(f"target_bpw must be between 1 and 16 bits per weight, not {self.target_bpw}")
+        if self.target_bpw is not None and self.target_size is not None:
+            raise OptionError("give either target_bpw or target_size, not both")
+        if self.target_size is not None and (isinstance(self.target_size, bool)
+                                             or not isinstance(self.target_size, int) or self.target_size <= 0):
+            raise OptionError(f"target_size must be a positive number of bytes, not {self.target_size!r}")
+        if self.target_bpw is not None and not 1.0 <= float(self.target_bpw) <= 16.0:
+            raise OptionError(f"target_bpw must be between 1 and 16 bits per weight, not {self.target_bpw}")
+        if self.target_bpw is not None or self.target_size is not None:
+            what = "target_bpw" if self.target_bpw is not None else "target_size"
             if self.outtype.upper() != "F16":
-                raise OptionError("give either outtype (a preset) or target_bpw (an allocation), not both")
+                raise OptionError(f"give either outtype (a preset) or {what} (an allocation), not both")
             if self.tensor_types or self.tensor_type_file is not None:
-                raise OptionError("target_bpw chooses every tensor's type: it does not combine with "
+                raise OptionError(f"{what} chooses every tensor's type: it does not combine with "
                                   "tensor_types / tensor_type_file")
         elif self.calib_text is not None:
-            raise OptionError("calib_text is for target_bpw (the allocator's measurements)")
+            raise OptionError("calib_text is for target_bpw / target_size (the allocator's measurements)")
         if isinstance(self.tensor_types, str):  # one "PATTERN=TYPE" given alone
             object.__setattr__(self, "tensor_types", (self.tensor_types,))
         else:
@@ -90,6 +100,13 @@ class MLXOptions:
         dtype: dtype of unquantized tensors and scales (default: config.json's ``torch_dtype``,
             float16 for GGUF sources).
         exact_scales: float32 scales, so GGUF values are reproduced bit for bit.
+        target_bpw: choose every quantizable module's format (affine 2-8 bits x group 32/64/128,
+            mxfp4, nvfp4, mxfp8) for this many bits per weight (:mod:`mlxquant.alloc.mlx_budget`;
+            a ceiling on the folder's tensor bytes x 8 / parameters, mlx-lm's reported bits per
+            weight); float sources only.
+        calib_text: text on which the allocator measures each module's effect (recommended;
+            never the text you evaluate on).
+        imatrix: llama.cpp importance-matrix file weighting the allocator's error estimates.
     """
 
     target: ClassVar[str] = "mlx"
@@ -99,15 +116,32 @@ class MLXOptions:
     quant_predicate: str | None = None
     dtype: str | None = None
     exact_scales: bool = False
+    target_bpw: float | None = None
+    calib_text: str | os.PathLike | None = None
+    imatrix: str | os.PathLike | None = None
+
+    def __post_init__(self) -> None:
+        if self.target_bpw is not None:
+            if not 1.0 <= float(self.target_bpw) <= 32.0:
+                raise OptionError(f"target_bpw must be between 1 and 32 bits per weight, not {self.target_bpw}")
+            if (self.q_bits is not None or self.q_group_size is not None
+                    or self.quant_predicate is not None or self.q_mode != "affine"):
+                raise OptionError("target_bpw chooses every module's format: it does not combine with "
+                                  "q_bits / q_group_size / q_mode / quant_predicate")
+        elif self.calib_text is not None or self.imatrix is not None:
+            given = "imatrix" if self.imatrix is not None else "calib_text"
+            raise OptionError(f"{given} applies to to='mlx' only with target_bpw (it feeds the "
+                              "allocator's measurements)")
 
     def recipe(self) -> dict[str, Any]:
-        """The options as a provenance recipe."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The options as a provenance recipe (paths as strings)."""
+        return {f.name: os.fspath(v) if isinstance(v, os.PathLike) else v
+                for f in fields(self) for v in [getattr(self, f.name)]}
 
     @property
     def explicit(self) -> bool:
         """True when a quantization was asked for (else sources keep their own precision)."""
-        return (self.q_bits is not None or self.q_group_size is not None
+        return (self.q_bits is not None or self.q_group_size is not None or self.target_bpw is not None
                 or self.quant_predicate is not None or self.q_mode != "affine")
 
 

@@ -96,11 +96,12 @@ def encode(arr: np.ndarray, qtype: str, imatrix: np.ndarray | None, name: str) -
 
 
 def set_provenance(meta: Metadata, src: Path, recipe: dict[str, Any], specs: list[TensorSpec],
-                   source_types: dict[str, str]) -> provenance.BackgroundHashes:
+                   source_types: dict[str, str],
+                   hashes: provenance.BackgroundHashes | None = None) -> provenance.BackgroundHashes:
     """Add the ``mlxquant.*`` provenance keys (source hashes, version, recipe, per-tensor types).
-    The source is hashed on a thread while the conversion runs: pass the returned object's
-    ``patch`` as ``write_gguf(finish=...)`` to put the digests in."""
-    hashes = provenance.BackgroundHashes(src)
+    The source is hashed on a thread while the conversion runs (``hashes``, or one started here):
+    pass the returned object's ``patch`` as ``write_gguf(finish=...)`` to put the digests in."""
+    hashes = hashes if hashes is not None else provenance.BackgroundHashes(src)
     tensors = [{"name": s.name, "type": s.type, "source_type": source_types.get(s.name, "generated")}
                for s in specs]
     for k, v in provenance.gguf_keys(provenance.build(src, recipe, tensors, hashes.files)).items():

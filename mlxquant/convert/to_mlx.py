@@ -4,7 +4,9 @@
   cast to ``dtype`` (default: config.json's ``torch_dtype``, else float16), then every linear /
   embedding weight (2-D ``*.weight``) whose rows divide by the group size is quantized with
   ``(q_bits, q_group_size, q_mode)`` or per module by a mixed recipe (mlx-lm's
-  ``mixed_2_6``/``mixed_3_4``/``mixed_3_6``/``mixed_4_6``, re-implemented here with the same rule).
+  ``mixed_2_6``/``mixed_3_4``/``mixed_3_6``/``mixed_4_6``, re-implemented here with the same rule),
+  or, with ``target_bpw``, per module by the budget allocation of :mod:`mlxquant.alloc.mlx_budget`
+  (written the way mlx-lm writes a mixed recipe; the allocation goes into the provenance).
 - GGUF -> MLX: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, TQ1_0, TQ2_0, MXFP4, NVFP4 keep their
   integer codes (:mod:`mlxquant.quant.transcode`); other types are requantized to the smallest
   affine bits not coarser than the source, group 32. Scales/biases are stored in the model dtype
@@ -63,7 +65,7 @@ def mixed_predicate(recipe: str, n_layers: int, group_size: int) -> Callable[[st
     return pred
 
 
-def _target(src: Source, name: str, opts: MLXOptions, pred: Callable[[str], dict] | None) -> dict | None:
+def _target(src: Source, name: str, opts: MLXOptions, pred: Callable[[str], dict | None] | None) -> dict | None:
     """Requested quantization of an HF tensor (float sources, or explicit flags), None = float."""
     shape = src.shapes[name]
     if len(shape) != 2 or not name.endswith(".weight") or opts.q_bits == 0:
@@ -77,6 +79,8 @@ def _target(src: Source, name: str, opts: MLXOptions, pred: Callable[[str], dict
         return None
     if pred is not None:
         p = pred(name[: -len(".weight")])
+        if p is None:
+            return None
     else:
         bits_g = MODE_GEOMETRY.get(opts.q_mode, (4, 64))
         p = {"group_size": opts.q_group_size or bits_g[1], "bits": opts.q_bits or bits_g[0], "mode": opts.q_mode}
@@ -87,7 +91,7 @@ def _target(src: Source, name: str, opts: MLXOptions, pred: Callable[[str], dict
 
 
 def _plan_tensor(src: Source, name: str, opts: MLXOptions, dtype: str,
-                 pred: Callable[[str], dict] | None) -> tuple[MLXQuant | None, np.ndarray | None, TensorRecord]:
+                 pred: Callable[[str], dict | None] | None) -> tuple[MLXQuant | None, np.ndarray | None, TensorRecord]:
     """Produce one tensor: (quantized, or None and float values) and its record."""
     kind = src.kind[name]
     target = _target(src, name, opts, pred)
@@ -126,6 +130,8 @@ def to_mlx(src_path: Path, out: Path, opts: MLXOptions, force: bool,
     Raises:
         OptionError, QuantInputError, QuantTypeError: options mlx-lm would refuse.
         FormatError: a source with no tensors, or one that cannot be read.
+        MLXAllocationError, OSError: a ``target_bpw`` the source cannot meet, unreadable
+            calibration text or imatrix.
     """
     if opts.q_mode not in MLX_MODES:
         raise QuantInputError(f"unknown --q-mode {opts.q_mode!r} ({', '.join(MLX_MODES)})")
@@ -137,10 +143,18 @@ def to_mlx(src_path: Path, out: Path, opts: MLXOptions, force: bool,
     if not src.names:
         raise FormatError(f"{src_path}: no tensors to convert")
     dtype = opts.dtype or src.default_dtype
-    pred = None
+    pred: Callable[[str], dict | None] | None = None
+    allocation = None
     if opts.quant_predicate is not None:
         n_layers = src.arch.n_layers(src.config)
         pred = mixed_predicate(opts.quant_predicate, n_layers, opts.q_group_size or 64)
+    elif opts.target_bpw is not None:
+        from ..alloc.mlx_budget import allocate_mlx
+
+        allocation = allocate_mlx(src, src_path, float(opts.target_bpw), dtype,
+                                  "float32" if opts.exact_scales else dtype, opts.imatrix,
+                                  opts.calib_text, progress=progress)
+        pred = allocation.predicate
 
     # Every tensor is produced once, up front for its shapes; kept until written. Memory: the
     # quantized model (a quarter of float32) -- the float values are dropped as soon as encoded.
@@ -192,8 +206,10 @@ def to_mlx(src_path: Path, out: Path, opts: MLXOptions, force: bool,
             return q.weight
         return x.astype(np.int32) if spec.dtype == "I32" else x
 
-    record = provenance.build(src_path, {"to": "mlx", **opts.recipe(), "dtype": dtype},
-                              [r.as_dict() for r in records])
+    recipe = {"to": "mlx", **opts.recipe(), "dtype": dtype}
+    if allocation is not None:
+        recipe["allocation"] = allocation.recipe()
+    record = provenance.build(src_path, recipe, [r.as_dict() for r in records])
     files = dict(src.files)
     files[provenance.PROVENANCE_FILE] = record
     write_mlx_folder(out, config, specs, data, files=files, force=force)

@@ -165,7 +165,8 @@ def add_commands(main: click.Group, errors: Callable, human: Callable[[float], s
     @click.argument("base", type=click.Path())
     @click.option("--text", "text_file", type=click.Path(), required=True, help="UTF-8 text file.")
     @click.option("--types", default="Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q3_K_M,Q2_K,mlx4,mlx8",
-                  show_default=True, help="Comma-separated presets/types, mlx4, mlx8 (mlxNgG).")
+                  show_default=True, help="Comma-separated presets/types, mlx4, mlx8 (mlxNgG), "
+                                          "allocB (mlxquant's allocation for B bits per weight).")
     @click.option("-o", "--out", "out_dir", type=click.Path(), default="sweep", show_default=True,
                   help="Folder for the variants, sweep.md, sweep.json, sweep.png.")
     @click.option("--ctx", default=512, show_default=True, help="Window length in tokens.")
@@ -175,21 +176,25 @@ def add_commands(main: click.Group, errors: Callable, human: Callable[[float], s
                   help="Context (tokens) of float16 KV cache counted in --memory.")
     @click.option("--imatrix", type=click.Path(), default=None,
                   help="Importance matrix for the GGUF variants (the IQ1/IQ2/IQ3 presets need one).")
+    @click.option("--calib-text", type=click.Path(), default=None,
+                  help="Text the allocB variants (convert --target-bpw B) measure their tensors "
+                       "on; must not overlap --text.")
     @click.option("--force", is_flag=True, help="Re-convert variants that already exist.")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
     @errors
     def sweep_cmd(base: str, text_file: str, types: str, out_dir: str, ctx: int, chunks: int,
-                  memory: str | None, memory_context: int, imatrix: str | None, force: bool,
-                  as_json: bool) -> None:
+                  memory: str | None, memory_context: int, imatrix: str | None,
+                  calib_text: str | None, force: bool, as_json: bool) -> None:
         """Convert BASE to each type, measure each against BASE, write a table, JSON and a plot."""
-        from .sweep import parse_size, sweep
+        from ..sizes import parse_size
+        from .sweep import sweep
 
         names = [t.strip() for t in types.split(",") if t.strip()]
         mem = parse_size(memory) if memory else None
         bar = ProgressBar("sweeping")
         try:
             r = sweep(base, _read_text(text_file), out_dir, names, ctx, chunks, mem, memory_context,
-                      force, bar, imatrix=imatrix)
+                      force, bar, imatrix=imatrix, calib_text=calib_text)
         finally:
             bar.close()
         if as_json:

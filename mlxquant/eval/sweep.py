@@ -3,7 +3,9 @@ base, and write a markdown table, JSON and a plot (mean KLD vs bits per weight).
 
 Variants: llama.cpp presets / GGML types (``Q4_K_M``, ``Q8_0``, ...) through
 :func:`mlxquant.convert.convert` to GGUF; ``mlx4`` / ``mlx8`` (``mlxN[gG]``, default group 64)
-through its MLX conversion (``to="mlx"``). The base is run once per window and its logits reused
+through its MLX conversion (``to="mlx"``); ``allocB`` (``alloc4.8``): mlxquant's own allocation
+for B bits per weight (``convert --target-bpw B``, with the sweep's imatrix and calibration text),
+so the plot shows its curve beside the presets. The base is run once per window and its logits reused
 for every variant. ``memory`` recommends the variant with the lowest mean KLD whose weights plus
 KV cache (float16, llama.cpp's default, for ``memory_context`` tokens) fit.
 """
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K", "mlx4", "mlx8")
 _MLX = re.compile(r"^mlx(\d)(?:g(\d+))?$", re.IGNORECASE)
+_ALLOC = re.compile(r"^alloc(\d+(?:\.\d+)?)$", re.IGNORECASE)
 
 Progress = Callable[[int, int, str], None]
 
@@ -69,14 +72,6 @@ class SweepReport:
         return asdict(self)
 
 
-def parse_size(text: str) -> int:
-    """``"8GB"``, ``"512MiB"``, ``"1.5G"``, ``"123456"`` -> bytes (K/M/G/T powers of 1024)."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
-    if not m:
-        raise ValueError(f"cannot read memory size {text!r} (e.g. 8GB, 512MiB)")
-    return int(float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper()))
-
-
 MLX_BITS = (2, 3, 4, 5, 6, 8)
 MLX_GROUPS = (32, 64, 128)
 
@@ -93,8 +88,14 @@ def check_variants(types: tuple[str, ...] | list[str]) -> None:
     if not types:
         raise QuantTypeError("sweep: no variants given (e.g. --types Q8_0,Q4_K_M,mlx4)")
     valid = (f"presets {', '.join(makeable_presets())}; a GGML type such as Q4_K; mlxN or mlxNgG "
-             f"with N in {', '.join(map(str, MLX_BITS))} and G in {', '.join(map(str, MLX_GROUPS))}")
+             f"with N in {', '.join(map(str, MLX_BITS))} and G in {', '.join(map(str, MLX_GROUPS))}; "
+             f"allocB for an allocation of B bits per weight (1 to 16)")
     for name in types:
+        a = _ALLOC.match(name)
+        if a:
+            if not 1.0 <= float(a.group(1)) <= 16.0:
+                raise QuantTypeError(f"sweep: {name!r}: an allocation takes 1 to 16 bits per weight")
+            continue
         m = _MLX.match(name)
         if m:
             if int(m.group(1)) not in MLX_BITS or int(m.group(2) or 64) not in MLX_GROUPS:
@@ -109,12 +110,19 @@ def check_variants(types: tuple[str, ...] | list[str]) -> None:
 
 
 def _convert(base: Path, name: str, out_dir: Path, force: bool,
-             imatrix: str | os.PathLike | None = None) -> tuple[Path, float]:
+             imatrix: str | os.PathLike | None = None,
+             calib_text: str | os.PathLike | None = None) -> tuple[Path, float]:
     from ..convert import convert
 
     t0 = time.perf_counter()
     m = _MLX.match(name)
-    if m:
+    a = _ALLOC.match(name)
+    if a:
+        out = out_dir / f"{base.stem}-alloc{float(a.group(1)):g}.gguf"
+        if not (out.exists() and not force and _same_imatrix(out, imatrix) and _same_calib(out, calib_text)):
+            convert(base, out, to="gguf", target_bpw=float(a.group(1)), imatrix=imatrix,
+                    calib_text=calib_text, force=True)
+    elif m:
         out = out_dir / f"{base.stem}-{name.lower()}"
         if not (out.exists() and not force):
             convert(base, out, to="mlx", q_bits=int(m.group(1)),
@@ -126,20 +134,40 @@ def _convert(base: Path, name: str, out_dir: Path, force: bool,
     return out, time.perf_counter() - t0
 
 
-def _same_imatrix(gguf: Path, imatrix: str | os.PathLike | None) -> bool:
-    """The variant ``gguf`` was quantized with ``imatrix`` (by its recorded SHA-256), or both
-    without one."""
-    import json as _json
-
-    from ..convert.provenance import sha256_file
+def _recorded(gguf: Path, key: str) -> str | None:
+    """The SHA-256 recorded in ``gguf``'s recipe for ``key`` (``imatrix``, ``calib_text``)."""
     from ..formats.gguf_check import check_gguf
 
     try:
-        recipe = _json.loads(check_gguf(gguf).metadata.get("mlxquant.recipe", "{}"))
+        recipe = json.loads(check_gguf(gguf).metadata.get("mlxquant.recipe", "{}"))
     except (OSError, ValueError):
-        return False
-    used = (recipe.get("imatrix") or {}).get("sha256") if isinstance(recipe, dict) else None
-    return used == (sha256_file(imatrix) if imatrix is not None else None)
+        return None
+    return (recipe.get(key) or {}).get("sha256") if isinstance(recipe, dict) else None
+
+
+def _same_imatrix(gguf: Path, imatrix: str | os.PathLike | None) -> bool:
+    """The variant ``gguf`` was quantized with ``imatrix`` (by its recorded SHA-256), or both
+    without one."""
+    from ..convert.provenance import sha256_file
+
+    return gguf.exists() and _recorded(gguf, "imatrix") == (sha256_file(imatrix) if imatrix is not None else None)
+
+
+def _same_calib(gguf: Path, calib_text: str | os.PathLike | None) -> bool:
+    """The allocated variant ``gguf`` was measured on ``calib_text`` (or on none)."""
+    from ..convert.provenance import sha256_file
+
+    return _recorded(gguf, "calib_text") == (sha256_file(calib_text) if calib_text is not None else None)
+
+
+def overlaps(a: str, b: str, span: int = 200, step: int = 2000) -> bool:
+    """Whether the texts share a passage: a ``span``-character piece of either, taken every
+    ``step`` characters, found in the other (a shorter text is compared whole)."""
+    for x, y in ((a, b), (b, a)):
+        x = x.strip()
+        if x and (len(x) <= span and x in y or any(x[i:i + span] in y for i in range(0, len(x) - span + 1, step))):
+            return True
+    return False
 
 
 def is_monotonic(rows: list[SweepRow]) -> bool | None:
@@ -168,7 +196,8 @@ def sweep(base: str | os.PathLike, text: str, out_dir: str | os.PathLike,
           types: tuple[str, ...] | list[str] = DEFAULT_TYPES, ctx: int = 512, chunks: int | None = 8,
           memory: int | None = None, memory_context: int = 4096, force: bool = False,
           progress: Progress | None = None, plot: bool = True,
-          imatrix: str | os.PathLike | None = None) -> SweepReport:
+          imatrix: str | os.PathLike | None = None,
+          calib_text: str | os.PathLike | None = None) -> SweepReport:
     """Convert ``base`` to each of ``types``, evaluate each against it, write
     ``sweep.md``, ``sweep.json`` and ``sweep.png`` (when matplotlib is installed) into ``out_dir``.
 
@@ -185,6 +214,8 @@ def sweep(base: str | os.PathLike, text: str, out_dir: str | os.PathLike,
         imatrix: importance matrix for the GGUF variants (required by the 1-3 bit presets; the
             MLX variants do not take one); variants already converted are reused only if they were
             made with the same file (else re-converted).
+        calib_text: text the ``allocB`` variants measure their tensors on; never the evaluation
+            text (refused).
 
     Raises:
         QuantTypeError (before any work: see :func:`check_variants`), EvalError, FormatError,
@@ -192,6 +223,11 @@ def sweep(base: str | os.PathLike, text: str, out_dir: str | os.PathLike,
         convert or evaluate is reported in its row, not raised.
     """
     check_variants(types)
+    if calib_text is not None:
+        calib = Path(calib_text).read_bytes().decode("utf-8", errors="replace")
+        if overlaps(calib, text):
+            raise EvalError(f"{calib_text}: the calibration text overlaps the evaluation text; "
+                            "the allocation would be judged on the text it was chosen on")
     base_p, out = Path(base), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ref = open_for_eval(base_p, "numpy", ctx)
@@ -216,7 +252,7 @@ def sweep(base: str | os.PathLike, text: str, out_dir: str | os.PathLike,
         row = SweepRow(name)
         start = done[0]
         try:
-            path, secs = _convert(base_p, name, out, force, imatrix)
+            path, secs = _convert(base_p, name, out, force, imatrix, calib_text)
             tick(f"{name}: converted")
             row.path, row.convert_seconds = str(path), round(secs, 2)
             t0 = time.perf_counter()

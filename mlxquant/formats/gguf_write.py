@@ -272,6 +272,43 @@ class _Pipeline:
             self._pool.shutdown(wait=True)
 
 
+def _prepared_writer(out: Path, arch: str, metadata: Metadata, tensors: Sequence[TensorSpec]) -> Any:
+    """A writer holding the metadata and the tensor infos, before anything is written."""
+    w = _fast_writer(None, arch)
+    w.data_alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+    for key, value, vt in metadata.items():
+        if key == "general.architecture":
+            continue
+        if vt.type == ValueType.ARRAY and len(value) == 0:
+            log.warning("%s: skipping empty array %s (gguf-py cannot write one)", out, key)
+            continue
+        w.add_key_value(key, value, vt.type, vt.item)
+    for spec in tensors:
+        w.add_tensor_info(spec.name, tuple(int(d) for d in spec.shape), np.dtype(np.float32),
+                          spec.nbytes, raw_dtype=spec.qtype.id)
+    return w
+
+
+def gguf_file_size(metadata: Metadata, tensors: Sequence[TensorSpec]) -> int:
+    """The size in bytes of the file :func:`write_gguf` writes for ``metadata`` and ``tensors``
+    (nothing is written): the header (magic, version, counts, key/values, tensor infos) padded to
+    the alignment, then each tensor's bytes padded to it, the last one included, as gguf-py
+    writes them."""
+    from gguf import GGUFValueType
+
+    arch = metadata.get("general.architecture")
+    w = _prepared_writer(Path("<size>"), str(arch), metadata, tensors)
+    size = 4 + 4 + 8 + 8  # magic, version, tensor count, key/value count
+    for key, val in w.kv_data[0].items():
+        size += len(w._pack_val(key, GGUFValueType.STRING, add_vtype=False))
+        size += len(w._pack_val(val.value, val.type, add_vtype=True, sub_type=val.sub_type))
+    for name, ti in w.tensors[0].items():
+        size += len(w._pack_val(name, GGUFValueType.STRING, add_vtype=False)) + 4 + 8 * len(ti.shape) + 4 + 8
+    align = w.data_alignment
+    pad = lambda n: (n + align - 1) // align * align  # noqa: E731
+    return pad(size) + sum(pad(spec.nbytes) for spec in tensors)
+
+
 def write_gguf(
     out: str | os.PathLike,
     metadata: Metadata,
@@ -330,19 +367,7 @@ def write_gguf(
         if producer is not None else None
 
     with atomic_file(out, force=force) as tmp:
-        w = _fast_writer(None, arch)
-        alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        w.data_alignment = int(alignment)
-        for key, value, vt in metadata.items():
-            if key == "general.architecture":
-                continue
-            if vt.type == ValueType.ARRAY and len(value) == 0:
-                log.warning("%s: skipping empty array %s (gguf-py cannot write one)", out, key)
-                continue
-            w.add_key_value(key, value, vt.type, vt.item)
-        for spec in tensors:
-            w.add_tensor_info(spec.name, tuple(int(d) for d in spec.shape), np.dtype(np.float32),
-                              spec.nbytes, raw_dtype=spec.qtype.id)
+        w = _prepared_writer(out, arch, metadata, tensors)
         try:
             w.write_header_to_file(path=tmp)
             w.write_kv_data_to_file()

@@ -19,18 +19,27 @@ be compared bit for bit.
 The fused quantized kernels (:mod:`mlxquant.runtime.kernels`) have the same problem and follow
 the same choice: :meth:`ThreadChooser.step` sets their thread count
 (:func:`~mlxquant.runtime.kernels.set_kernel_threads`) to the BLAS count it picked.
+
+Setting and restoring the counts around every decode step cost ~50 us per token (threadpoolctl
+reads the count back each time), and every raise of OpenBLAS's count wakes its worker threads:
+on a worker thread that made a generation 3-4x slower (issue 16). Inside :func:`thread_session`
+(what :func:`~mlxquant.runtime.generate.generate_tokens` opens around a whole generation), a step
+therefore sets the counts only when they change and leaves them set; the session restores them
+once at its end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from typing import Iterator
 
 from threadpoolctl import ThreadpoolController
 
 _blas = None  # threadpoolctl's view of the BLAS libraries NumPy loaded (made on first use)
+_SESSION = threading.local()  # .state: the calling thread's open thread_session (a _Session) or None
 
 
 def _controller():
@@ -85,6 +94,51 @@ def busy_elsewhere() -> float:
             return 0.0
 
 
+class _Session:
+    """What a :func:`thread_session` restores: the counts before its first change (None: unchanged)."""
+
+    def __init__(self) -> None:
+        self.current: int | None = None  # the count the steps last set
+        self.blas: int | None = None
+        self.kernel: int | None = None
+
+    def set(self, n: int) -> None:
+        if n == self.current:
+            return
+        from .kernels import set_kernel_threads
+
+        blas, kernel = set_blas_threads(n), set_kernel_threads(n)
+        if self.current is None:
+            self.blas, self.kernel = blas, kernel
+        self.current = n
+
+    def restore(self) -> None:
+        if self.current is None:
+            return
+        from .kernels import set_kernel_threads
+
+        set_kernel_threads(self.kernel if self.kernel is not None else 1)
+        if self.blas is not None and self.blas != self.current:
+            set_blas_threads(self.blas)
+
+
+@contextlib.contextmanager
+def thread_session() -> Iterator[None]:
+    """Around many :meth:`ThreadChooser.step` calls of the calling thread (e.g. one generation):
+    the steps inside set the BLAS and kernel thread counts only when they change and do not
+    restore them; the session restores both once when it ends. Nested sessions: the outermost one
+    restores."""
+    if getattr(_SESSION, "state", None) is not None:
+        yield
+        return
+    state = _SESSION.state = _Session()
+    try:
+        yield
+    finally:
+        _SESSION.state = None
+        state.restore()
+
+
 class ThreadChooser:
     """Chooses NumPy's BLAS thread count for one kind of work (prefill, decode step) from measured
     times: :meth:`step` is a context manager around one forward pass.
@@ -96,6 +150,9 @@ class ThreadChooser:
     pass, so a slow-down (load arriving) shows at once; an exploration that loses doubles
     ``period`` (up to ``max_period``); one that wins resets it.
     ``MLXQUANT_BLAS_THREADS=N`` fixes the count (``0``: leave BLAS alone).
+
+    A step restores the previous counts when it ends, unless it runs inside a
+    :func:`thread_session` (which restores them once, at its end).
     """
 
     def __init__(self, period: int = 8, max_period: int = 256):
@@ -136,16 +193,21 @@ class ThreadChooser:
         from .kernels import set_kernel_threads
 
         n, best = self._choose()
-        old = set_blas_threads(n)
-        old_kernel = set_kernel_threads(n)
+        session: _Session | None = getattr(_SESSION, "state", None)
+        if session is not None:
+            session.set(n)
+        else:
+            old = set_blas_threads(n)
+            old_kernel = set_kernel_threads(n)
         t0 = time.perf_counter()
         try:
             yield
         finally:
             dt = (time.perf_counter() - t0) / max(1, units)
-            set_kernel_threads(old_kernel)
-            if old is not None:
-                set_blas_threads(old)
+            if session is None:
+                set_kernel_threads(old_kernel)
+                if old is not None:
+                    set_blas_threads(old)
             prev = self.time.get(n)
             self.time[n] = dt if prev is None or best is not None else 0.5 * prev + 0.5 * dt
             if best is not None:  # an exploration

@@ -8,7 +8,9 @@ default); otherwise softmax sampling at that temperature, optionally restricted 
 set of tokens whose probability reaches ``top_p``, with a seeded generator. Timings are recorded
 for :mod:`mlxquant.eval.bench`. On the NumPy backend the prefill and each decode step run with
 the BLAS thread count that the model's :class:`~mlxquant.runtime.blas.ThreadChooser` finds fastest
-(1 on a loaded machine: multi-threaded OpenBLAS then stalls, see :mod:`mlxquant.runtime.blas`).
+(1 on a loaded machine: multi-threaded OpenBLAS then stalls, see :mod:`mlxquant.runtime.blas`),
+set when the choice changes and restored once at the end of the generation
+(:func:`~mlxquant.runtime.blas.thread_session`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from .blas import ThreadChooser, thread_session
 
 # GGUF keys of end-of-turn tokens that end a generation like EOS (llama.cpp's llama_vocab_is_eog)
 _GGUF_EOG_KEYS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
@@ -115,6 +119,17 @@ def generate_tokens(model: object, prompt: Sequence[int], max_tokens: int = 64, 
     if max_tokens <= 0:
         return gen
     choosers = getattr(model, "blas_threads", None)  # NumPy backend: {"prefill": .., "decode": ..}
+    with thread_session() if choosers else contextlib.nullcontext():
+        _generate(model, prompt, max_tokens, temperature, top_p, rng, eos, cache, gen, choosers, on_token)
+    if choosers:
+        gen.blas_threads = f"prefill: {choosers['prefill'].summary()}; decode: {choosers['decode'].summary()}"
+    return gen
+
+
+def _generate(model: Any, prompt: Sequence[int], max_tokens: int, temperature: float, top_p: float,
+              rng: np.random.Generator, eos: set[int], cache: Any, gen: Generation,
+              choosers: dict[str, ThreadChooser] | None, on_token: Callable[[int], None] | None) -> None:
+    """The prefill and decode loop of :func:`generate_tokens` (filling ``gen``)."""
     t0 = time.perf_counter()
     with choosers["prefill"].step(len(prompt)) if choosers else contextlib.nullcontext():
         logits = model.forward(list(prompt), cache, logits_from=len(prompt) - 1)[-1]  # type: ignore[attr-defined]
@@ -135,9 +150,6 @@ def generate_tokens(model: object, prompt: Sequence[int], max_tokens: int = 64, 
             logits = model.forward([tok], cache)[-1]  # type: ignore[attr-defined]
         tok = sample(logits, temperature, top_p, rng)
     gen.decode_seconds = last - t1
-    if choosers:
-        gen.blas_threads = f"prefill: {choosers['prefill'].summary()}; decode: {choosers['decode'].summary()}"
-    return gen
 
 
 def generate(model: object, prompt: str, max_tokens: int = 64, temperature: float = 0.0,

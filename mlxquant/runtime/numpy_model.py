@@ -14,65 +14,35 @@ Per block (gemma's extra "sandwich" norms in brackets)::
 
 Long inputs are processed in batches of ``batch`` tokens (default 512) through the KV cache, so the
 attention scores of one batch, ``(heads, batch, context)`` float32, bound the scratch memory.
+
+A decode step (one token) is mostly call overhead on small models (issue 16): its attention (RoPE,
+cache write, scores, softmax, sum of V) is one compiled call
+(:func:`~mlxquant.runtime.kernels.attention.attend_one`, same result up to float32 rounding);
+the per-layer tensors are looked up and checked once while the weights stay in memory and
+unchanged (:attr:`Weights.version <mlxquant.runtime.weights.Weights.version>`), and RoPE tables
+are kept per frequency vector and sliced per step. Prompts keep the NumPy path (BLAS-sized
+products), whose results these changes left bit for bit as they were.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from ..errors import FormatError
 from .blas import ThreadChooser
 from .kernels import QuantMatrix, linear
+from .kernels.attention import attend_one
+from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
 from .spec import ModelSpec
 from .weights import Weights
 
 Matrix = np.ndarray | QuantMatrix
 
-_GELU_C = np.float32(math.sqrt(2.0 / math.pi))
 Observer = Callable[[int, str, np.ndarray], None]
 ATTN_BLOCK = 128  # query rows per attention block of a prompt (causal: later keys are skipped)
-
-
-def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """``x / sqrt(mean(x^2) + eps) * w`` over the last axis (float32)."""
-    ms = np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float32)
-    return x * (1.0 / np.sqrt(ms + np.float32(eps))) * w
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    return x / (np.float32(1.0) + np.exp(-x))
-
-
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(_GELU_C * (x + np.float32(0.044715) * x * x * x)))
-
-
-def rope_tables(inv_freq: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin, float32 ``(T, head_dim // 2)``, angles computed in float64."""
-    ang = positions.astype(np.float64)[:, None] * inv_freq[None, :]
-    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-
-
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate-half RoPE on ``x`` of shape ``(heads, T, head_dim)``."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-
-
-def _mask(p0: int, T: int, window: int | None) -> np.ndarray:
-    """Additive attention mask ``(T, p0 + T)``: 0 where query ``p0 + t`` may see key ``j`` (causal,
-    and ``p0 + t - j < window`` for a sliding window), -inf elsewhere."""
-    qpos = np.arange(p0, p0 + T)[:, None]
-    kpos = np.arange(p0 + T)[None, :]
-    hidden = kpos > qpos
-    if window is not None:
-        hidden |= (qpos - kpos) >= window
-    return np.where(hidden, np.float32(-np.inf), np.float32(0.0))
 
 
 class KVCache:
@@ -131,6 +101,16 @@ class _Layer:
     post_ffn_norm: np.ndarray | None = None
 
 
+class _Held(NamedTuple):
+    """Every block's :class:`_Layer`, the final norm and the output matrix, built once for one
+    :attr:`Weights.version <mlxquant.runtime.weights.Weights.version>` of weights held in memory."""
+
+    version: int
+    layers: list[_Layer]
+    final_norm: np.ndarray
+    output: Matrix
+
+
 class NumpyModel:
     """A model ready to run: :meth:`forward` maps token ids to next-token logits.
 
@@ -153,6 +133,8 @@ class NumpyModel:
         self.tokenizer = tokenizer
         # BLAS thread counts for generation (see mlxquant.runtime.blas): kept across calls
         self.blas_threads = {"prefill": ThreadChooser(period=2, max_period=16), "decode": ThreadChooser()}
+        self._held_parts: _Held | None = None
+        self._rope_tables: dict[int, Rope] = {}  # by id() of a spec.inv_freq array (see _ropes)
 
     def new_cache(self, capacity: int = 256) -> KVCache:
         return KVCache(self.spec, capacity)
@@ -162,7 +144,29 @@ class NumpyModel:
         w = self.weights.get(name)
         return w + np.float32(self.spec.norm_offset) if self.spec.norm_offset else w
 
+    def _held(self) -> _Held | None:
+        """The per-layer objects, looked up and checked once while every weight stays in memory
+        (:attr:`Weights.held`) and unchanged (:meth:`Weights.swapped` bumps the version); None
+        when the weights are decoded per use (past the memory budget)."""
+        w = self.weights
+        held = self._held_parts
+        if held is not None and held.version == w.version:
+            return held
+        if not w.held:
+            return None
+        version = w.version  # a swap while building shows as a newer version at the next call
+        layers = []
+        for i in range(self.spec.n_layers):
+            L = self._load_layer(i)
+            self._check_layer(i, L)
+            layers.append(L)
+        held = self._held_parts = _Held(version, layers, self._norm_w("model.norm.weight"), self._output())
+        return held
+
     def _layer(self, i: int) -> _Layer:
+        held = self._held()
+        if held is not None:
+            return held.layers[i]
         L = self._load_layer(i)
         self._check_layer(i, L)
         return L
@@ -222,7 +226,7 @@ class NumpyModel:
         return self.weights.linear(name)
 
     # -- forward ---------------------------------------------------------------------------
-    def _attention(self, i: int, L: _Layer, x: np.ndarray, cache: KVCache, p0: int,
+    def _attention(self, i: int, L: _Layer, x: np.ndarray, cache: KVCache, p0: int, rope: Rope,
                    obs: Observer | None = None) -> np.ndarray:
         s = self.spec
         T = x.shape[0]
@@ -237,15 +241,47 @@ class NumpyModel:
             k += L.k_bias
         if L.v_bias is not None:
             v += L.v_bias
+        if T == 1 and not s.attn_softcap:
+            out = self._attention_one(i, L, q, k, v, cache, p0, rope)
+        else:
+            out = self._attention_many(i, L, q, k, v, cache, p0, rope)
+        if obs is not None:
+            obs(i, "attn_output", out)
+        y = linear(out, L.o)
+        if L.o_bias is not None:
+            y += L.o_bias
+        return y
+
+    def _attention_one(self, i: int, L: _Layer, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                       cache: KVCache, p0: int, rope: Rope) -> np.ndarray:
+        """A decode step's attention ``(1, heads * head_dim)``: RoPE, cache write and attention in
+        one compiled call (:func:`~mlxquant.runtime.kernels.attention.attend_one`)."""
+        s = self.spec
+        q = q.reshape(s.n_heads, s.head_dim)
+        k = k.reshape(s.n_kv_heads, s.head_dim)
+        if L.q_norm is not None:
+            q = rms_norm(q, L.q_norm, s.eps)
+            k = rms_norm(k, L.k_norm, s.eps)
+        window = s.window[i]
+        start = 0 if window is None else max(0, p0 + 1 - window)
+        out = np.empty((1, s.n_heads * s.head_dim), np.float32)
+        attend_one(q, k, v.reshape(s.n_kv_heads, s.head_dim), rope.cos[0], rope.sin[0], cache.k[i],
+                   cache.v[i], p0, start, np.float32(s.attn_scale), out.reshape(s.n_heads, s.head_dim))
+        return out
+
+    def _attention_many(self, i: int, L: _Layer, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                        cache: KVCache, p0: int, rope: Rope) -> np.ndarray:
+        """Attention of ``T`` new tokens ``(T, heads * head_dim)`` (a prompt, or gemma2's softcap)."""
+        s = self.spec
+        T = q.shape[0]
         q = q.reshape(T, s.n_heads, s.head_dim).transpose(1, 0, 2)  # (H, T, D)
         k = k.reshape(T, s.n_kv_heads, s.head_dim).transpose(1, 0, 2)  # (KV, T, D)
         v = v.reshape(T, s.n_kv_heads, s.head_dim).transpose(1, 0, 2)
         if L.q_norm is not None:
             q = rms_norm(q, L.q_norm, s.eps)
             k = rms_norm(k, L.k_norm, s.eps)
-        cos, sin = rope_tables(s.inv_freq[i], np.arange(p0, p0 + T))
-        q = apply_rope(q, cos, sin)
-        k = apply_rope(k, cos, sin)
+        q = apply_rope(q, rope)
+        k = apply_rope(k, rope)
         cache.k[i][:, p0:p0 + T] = k
         cache.v[i][:, p0:p0 + T] = v
         q *= np.float32(s.attn_scale)
@@ -255,13 +291,7 @@ class NumpyModel:
             out = np.empty_like(q)  # (H, T, D)
             for r0 in range(0, T, ATTN_BLOCK):
                 out[:, r0:r0 + ATTN_BLOCK] = self._attend(i, q[:, r0:r0 + ATTN_BLOCK], cache, p0 + r0)
-        out = out.transpose(1, 0, 2).reshape(T, s.n_heads * s.head_dim)
-        if obs is not None:
-            obs(i, "attn_output", out)
-        y = linear(out, L.o)
-        if L.o_bias is not None:
-            y += L.o_bias
-        return y
+        return out.transpose(1, 0, 2).reshape(T, s.n_heads * s.head_dim)
 
     def _attend(self, i: int, q: np.ndarray, cache: KVCache, q0: int) -> np.ndarray:
         """Attention of the scaled queries ``q`` ``(H, t, D)`` at positions ``q0..q0 + t`` over the
@@ -276,7 +306,7 @@ class NumpyModel:
         if s.attn_softcap:
             cap = np.float32(s.attn_softcap)
             scores = np.tanh(scores / cap) * cap
-        scores += _mask(q0, t, s.window[i])
+        scores += attention_mask(q0, t, s.window[i])
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
         scores /= scores.sum(axis=-1, keepdims=True)
@@ -292,10 +322,25 @@ class NumpyModel:
             obs(i, "ffn_down", hidden)
         return linear(hidden, L.down)
 
-    def _block(self, i: int, h: np.ndarray, cache: KVCache, p0: int,
+    def _ropes(self, p0: int, T: int) -> list[Rope]:
+        """Each block's :class:`Rope` tables for positions ``p0..p0 + T``: slices of tables kept
+        per distinct frequency vector (blocks sharing theirs share them), computed for positions
+        ``0..n`` and recomputed for twice as many when a step goes past ``n`` (a decode step
+        then costs a slice, not ~25 us of trigonometry)."""
+        end = p0 + T
+        out = []
+        for f in self.spec.inv_freq:
+            r = self._rope_tables.get(id(f))
+            if r is None or r.cos.shape[0] < end:
+                n = max(end, 2 * r.cos.shape[0] if r is not None else 256)
+                r = self._rope_tables[id(f)] = rope_tables(f, np.arange(n))
+            out.append(Rope(r.cos[p0:end], r.sin[p0:end], r.swap))
+        return out
+
+    def _block(self, i: int, h: np.ndarray, cache: KVCache, p0: int, rope: Rope,
                obs: Observer | None = None) -> np.ndarray:
         s, L = self.spec, self._layer(i)
-        a = self._attention(i, L, rms_norm(h, L.attn_norm, s.eps), cache, p0, obs)
+        a = self._attention(i, L, rms_norm(h, L.attn_norm, s.eps), cache, p0, rope, obs)
         if L.post_attn_norm is not None:
             a = rms_norm(a, L.post_attn_norm, s.eps)
         h = h + a
@@ -309,8 +354,9 @@ class NumpyModel:
         p0 = cache.offset
         cache.reserve(len(tokens))
         h = self._embed(tokens)
+        ropes = self._ropes(p0, len(tokens))
         for i in range(self.spec.n_layers):
-            h = self._block(i, h, cache, p0, obs)
+            h = self._block(i, h, cache, p0, ropes[i], obs)
         cache.offset = p0 + len(tokens)
         h = h[want]
         if h.shape[0] == 0:
@@ -335,10 +381,13 @@ class NumpyModel:
     def _head(self, h: np.ndarray, obs: Observer | None = None) -> np.ndarray:
         """Logits ``(T, vocab)`` of the last block's output: final norm, output matrix, softcap."""
         s = self.spec
-        h = rms_norm(h, self._norm_w("model.norm.weight"), s.eps)
+        held = self._held()
+        norm, out = (held.final_norm, held.output) if held is not None else \
+            (self._norm_w("model.norm.weight"), self._output())
+        h = rms_norm(h, norm, s.eps)
         if obs is not None:
             obs(-1, "output", h)
-        logits = linear(h, self._output())
+        logits = linear(h, out)
         if s.final_softcap:
             cap = np.float32(s.final_softcap)
             logits = np.tanh(logits / cap) * cap
@@ -355,8 +404,9 @@ class NumpyModel:
         cache.reserve(len(toks))
         h = self._embed(toks)
         out = [h]
+        ropes = self._ropes(0, len(toks))
         for i in range(self.spec.n_layers):
-            h = self._block(i, h, cache, 0)
+            h = self._block(i, h, cache, 0, ropes[i])
             out.append(h)
         return out
 
@@ -366,8 +416,9 @@ class NumpyModel:
         run after changing the weights of block ``layer`` or later costs only those blocks."""
         cache = self.new_cache(h.shape[0])
         cache.reserve(h.shape[0])
+        ropes = self._ropes(0, h.shape[0])
         for i in range(layer, self.spec.n_layers):
-            h = self._block(i, h, cache, 0)
+            h = self._block(i, h, cache, 0, ropes[i])
         return self._head(h)
 
     def forward(self, tokens: np.ndarray | list[int], cache: KVCache | None = None,

@@ -92,11 +92,19 @@ class Weights:
         self._matrices: dict[str, QuantMatrix] = {}
         self._swaps: dict[str, np.ndarray] = {}
         self._cached_bytes = 0
+        self.version = 0  # bumped when :meth:`swapped` starts and ends (users cache what they looked up)
         self._lock = threading.Lock()  # threads may run forward passes side by side (imatrix)
         if self.resident_bytes > self.budget:
             log.info("%s: the weights held for the forward pass (%.0f MB) exceed the memory budget "
                      "(%.0f MB): decoding per layer on demand", path, self.resident_bytes / 1e6,
                      self.budget / 1e6)
+
+    @property
+    def held(self) -> bool:
+        """True when every tensor the forward pass uses stays in memory once looked up (within the
+        budget), so that a caller may keep what :meth:`get` / :meth:`linear` returned until
+        :attr:`version` changes."""
+        return self.resident_bytes <= self.budget
 
     @property
     def bits_per_weight(self) -> float:
@@ -185,10 +193,12 @@ class Weights:
         if tuple(values.shape) != tuple(shape):
             raise ValueError(f"tensor {name!r}: values of shape {values.shape}, not {shape}")
         self._swaps[name] = np.ascontiguousarray(values, dtype=np.float32)
+        self.version += 1
         try:
             yield
         finally:
             del self._swaps[name]
+            self.version += 1
 
     def preload(self) -> bool:
         """Decode every tensor now (the kept-quantized ones: map their blocks) when all fit in the

@@ -10,12 +10,13 @@ Facts this relies on:
   decoded-weight budget), and on a CPU two at once would only share the cores: generations are
   serialized, first come first served (:class:`Turns`); the others wait in a queue of bounded
   length (:class:`Busy` beyond it). A request cancelled while it waits never starts.
-- The runtime's :class:`~mlxquant.runtime.blas.ThreadChooser` sets OpenBLAS's thread count for
-  each forward pass and restores it after. Done from a thread other than the main one, every
-  raise of the count makes OpenBLAS wake a worker that spins: measured on the tiny model (10 x 32
-  tokens, loaded machine) 1.5 s of CPU on the main thread, 6.3 s on a worker thread, 1.5 s on a
-  worker thread with the process's count pinned to 1 first. The engine therefore pins OpenBLAS to
-  one thread (the chooser's own choice on a loaded machine; it may still try two when idle).
+- The runtime's :class:`~mlxquant.runtime.blas.ThreadChooser` sets OpenBLAS's thread count when
+  its choice changes and restores it once per generation (:func:`~mlxquant.runtime.blas.thread_session`).
+  When it set and restored the count around every forward pass, each raise made OpenBLAS wake a
+  worker that spins, and a generation on a worker thread cost 3-4x the CPU of one on the main
+  thread, so the engine pinned OpenBLAS to one thread; with one raise per generation the tiny
+  model (10 x 32 tokens, load ~6.5 on 2 cores) took 1.8 s of CPU on the main thread, 1.9 s on a
+  worker thread and 1.8 s on a worker thread pinned to 1 (issue 16), so nothing is pinned.
 - Chat prompts are rendered like ``mlxquant generate --chat`` (:func:`mlxquant.runtime.chat.chat_prompt`:
   the model's template in the Jinja sandbox, its BOS/EOS texts, the generation prompt) and
   tokenized without adding special tokens; completion prompts are tokenized as ``generate`` does
@@ -172,10 +173,6 @@ class Engine:
         cfg = getattr(getattr(model, "weights", None), "config", None) or {}
         ctx = cfg.get("max_position_embeddings")
         self.context_length: int | None = ctx if isinstance(ctx, int) and ctx > 0 else None
-        if getattr(model, "backend", None) == "numpy":
-            from ..runtime.blas import set_blas_threads
-
-            set_blas_threads(1)  # see the module docstring: BLAS thread switching on a worker thread
 
     # -- prompts ------------------------------------------------------------------------------
     def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:

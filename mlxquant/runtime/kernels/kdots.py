@@ -4,6 +4,14 @@ the K-quants' sub-block mins). Layouts: see :mod:`.layout`.
 
 Per (sub-)block of 16 or 32 weights: one float32 sum of ``q·x`` over integer codes, then the
 sub-block scale (and ``min·Σx``) applied once, as ggml's ``vec_dot_q*_K`` groups its work.
+
+Shape of Q2_K..Q6_K (1.5-2.4x faster than one loop per sub-block, ``benchmarks/kernels.py``): one
+loop over the block's bytes with every sub-block that reads those bytes in its body (8 float32
+sums, so each vectorized loop runs 16 or 32 bytes at once and its loop and reduction overhead is
+paid once per 128-256 weights), codes unpacked with the 32-bit integer ops of :mod:`.layout`
+(Numba's 64-bit integers halve the lanes), constant code offsets moved out of the loop
+(``Σ (q - 32)·x = Σ q·x - 32·Σx``), the scales (unpacked without branches) applied to the 8 sums
+after the loop.
 """
 
 from __future__ import annotations
@@ -11,133 +19,206 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .layout import KVALUES_IQ4NL, f16_at, q3_scale, scale_min_k4, trit
+from .layout import and32, f16_at, iq4nl_value, or32, q3_scale, shl32, shr32, trit
 
 F32 = np.float32
 
 
 @njit(inline="always")
+def _k4_total(w, p, xs, so, s0, s1, s2, s3, s4, s5, s6, s7):
+    """``Σ (d·sc_j·s_j - dmin·m_j·Σx_j)`` of a Q4_K/Q5_K block (``s_j``: sub-block ``j``'s ``Σ q·x``),
+    the 8 6-bit scales and mins unpacked without branches (get_scale_min_k4)."""
+    c = p + 4
+    b0 = np.int32(w[c]); b1 = np.int32(w[c + 1]); b2 = np.int32(w[c + 2]); b3 = np.int32(w[c + 3])
+    b4 = np.int32(w[c + 4]); b5 = np.int32(w[c + 5]); b6 = np.int32(w[c + 6]); b7 = np.int32(w[c + 7])
+    b8 = np.int32(w[c + 8]); b9 = np.int32(w[c + 9]); b10 = np.int32(w[c + 10]); b11 = np.int32(w[c + 11])
+    pos = ((F32(b0 & 63) * s0 + F32(b1 & 63) * s1) + (F32(b2 & 63) * s2 + F32(b3 & 63) * s3)
+           + (F32((b8 & 15) | ((b0 >> 6) << 4)) * s4 + F32((b9 & 15) | ((b1 >> 6) << 4)) * s5)
+           + (F32((b10 & 15) | ((b2 >> 6) << 4)) * s6 + F32((b11 & 15) | ((b3 >> 6) << 4)) * s7))
+    k = so
+    neg = ((F32(b4 & 63) * (xs[k] + xs[k + 1]) + F32(b5 & 63) * (xs[k + 2] + xs[k + 3]))
+           + (F32(b6 & 63) * (xs[k + 4] + xs[k + 5]) + F32(b7 & 63) * (xs[k + 6] + xs[k + 7]))
+           + (F32((b8 >> 4) | ((b4 >> 6) << 4)) * (xs[k + 8] + xs[k + 9])
+              + F32((b9 >> 4) | ((b5 >> 6) << 4)) * (xs[k + 10] + xs[k + 11]))
+           + (F32((b10 >> 4) | ((b6 >> 6) << 4)) * (xs[k + 12] + xs[k + 13])
+              + F32((b11 >> 4) | ((b7 >> 6) << 4)) * (xs[k + 14] + xs[k + 15])))
+    return f16_at(w, p) * pos - f16_at(w, p + 2) * neg
+
+
+@njit(inline="always")
 def dot_q4_k(w, p, x, xo, xs, so, n16):
-    d = f16_at(w, p)
-    dmin = f16_at(w, p + 2)
-    total = F32(0)
-    for g in range(4):
-        sc1, m1 = scale_min_k4(w, p + 4, 2 * g)
-        sc2, m2 = scale_min_k4(w, p + 4, 2 * g + 1)
-        q0 = p + 16 + 32 * g
-        o = xo + 64 * g
-        s1 = F32(0)
-        s2 = F32(0)
-        for l in range(32):
-            q = np.int32(w[q0 + l])
-            s1 += F32(q & 0xF) * x[o + l]
-            s2 += F32(q >> 4) * x[o + 32 + l]
-        k = so + 4 * g
-        total += (d * F32(sc1)) * s1 - (dmin * F32(m1)) * (xs[k] + xs[k + 1])
-        total += (d * F32(sc2)) * s2 - (dmin * F32(m2)) * (xs[k + 2] + xs[k + 3])
-    return total
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = F32(0)
+    q0 = p + 16
+    for l in range(2 * n16):  # byte l of each 32-byte group: weights l and 32 + l of that 64
+        a = np.int32(w[q0 + l])
+        b = np.int32(w[q0 + 32 + l])
+        c = np.int32(w[q0 + 64 + l])
+        e = np.int32(w[q0 + 96 + l])
+        s0 += F32(and32(a, 15)) * x[xo + l]
+        s1 += F32(shr32(a, 4)) * x[xo + 32 + l]
+        s2 += F32(and32(b, 15)) * x[xo + 64 + l]
+        s3 += F32(shr32(b, 4)) * x[xo + 96 + l]
+        s4 += F32(and32(c, 15)) * x[xo + 128 + l]
+        s5 += F32(shr32(c, 4)) * x[xo + 160 + l]
+        s6 += F32(and32(e, 15)) * x[xo + 192 + l]
+        s7 += F32(shr32(e, 4)) * x[xo + 224 + l]
+    return _k4_total(w, p, xs, so, s0, s1, s2, s3, s4, s5, s6, s7)
 
 
 @njit(inline="always")
 def dot_q5_k(w, p, x, xo, xs, so, n16):
-    d = f16_at(w, p)
-    dmin = f16_at(w, p + 2)
-    total = F32(0)
-    for g in range(4):
-        sc1, m1 = scale_min_k4(w, p + 4, 2 * g)
-        sc2, m2 = scale_min_k4(w, p + 4, 2 * g + 1)
-        q0 = p + 48 + 32 * g
-        o = xo + 64 * g
-        s1 = F32(0)
-        s2 = F32(0)
-        for l in range(32):
-            q = np.int32(w[q0 + l])
-            h = np.int32(w[p + 16 + l]) >> (2 * g)
-            s1 += F32((q & 0xF) | ((h & 1) << 4)) * x[o + l]
-            s2 += F32((q >> 4) | ((h & 2) << 3)) * x[o + 32 + l]
-        k = so + 4 * g
-        total += (d * F32(sc1)) * s1 - (dmin * F32(m1)) * (xs[k] + xs[k + 1])
-        total += (d * F32(sc2)) * s2 - (dmin * F32(m2)) * (xs[k + 2] + xs[k + 3])
-    return total
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = F32(0)
+    q0 = p + 48
+    for l in range(2 * n16):  # bit 2g / 2g+1 of qh[l]: 5th bit of weights l / 32 + l of group g
+        h = np.int32(w[p + 16 + l])
+        a = np.int32(w[q0 + l])
+        b = np.int32(w[q0 + 32 + l])
+        c = np.int32(w[q0 + 64 + l])
+        e = np.int32(w[q0 + 96 + l])
+        s0 += F32(or32(and32(a, 15), shl32(and32(h, 1), 4))) * x[xo + l]
+        s1 += F32(or32(shr32(a, 4), shl32(and32(h, 2), 3))) * x[xo + 32 + l]
+        s2 += F32(or32(and32(b, 15), shl32(and32(h, 4), 2))) * x[xo + 64 + l]
+        s3 += F32(or32(shr32(b, 4), shl32(and32(h, 8), 1))) * x[xo + 96 + l]
+        s4 += F32(or32(and32(c, 15), and32(h, 16))) * x[xo + 128 + l]
+        s5 += F32(or32(shr32(c, 4), shr32(and32(h, 32), 1))) * x[xo + 160 + l]
+        s6 += F32(or32(and32(e, 15), shr32(and32(h, 64), 2))) * x[xo + 192 + l]
+        s7 += F32(or32(shr32(e, 4), shr32(and32(h, 128), 3))) * x[xo + 224 + l]
+    return _k4_total(w, p, xs, so, s0, s1, s2, s3, s4, s5, s6, s7)
 
 
 @njit(inline="always")
 def dot_q6_k(w, p, x, xo, xs, so, n16):
     total = F32(0)
-    for n in range(2):
-        ql = p + 64 * n
-        qh = p + 128 + 32 * n
-        sc = p + 192 + 8 * n
-        o = xo + 128 * n
-        for i in range(2):  # 16 weights of each of the 4 quarter-rows share a scale
-            s1 = F32(0)
-            s2 = F32(0)
-            s3 = F32(0)
-            s4 = F32(0)
-            for l in range(16 * i, 16 * i + 16):
-                h = np.int32(w[qh + l])
-                a = np.int32(w[ql + l])
-                b = np.int32(w[ql + 32 + l])
-                s1 += F32(((a & 0xF) | ((h & 3) << 4)) - 32) * x[o + l]
-                s2 += F32(((b & 0xF) | (((h >> 2) & 3) << 4)) - 32) * x[o + 32 + l]
-                s3 += F32(((a >> 4) | (((h >> 4) & 3) << 4)) - 32) * x[o + 64 + l]
-                s4 += F32(((b >> 4) | (((h >> 6) & 3) << 4)) - 32) * x[o + 96 + l]
-            total += (F32(np.int8(w[sc + i])) * s1 + F32(np.int8(w[sc + i + 2])) * s2
-                      + F32(np.int8(w[sc + i + 4])) * s3 + F32(np.int8(w[sc + i + 6])) * s4)
+    for i in range(2):  # weights 16i..16i+15 of each 32 share a scale
+        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = F32(0)
+        for j in range(n16):
+            l = 16 * i + j
+            h = np.int32(w[p + 128 + l])
+            a = np.int32(w[p + l])
+            b = np.int32(w[p + 32 + l])
+            a0 += F32(or32(and32(a, 15), shl32(and32(h, 3), 4))) * x[xo + l]
+            a1 += F32(or32(and32(b, 15), shl32(and32(h, 12), 2))) * x[xo + 32 + l]
+            a2 += F32(or32(shr32(a, 4), and32(h, 48))) * x[xo + 64 + l]
+            a3 += F32(or32(shr32(b, 4), and32(shr32(h, 2), 48))) * x[xo + 96 + l]
+            h = np.int32(w[p + 160 + l])
+            a = np.int32(w[p + 64 + l])
+            b = np.int32(w[p + 96 + l])
+            b0 += F32(or32(and32(a, 15), shl32(and32(h, 3), 4))) * x[xo + 128 + l]
+            b1 += F32(or32(and32(b, 15), shl32(and32(h, 12), 2))) * x[xo + 160 + l]
+            b2 += F32(or32(shr32(a, 4), and32(h, 48))) * x[xo + 192 + l]
+            b3 += F32(or32(shr32(b, 4), and32(shr32(h, 2), 48))) * x[xo + 224 + l]
+        sc = p + 192 + i
+        k = so + i  # codes are stored + 32: Σ (q - 32)·x = Σ q·x - 32·Σx
+        total += (F32(np.int8(w[sc])) * (a0 - F32(32) * xs[k])
+                  + F32(np.int8(w[sc + 2])) * (a1 - F32(32) * xs[k + 2])
+                  + F32(np.int8(w[sc + 4])) * (a2 - F32(32) * xs[k + 4])
+                  + F32(np.int8(w[sc + 6])) * (a3 - F32(32) * xs[k + 6]))
+        total += (F32(np.int8(w[sc + 8])) * (b0 - F32(32) * xs[k + 8])
+                  + F32(np.int8(w[sc + 10])) * (b1 - F32(32) * xs[k + 10])
+                  + F32(np.int8(w[sc + 12])) * (b2 - F32(32) * xs[k + 12])
+                  + F32(np.int8(w[sc + 14])) * (b3 - F32(32) * xs[k + 14]))
     return f16_at(w, p + 208) * total
 
 
 @njit(inline="always")
 def dot_q3_k(w, p, x, xo, xs, so, n16):
     total = F32(0)
-    for n in range(2):
+    for n in range(2):  # 128 weights: 2-bit field j of qs[32n + 16h + l] is weight 32j + 16h + l
         q0 = p + 32 + 32 * n
-        for j in range(4):
-            m = 4 * n + j
-            for half in range(2):
-                s = F32(0)
-                o = xo + 128 * n + 32 * j + 16 * half
-                for l in range(n16):
-                    q = (np.int32(w[q0 + 16 * half + l]) >> (2 * j)) & 3
-                    hb = (np.int32(w[p + 16 * half + l]) >> m) & 1
-                    s += F32(q - 4 + 4 * hb) * x[o + l]
-                total += F32(q3_scale(w, p + 96, 8 * n + 2 * j + half)) * s
+        m = 4 * n  # high bit of that weight: bit m + j of hmask[16h + l]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = F32(0)
+        o = xo + 128 * n
+        for l in range(n16):
+            a = np.int32(w[q0 + l])
+            b = np.int32(w[q0 + 16 + l])
+            ha = shr32(np.int32(w[p + l]), m)
+            hb = shr32(np.int32(w[p + 16 + l]), m)
+            # code + 4 (0..7): (q | 4·hbit); Σ (code + 4 - 4)·x uses Σx below
+            s0 += F32(or32(and32(a, 3), shl32(and32(ha, 1), 2))) * x[o + l]
+            s1 += F32(or32(and32(b, 3), shl32(and32(hb, 1), 2))) * x[o + 16 + l]
+            s2 += F32(or32(and32(shr32(a, 2), 3), shl32(and32(ha, 2), 1))) * x[o + 32 + l]
+            s3 += F32(or32(and32(shr32(b, 2), 3), shl32(and32(hb, 2), 1))) * x[o + 48 + l]
+            s4 += F32(or32(and32(shr32(a, 4), 3), and32(ha, 4))) * x[o + 64 + l]
+            s5 += F32(or32(and32(shr32(b, 4), 3), and32(hb, 4))) * x[o + 80 + l]
+            s6 += F32(or32(shr32(a, 6), shr32(and32(ha, 8), 1))) * x[o + 96 + l]
+            s7 += F32(or32(shr32(b, 6), shr32(and32(hb, 8), 1))) * x[o + 112 + l]
+        k = so + 8 * n
+        c = p + 96
+        i = 8 * n
+        total += ((F32(q3_scale(w, c, i)) * (s0 - F32(4) * xs[k])
+                   + F32(q3_scale(w, c, i + 1)) * (s1 - F32(4) * xs[k + 1]))
+                  + (F32(q3_scale(w, c, i + 2)) * (s2 - F32(4) * xs[k + 2])
+                     + F32(q3_scale(w, c, i + 3)) * (s3 - F32(4) * xs[k + 3]))
+                  + (F32(q3_scale(w, c, i + 4)) * (s4 - F32(4) * xs[k + 4])
+                     + F32(q3_scale(w, c, i + 5)) * (s5 - F32(4) * xs[k + 5]))
+                  + (F32(q3_scale(w, c, i + 6)) * (s6 - F32(4) * xs[k + 6])
+                     + F32(q3_scale(w, c, i + 7)) * (s7 - F32(4) * xs[k + 7])))
     return f16_at(w, p + 108) * total
 
 
 @njit(inline="always")
 def dot_q2_k(w, p, x, xo, xs, so, n16):
-    d = f16_at(w, p + 80)
-    dmin = f16_at(w, p + 82)
-    total = F32(0)
-    for n in range(2):
+    pos = F32(0)
+    neg = F32(0)
+    for n in range(2):  # 128 weights: 2-bit field j of qs[32n + 16h + l] is weight 32j + 16h + l
         q0 = p + 16 + 32 * n
-        for j in range(4):
-            for half in range(2):
-                sc = np.int32(w[p + 8 * n + 2 * j + half])
-                s = F32(0)
-                o = xo + 128 * n + 32 * j + 16 * half
-                for l in range(16):
-                    s += F32((np.int32(w[q0 + 16 * half + l]) >> (2 * j)) & 3) * x[o + l]
-                total += (d * F32(sc & 0xF)) * s - (dmin * F32(sc >> 4)) * xs[so + 8 * n + 2 * j + half]
-    return total
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = F32(0)
+        o = xo + 128 * n
+        for l in range(n16):
+            a = np.int32(w[q0 + l])
+            b = np.int32(w[q0 + 16 + l])
+            s0 += F32(and32(a, 3)) * x[o + l]
+            s1 += F32(and32(b, 3)) * x[o + 16 + l]
+            s2 += F32(and32(shr32(a, 2), 3)) * x[o + 32 + l]
+            s3 += F32(and32(shr32(b, 2), 3)) * x[o + 48 + l]
+            s4 += F32(and32(shr32(a, 4), 3)) * x[o + 64 + l]
+            s5 += F32(and32(shr32(b, 4), 3)) * x[o + 80 + l]
+            s6 += F32(shr32(a, 6)) * x[o + 96 + l]
+            s7 += F32(shr32(b, 6)) * x[o + 112 + l]
+        c = p + 8 * n  # scales[8n + i]: low nibble scale, high nibble min of 16 weights
+        k = so + 8 * n
+        pos += ((F32(w[c] & 15) * s0 + F32(w[c + 1] & 15) * s1)
+                + (F32(w[c + 2] & 15) * s2 + F32(w[c + 3] & 15) * s3)
+                + (F32(w[c + 4] & 15) * s4 + F32(w[c + 5] & 15) * s5)
+                + (F32(w[c + 6] & 15) * s6 + F32(w[c + 7] & 15) * s7))
+        neg += ((F32(w[c] >> 4) * xs[k] + F32(w[c + 1] >> 4) * xs[k + 1])
+                + (F32(w[c + 2] >> 4) * xs[k + 2] + F32(w[c + 3] >> 4) * xs[k + 3])
+                + (F32(w[c + 4] >> 4) * xs[k + 4] + F32(w[c + 5] >> 4) * xs[k + 5])
+                + (F32(w[c + 6] >> 4) * xs[k + 6] + F32(w[c + 7] >> 4) * xs[k + 7]))
+    return f16_at(w, p + 80) * pos - f16_at(w, p + 82) * neg
 
 
 @njit(inline="always")
 def dot_iq4_xs(w, p, x, xo, xs, so, n16):
-    d = f16_at(w, p)
-    sh = np.int32(w[p + 2]) | (np.int32(w[p + 3]) << 8)
-    total = F32(0)
-    for ib in range(8):
-        ls = ((np.int32(w[p + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
-        q0 = p + 8 + 16 * ib
-        o = xo + 32 * ib
-        s = F32(0)
-        for j in range(n16):
-            q = w[q0 + j]
-            s += KVALUES_IQ4NL[q & 15] * x[o + j] + KVALUES_IQ4NL[q >> 4] * x[o + 16 + j]
-        total += F32(ls - 32) * s
-    return d * total
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = F32(0)
+    q0 = p + 8
+    for j in range(n16):  # byte j of sub-block i's 16: weights 32i + j (low nibble), 32i + 16 + j
+        a = np.int32(w[q0 + j])
+        s0 += iq4nl_value(and32(a, 15)) * x[xo + j] + iq4nl_value(shr32(a, 4)) * x[xo + 16 + j]
+        a = np.int32(w[q0 + 16 + j])
+        s1 += iq4nl_value(and32(a, 15)) * x[xo + 32 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 48 + j]
+        a = np.int32(w[q0 + 32 + j])
+        s2 += iq4nl_value(and32(a, 15)) * x[xo + 64 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 80 + j]
+        a = np.int32(w[q0 + 48 + j])
+        s3 += iq4nl_value(and32(a, 15)) * x[xo + 96 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 112 + j]
+        a = np.int32(w[q0 + 64 + j])
+        s4 += iq4nl_value(and32(a, 15)) * x[xo + 128 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 144 + j]
+        a = np.int32(w[q0 + 80 + j])
+        s5 += iq4nl_value(and32(a, 15)) * x[xo + 160 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 176 + j]
+        a = np.int32(w[q0 + 96 + j])
+        s6 += iq4nl_value(and32(a, 15)) * x[xo + 192 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 208 + j]
+        a = np.int32(w[q0 + 112 + j])
+        s7 += iq4nl_value(and32(a, 15)) * x[xo + 224 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 240 + j]
+    sh = np.int32(w[p + 2]) | (np.int32(w[p + 3]) << 8)  # 6-bit scales: low 4 bits in w[4:8]
+    l0 = np.int32(w[p + 4])
+    l1 = np.int32(w[p + 5])
+    l2 = np.int32(w[p + 6])
+    l3 = np.int32(w[p + 7])
+    total = ((F32(((l0 & 15) | ((sh & 3) << 4)) - 32) * s0 + F32(((l0 >> 4) | ((sh & 12) << 2)) - 32) * s1)
+             + (F32(((l1 & 15) | (sh & 48)) - 32) * s2 + F32(((l1 >> 4) | ((sh >> 2) & 48)) - 32) * s3)
+             + (F32(((l2 & 15) | ((sh >> 4) & 48)) - 32) * s4 + F32(((l2 >> 4) | ((sh >> 6) & 48)) - 32) * s5)
+             + (F32(((l3 & 15) | ((sh >> 8) & 48)) - 32) * s6 + F32(((l3 >> 4) | ((sh >> 10) & 48)) - 32) * s7))
+    return f16_at(w, p) * total
 
 
 @njit(inline="always")

@@ -105,7 +105,8 @@ class QuantMatrix:
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
         """``x @ W.T``: float32 ``(T, rows)`` for ``x`` ``(T, cols)`` (or ``(rows,)`` for 1-D)."""
-        x2 = np.ascontiguousarray(x, dtype=np.float32)
+        ready = isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
+        x2 = x if ready else np.ascontiguousarray(x, dtype=np.float32)
         vec = x2.ndim == 1
         x2 = x2.reshape(1, -1) if vec else x2
         if x2.shape[1] != self.shape[1]:
@@ -123,7 +124,7 @@ class QuantMatrix:
         else:
             y = self._tiled(x2)
         if self.out_rows is not None:
-            y = y[:, self.out_rows]
+            y = y.take(self.out_rows, axis=1)
         return y[0] if vec else y
 
     def _tiled(self, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,108 @@
+"""The NumPy runtime's decode step (issue 16): one token at a time through the KV cache (the
+compiled attention, cached per-layer objects, RoPE table slices) gives the logits of one forward
+pass on every architecture, sliding windows included; :func:`thread_session` sets BLAS / kernel
+thread counts only when they change and restores them once."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import mlxquant.runtime.blas as blas
+from mlxquant.formats.hf import HFTensorSpec, write_hf_folder
+from mlxquant.runtime import generate_tokens, load_model
+from mlxquant.runtime.kernels import kernel_threads, set_kernel_threads
+from mlxquant.testing.f32_gguf import TINY_CONFIGS, tiny_hf_model
+
+WINDOW = 12  # sliding window of the gemma models here: the decode steps run past it
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_CONFIGS))
+def test_decode_steps_equal_one_forward_pass(tmp_path, arch):
+    overrides = {"sliding_window": WINDOW} if arch.startswith("gemma") else {}
+    cfg, tensors = tiny_hf_model(arch, seed=5, **overrides)
+    specs = [HFTensorSpec(n, a.shape, "F32") for n, a in tensors.items()]
+    write_hf_folder(tmp_path / arch, cfg, specs, lambda s: tensors[s.name])
+    model = load_model(tmp_path / arch, backend="numpy", tokenizer=False)
+    tokens = np.random.default_rng(2).integers(0, cfg["vocab_size"], 40)
+    full = model.forward(tokens)
+    cache = model.new_cache(2)  # grows while decoding
+    steps = [model.forward(tokens[:8], cache)]
+    steps += [model.forward(tokens[i:i + 1], cache) for i in range(8, 40)]
+    got = np.concatenate(steps)
+    scale = np.abs(full).max()
+    assert np.abs(got - full).max() <= 1e-5 * scale
+    assert np.array_equal(got.argmax(-1), full.argmax(-1))
+    # the per-layer objects are looked up once and reused while the weights are unchanged
+    assert model._layer(0) is model._layer(0)
+
+
+@pytest.fixture
+def fake_blas(monkeypatch):
+    """BLAS at 2 threads, every set_blas_threads call recorded."""
+    state = {"n": 2, "calls": []}
+
+    def set_threads(n: int) -> int:
+        state["calls"].append(n)
+        old, state["n"] = state["n"], n
+        return old
+
+    monkeypatch.setattr(blas, "get_blas_threads", lambda: state["n"])
+    monkeypatch.setattr(blas, "set_blas_threads", set_threads)
+    monkeypatch.delenv("MLXQUANT_BLAS_THREADS", raising=False)
+    old = set_kernel_threads(1)
+    yield state
+    set_kernel_threads(old)
+
+
+def test_steps_outside_a_session_restore_each_time(fake_blas):
+    chooser = blas.ThreadChooser()
+    for _ in range(3):
+        with chooser.step():
+            assert fake_blas["n"] == 1 and kernel_threads() == 1
+        assert fake_blas["n"] == 2
+    assert fake_blas["calls"] == [1, 2] * 3
+
+
+def test_a_session_sets_on_change_and_restores_once(fake_blas, monkeypatch):
+    monkeypatch.setattr(blas, "busy_elsewhere", lambda: 0)  # idle cores: explorations run
+    monkeypatch.setattr(blas, "cpu_cores", lambda: 2)
+    chooser = blas.ThreadChooser(period=2, max_period=2)
+    seen = []
+    with blas.thread_session():
+        for _ in range(9):
+            with chooser.step():
+                seen.append(fake_blas["n"])
+                assert kernel_threads() == min(fake_blas["n"], numba.config.NUMBA_NUM_THREADS)
+        inside = list(fake_blas["calls"])
+    assert set(seen) == {1, 2}  # the choice and the explorations
+    assert inside == [n for prev, n in zip([2] + seen, seen) if n != prev]  # set on a change only
+    assert fake_blas["calls"] == inside + ([2] if seen[-1] != 2 else [])  # restored once, at the end
+    assert fake_blas["n"] == 2 and kernel_threads() == 1
+
+
+def test_a_session_restores_after_an_error_and_nests(fake_blas):
+    chooser = blas.ThreadChooser()
+    with pytest.raises(KeyboardInterrupt):
+        with blas.thread_session():
+            with blas.thread_session():  # the inner one leaves the restore to the outer one
+                with chooser.step():
+                    pass
+            assert fake_blas["n"] == 1
+            raise KeyboardInterrupt
+    assert fake_blas["n"] == 2 and fake_blas["calls"] == [1, 2]
+
+
+def test_generation_restores_blas_once(tmp_path, fake_blas):
+    cfg, tensors = tiny_hf_model("llama", seed=1)
+    specs = [HFTensorSpec(n, a.shape, "F32") for n, a in tensors.items()]
+    write_hf_folder(tmp_path / "m", cfg, specs, lambda s: tensors[s.name])
+    model = load_model(tmp_path / "m", backend="numpy", tokenizer=False)
+    gen = generate_tokens(model, [1, 2, 3], max_tokens=12, stop_at_eos=False)
+    assert len(gen.tokens) == 12
+    assert fake_blas["n"] == 2
+    # 1 thread from the start, back to 2 at the end; between them only the decode chooser's
+    # explorations (at most one in 11 steps) set a count: not a set and a restore per step (24)
+    assert fake_blas["calls"][0] == 1 and fake_blas["calls"][-1] == 2
+    assert len(fake_blas["calls"]) <= 4
