@@ -225,24 +225,21 @@ def convert_cmd(src: str, out: str, to: str, outtype: str | None, imatrix: str |
             _fail(f"--ollama applies to --to gguf only, not --to {to}")
         modelfile = modelfile_path(out)
         check_modelfile_output(modelfile, force)
-    bar = None
+    from .eval.commands import ProgressBar
 
-    def progress(done: int, total: int, name: str) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label="converting", file=sys.stderr,
-                                    show_pos=True, item_show_func=lambda n: n)
-            bar.__enter__()
-        bar.update(1, name)
+    def stage(name: str) -> str:  # an allocation's stages, then the conversion's tensors
+        word = name.split(" ", 1)[0]
+        return {"distortion": "allocating: distortions", "gain": "allocating: gains",
+                "error": "allocating: errors"}.get(word, "converting")
 
+    bar = ProgressBar("converting", stage)
     try:
         if to == "onnx":
             report = convert(src, out, to="onnx", force=force, **{k: v for k, v in given.items() if v is not None})
         else:
-            report = convert(src, out, options, force=force, progress=progress)
+            report = convert(src, out, options, force=force, progress=bar)
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+        bar.close()
     if modelfile is not None:
         from .formats.modelfile import write_modelfile
 

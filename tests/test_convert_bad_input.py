@@ -212,3 +212,23 @@ def test_cli_success_json_and_progress(good_gguf, tmp_path):
     assert "converting" in r.stderr
     assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
     shutil.rmtree(out)
+
+
+def test_progress_bar_restarts_per_stage(capsys):
+    """An allocation reports its distortions, then its gains, then the conversion's tensors, each
+    counting from 1 to its own total: each stage gets a bar of its own with its own label (one
+    bar sized by the first total overran by the later stages' counts)."""
+    from mlxquant.eval.commands import ProgressBar
+
+    seen = []
+    bar = ProgressBar("converting", lambda what: {"distortion": "allocating: distortions",
+                                                  "gain": "allocating: gains"}.get(what.split()[0], "converting"))
+    for stage, total in (("distortion", 3), ("gain", 2), ("t", 5)):
+        for k in range(1, total + 1):
+            bar(k, total, f"{stage} x{k}")
+            seen.append((bar.bar.length, bar.done))
+    bar.close()
+    assert bar.bar is None
+    assert seen == [(3, 1), (3, 2), (3, 3), (2, 1), (2, 2), (5, 1), (5, 2), (5, 3), (5, 4), (5, 5)]
+    err = capsys.readouterr().err
+    assert "allocating: distortions" in err and "allocating: gains" in err and "converting" in err

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -98,7 +98,7 @@ def _row_bytes(t: str, shape: tuple[int, ...]) -> int:
 
 def allocate(src: str | os.PathLike, target_bpw: float | None = None,
              imatrix: str | os.PathLike | None = None, calib_text: str | os.PathLike | None = None,
-             *, tensor_bytes: int | None = None, ctx: int = 128, chunks: int = 4,
+             *, tensor_bytes: int | None = None, ctx: int = 128, chunks: int = 2,
              refine: bool | None = None, layers: int = GAIN_LAYERS,
              progress: Progress | None = None) -> Allocation:
     """Choose every tensor's GGUF type for ``target_bpw`` (see the module docstring).
@@ -160,7 +160,7 @@ def allocate(src: str | os.PathLike, target_bpw: float | None = None,
     dist: dict[str, dict[str, float]] = {}
     probes: dict[str, str] = {}
     cands: dict[str, list[str]] = {}
-    for k, g in enumerate(variables, 1):
+    for g in variables:
         arr = w.get(names[g])
         cols = arr.shape[-1]
         imp = importance_for(im, g, cols) if im is not None else None
@@ -168,8 +168,9 @@ def allocate(src: str | os.PathLike, target_bpw: float | None = None,
         if not types:
             raise AllocationError(f"{src}: tensor {g!r} (rows of {cols}) fits no quantized type")
         probes[g] = probe_type(cols, imp is not None, target_bpw)
-        dist[g] = distortions(arr.reshape(-1, cols), sorted({*types, probes[g]}), imp)
         tensors[g] = (names[g], arr, imp)
+    for k, (g, d) in enumerate(_distortions(tensors, {g: sorted({*cands[g], probes[g]}) for g in variables}), 1):
+        dist[g] = d
         if progress is not None:
             progress(k, len(variables), f"distortion {g}")
     for g in variables:
@@ -197,6 +198,37 @@ def allocate(src: str | os.PathLike, target_bpw: float | None = None,
         choice = solve(options, budget)
     return _result(choice, options, fixed, shapes, gains, target_bpw, n_weights, calib_text is not None,
                    round(time.perf_counter() - t0, 2))
+
+
+def _distortions(tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]],
+                 types: dict[str, list[str]]) -> Iterator[tuple[str, dict[str, float]]]:
+    """``(name, {type: distortion})`` of every tensor, in order; tensors side by side on one
+    thread per core, each codec call on its thread alone (:func:`~mlxquant.quant.api.on_this_thread`):
+    the sampled rows are too few for a call's own chunks to be worth the pool's hand-offs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..quant.api import on_this_thread
+    from ..runtime.blas import cpu_cores
+
+    def one(g: str) -> dict[str, float]:
+        _, arr, imp = tensors[g]
+        with on_this_thread():
+            return distortions(arr.reshape(-1, arr.shape[-1]), types[g], imp)
+
+    names = list(tensors)
+    workers = min(cpu_cores(), len(names))
+    if workers <= 1:
+        for g in names:
+            yield g, one(g)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="mlxquant-alloc") as ex:
+        futures = [ex.submit(one, g) for g in names]
+        try:
+            for g, f in zip(names, futures):
+                yield g, f.result()
+        finally:
+            for f in futures:
+                f.cancel()
 
 
 def _result(choice: dict[str, Option], options: dict[str, list[Option]], fixed: int,

@@ -209,10 +209,10 @@ class _NumpyRunner:
                score: Score) -> Iterator[tuple[float, list[tuple[str, np.ndarray, int]]]]:
         """``(score(logits, window), sums)`` of every window (:meth:`chunk`), in order, up to
         ``workers`` at a time (each thread scores its own logits)."""
-        from ..runtime.blas import set_blas_threads
+        from ..runtime.blas import pinned_blas_threads, set_blas_threads
 
         workers = min(self.threads, MAX_WORKERS, len(windows))
-        blas = _pinned_blas() or max(1, self.threads // max(workers, 1))
+        blas = pinned_blas_threads() or max(1, self.threads // max(workers, 1))
         old = set_blas_threads(blas)
         try:
             if workers <= 1:
@@ -233,15 +233,6 @@ class _NumpyRunner:
         finally:
             if old is not None:
                 set_blas_threads(old)
-
-
-def _pinned_blas() -> int | None:
-    """``MLXQUANT_BLAS_THREADS`` when it fixes a count (see :mod:`mlxquant.runtime.blas`)."""
-    try:
-        n = int(os.environ.get("MLXQUANT_BLAS_THREADS", ""))
-    except ValueError:
-        return None
-    return n if n > 0 else None
 
 
 def _nll(logits: np.ndarray, targets: np.ndarray) -> float:

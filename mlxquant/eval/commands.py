@@ -15,22 +15,32 @@ BACKEND = click.Choice(["auto", "numpy", "mlx"], case_sensitive=False)
 
 
 class ProgressBar:
-    """A click progress bar on stderr, created at the first ``progress(done, total, label)``."""
+    """A click progress bar on stderr, created at the first ``progress(done, total, label)``.
 
-    def __init__(self, label: str):
-        self.label, self.bar, self.done = label, None, 0
+    A run may have several stages, each counting from 1 to its own total (an allocation's
+    distortions, then its gains, then the conversion's tensors): a call whose total differs from
+    the bar's, or whose ``done`` goes back, closes the bar and starts the next stage's. With
+    ``stage``, the stage's label is ``stage(what)`` (e.g. from the first word of ``what``)."""
+
+    def __init__(self, label: str, stage: Callable[[str], str] | None = None):
+        self.label, self.stage, self.bar, self.done, self.total = label, stage, None, 0, None
 
     def __call__(self, done: int, total: int, what: str) -> None:
+        if self.bar is not None and (total != self.total or done < self.done):
+            self.close()
         if self.bar is None:
-            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr,
+            label = self.stage(what) if self.stage is not None else self.label
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr,
                                          show_pos=True, item_show_func=lambda s: s)
             self.bar.__enter__()
+            self.done, self.total = 0, total
         self.bar.update(done - self.done, what)
         self.done = done
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _read_text(path: str) -> str:

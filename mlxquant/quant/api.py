@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -10,7 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -58,6 +59,19 @@ def _threads() -> int:
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()
 _IN_WORKER = threading.local()
+
+
+@contextlib.contextmanager
+def on_this_thread() -> Iterator[None]:
+    """Codec calls made inside run on the calling thread alone, not on the pool: for callers
+    that run several small calls side by side on threads of their own (the allocator's
+    distortions), where handing each call's chunks to the pool would only add hand-offs."""
+    was = getattr(_IN_WORKER, "on", False)
+    _IN_WORKER.on = True
+    try:
+        yield
+    finally:
+        _IN_WORKER.on = was
 
 
 def _pool(n: int) -> ThreadPoolExecutor:

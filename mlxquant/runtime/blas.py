@@ -65,6 +65,15 @@ def set_blas_threads(n: int) -> int | None:
     return old
 
 
+def pinned_blas_threads() -> int | None:
+    """The count ``MLXQUANT_BLAS_THREADS`` fixes (None: unset, ``0`` or not a number)."""
+    try:
+        n = int(os.environ.get("MLXQUANT_BLAS_THREADS", ""))
+    except ValueError:
+        return None
+    return n if n > 0 else None
+
+
 def cpu_cores() -> int:
     """The CPUs this process may run on."""
     try:

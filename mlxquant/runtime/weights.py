@@ -163,7 +163,7 @@ class Weights:
         except KeyError:
             raise FormatError(f"{self.path}: no tensor {name!r}") from None
         arr = np.ascontiguousarray(load(), dtype=np.float32)
-        if not arr.flags.owndata:
+        if _file_backed(arr):
             # e.g. an F32 tensor viewed straight from the memory-mapped file: BLAS on file-backed
             # pages was ~8x slower here (and the pages can be evicted), so own a copy; in slices
             # of 16 MiB, so that Ctrl-C is answered while a large tensor is read from disk
@@ -359,3 +359,14 @@ def open_weights(path: str | os.PathLike, budget: int | None = None, fused: bool
     if is_mlx_folder(p):
         return _mlx(p, budget)
     return _hf(p, budget)
+
+
+def _file_backed(arr: np.ndarray) -> bool:
+    """True when ``arr`` views memory it does not own that is not another array's (a memory map,
+    a bytes object): an array made by reading a file into a buffer is not."""
+    base = arr
+    while isinstance(base, np.ndarray):
+        if base.flags.owndata:
+            return False
+        base = base.base
+    return True
