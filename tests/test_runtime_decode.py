@@ -18,8 +18,11 @@ from mlxquant.testing.f32_gguf import TINY_CONFIGS, tiny_hf_model
 WINDOW = 12  # sliding window of the gemma models here: the decode steps run past it
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("arch", sorted(TINY_CONFIGS))
-def test_decode_steps_equal_one_forward_pass(tmp_path, arch):
+def test_decode_steps_equal_one_forward_pass(tmp_path, arch, threads):
+    """Decoding step by step (compiled attention with its heads over ``threads`` threads, the
+    compiled one-row norm) gives the logits of one forward pass over the whole sequence."""
     overrides = {"sliding_window": WINDOW} if arch.startswith("gemma") else {}
     cfg, tensors = tiny_hf_model(arch, seed=5, **overrides)
     specs = [HFTensorSpec(n, a.shape, "F32") for n, a in tensors.items()]
@@ -28,14 +31,37 @@ def test_decode_steps_equal_one_forward_pass(tmp_path, arch):
     tokens = np.random.default_rng(2).integers(0, cfg["vocab_size"], 40)
     full = model.forward(tokens)
     cache = model.new_cache(2)  # grows while decoding
-    steps = [model.forward(tokens[:8], cache)]
-    steps += [model.forward(tokens[i:i + 1], cache) for i in range(8, 40)]
+    old = set_kernel_threads(threads)
+    try:
+        steps = [model.forward(tokens[:8], cache)]
+        steps += [model.forward(tokens[i:i + 1], cache) for i in range(8, 40)]
+    finally:
+        set_kernel_threads(old)
     got = np.concatenate(steps)
     scale = np.abs(full).max()
     assert np.abs(got - full).max() <= 1e-5 * scale
     assert np.array_equal(got.argmax(-1), full.argmax(-1))
     # the per-layer objects are looked up once and reused while the weights are unchanged
     assert model._layer(0) is model._layer(0)
+
+
+def test_one_row_norm_equals_numpy_norm():
+    from mlxquant.runtime.kernels.attention import rms_norm_row
+    from mlxquant.runtime.ops import rms_norm
+
+    rng = np.random.default_rng(7)
+    for n, scale in ((576, 1.0), (64, 1e-3), (2048, 300.0)):
+        x = (rng.standard_normal(n) * scale).astype(np.float32)
+        w = rng.standard_normal(n).astype(np.float32)
+        out = np.empty_like(x)
+        rms_norm_row(x, w, np.float32(1e-5), out)
+        want = rms_norm(x[None], w, 1e-5)[0]
+        np.testing.assert_allclose(out, want, rtol=2e-6, atol=1e-30)
+    x = np.zeros(8, np.float32)
+    x[3] = np.nan
+    out = np.empty_like(x)
+    rms_norm_row(x, np.ones(8, np.float32), np.float32(1e-5), out)
+    assert np.isnan(out).all()  # NaN propagates as in NumPy
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ import numpy as np
 from ..errors import FormatError
 from .blas import ThreadChooser
 from .kernels import QuantMatrix, linear
-from .kernels.attention import attend_one
+from .kernels.attention import attend_one, rms_norm_row
+from .kernels.matrix import launch
 from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
 from .spec import ModelSpec
 from .weights import Weights
@@ -265,8 +266,9 @@ class NumpyModel:
         window = s.window[i]
         start = 0 if window is None else max(0, p0 + 1 - window)
         out = np.empty((1, s.n_heads * s.head_dim), np.float32)
-        attend_one(q, k, v.reshape(s.n_kv_heads, s.head_dim), rope.cos[0], rope.sin[0], cache.k[i],
-                   cache.v[i], p0, start, np.float32(s.attn_scale), out.reshape(s.n_heads, s.head_dim))
+        launch(attend_one, q, k, v.reshape(s.n_kv_heads, s.head_dim), rope.cos[0], rope.sin[0],
+               cache.k[i], cache.v[i], p0, start, np.float32(s.attn_scale),
+               out.reshape(s.n_heads, s.head_dim))
         return out
 
     def _attention_many(self, i: int, L: _Layer, q: np.ndarray, k: np.ndarray, v: np.ndarray,
@@ -339,15 +341,26 @@ class NumpyModel:
 
     def _block(self, i: int, h: np.ndarray, cache: KVCache, p0: int, rope: Rope,
                obs: Observer | None = None) -> np.ndarray:
-        s, L = self.spec, self._layer(i)
-        a = self._attention(i, L, rms_norm(h, L.attn_norm, s.eps), cache, p0, rope, obs)
+        L = self._layer(i)
+        norm = self._norm
+        a = self._attention(i, L, norm(h, L.attn_norm), cache, p0, rope, obs)
         if L.post_attn_norm is not None:
-            a = rms_norm(a, L.post_attn_norm, s.eps)
+            a = norm(a, L.post_attn_norm)
         h = h + a
-        m = self._mlp(L, rms_norm(h, L.ffn_norm, s.eps), i, obs)
+        m = self._mlp(L, norm(h, L.ffn_norm), i, obs)
         if L.post_ffn_norm is not None:
-            m = rms_norm(m, L.post_ffn_norm, s.eps)
+            m = norm(m, L.post_ffn_norm)
         return h + m
+
+    def _norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """RMS norm of the hidden states ``x`` ``(T, hidden)``: one row (decoding) by the compiled
+        :func:`~mlxquant.runtime.kernels.attention.rms_norm_row`, more by NumPy (prompts keep
+        NumPy's exact float32 sums)."""
+        if x.shape[0] != 1 or not x.flags.c_contiguous or x.dtype != np.float32:
+            return rms_norm(x, w, self.spec.eps)
+        out = np.empty_like(x)
+        rms_norm_row(x[0], w, np.float32(self.spec.eps), out[0])
+        return out
 
     def _step(self, tokens: np.ndarray, cache: KVCache, want: slice,
               obs: Observer | None = None) -> np.ndarray:
@@ -384,7 +397,7 @@ class NumpyModel:
         held = self._held()
         norm, out = (held.final_norm, held.output) if held is not None else \
             (self._norm_w("model.norm.weight"), self._output())
-        h = rms_norm(h, norm, s.eps)
+        h = self._norm(h, norm)
         if obs is not None:
             obs(-1, "output", h)
         logits = linear(h, out)

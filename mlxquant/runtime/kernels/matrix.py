@@ -30,6 +30,7 @@ passes on several threads (imatrix).
 from __future__ import annotations
 
 import threading
+from typing import Any, Callable
 
 import numba
 import numpy as np
@@ -54,6 +55,17 @@ def set_kernel_threads(n: int) -> int:
     old = kernel_threads()
     _LOCAL.threads = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     return old
+
+
+def launch(fn: Callable[..., None], *args: Any) -> None:
+    """Call the parallel compiled ``fn(*args)`` on :func:`kernel_threads` threads, one caller at
+    a time (``_LAUNCH``, see the module docstring)."""
+    n = getattr(_LOCAL, "threads", 1)
+    with _LAUNCH:
+        if getattr(_LOCAL, "numba_threads", 0) != n:  # numba's count is per thread too
+            numba.set_num_threads(n)
+            _LOCAL.numba_threads = n
+        fn(*args)
 
 
 class QuantMatrix:
@@ -116,11 +128,7 @@ class QuantMatrix:
             y = np.empty((T, rows), np.float32)
             n = getattr(_LOCAL, "threads", 1)
             chunk = max(8, -(-rows // (4 * n)))
-            with _LAUNCH:
-                if getattr(_LOCAL, "numba_threads", 0) != n:  # numba's count is per thread too
-                    numba.set_num_threads(n)
-                    _LOCAL.numba_threads = n
-                self.kernel.fused(self.raw, x2, y, chunk, 16)
+            launch(self.kernel.fused, self.raw, x2, y, chunk, 16)
         else:
             y = self._tiled(x2)
         if self.out_rows is not None:
