@@ -159,10 +159,11 @@ def inspect_cmd(path: str, as_json: bool, all_tensors: bool) -> None:
                    "choose every module's format (affine 2-8 bits x group 32/64/128, mxfp4, nvfp4, "
                    "mxfp8) for at most this many bits per weight as mlx-lm counts them.")
 @click.option("--target-size", default=None, metavar="SIZE",
-              help="GGUF: instead of --target-bpw, the largest file size (header included): "
-                   "bytes, or K/M/G (powers of 1024): 3.8MB, 120MiB, 1.5G.")
+              help="Instead of --target-bpw, the largest size: GGUF, the whole file (header "
+                   "included); MLX, the weight files (safetensors shards and index). Bytes, or "
+                   "K/M/G (powers of 1024): 3.8MB, 120MiB, 1.5G.")
 @click.option("--calib-text", type=click.Path(), default=None,
-              help="With --target-bpw (GGUF, MLX) or --target-size (GGUF): text on which each "
+              help="With --target-bpw or --target-size (GGUF, MLX): text on which each "
                    "tensor's effect is measured (keep it apart from the text you evaluate on).")
 @click.option("--q-bits", type=click.Choice(["0", "2", "3", "4", "5", "6", "8"]), default=None,
               help="MLX: bits per weight (default 4 for float sources; GGUF sources keep their "

@@ -150,3 +150,61 @@ def test_bad_input_gives_one_line_errors(shakespeare, folders, calib_file, tmp_p
         assert not out.exists()
     with pytest.raises(OptionError, match="between 1 and 32"):
         MLXOptions(target_bpw=0.5)
+
+
+def _weight_files(folder) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir()
+               if p.name.endswith(".safetensors") or p.name == "model.safetensors.index.json")
+
+
+def test_target_size(shakespeare, folders, tmp_path):
+    """``--to mlx --target-size``: the weight files (shards with their headers, and the index)
+    within the size and close to it; the folder loads in mlx-lm; sizes that are too small, or
+    given with --target-bpw, are refused in one line with nothing written."""
+    mlx_lm = _mlx_lm()
+    d, _, _ = folders
+    target = _weight_files(d / "q4")  # plain 4-bit g64's weight files
+    for size in (target, int(target * 1.37)):
+        out = tmp_path / f"s{size}"
+        r = CliRunner().invoke(main, ["convert", str(shakespeare), "-o", str(out), "--to", "mlx",
+                                      "--target-size", str(size)])
+        assert r.exit_code == 0, r.output
+        got = _weight_files(out)
+        assert 0.99 * size <= got <= size, (got, size)
+        rec = json.loads((out / "mlxquant.json").read_text())["recipe"]
+        assert rec["target_size"] == size and rec["allocation"]["target_size"] == size
+        model, tok = mlx_lm.load(str(out))
+        assert len(mlx_lm.generate(model, tok, "ROMEO:", max_tokens=4, verbose=False)) > 0
+    for extra, msg in ((["--target-size", "400KB"], "below the smallest MLX formats"),
+                       (["--target-size", "100"], "headers"),
+                       (["--target-size", "3MB", "--target-bpw", "4"], "either target_bpw or target_size")):
+        out = tmp_path / "x"
+        r = CliRunner().invoke(main, ["convert", str(shakespeare), "-o", str(out), "--to", "mlx", *extra])
+        assert r.exit_code == 1 and msg in r.output, (extra, r.output)
+        assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+        assert not out.exists()
+
+
+def test_files_overhead_bound_is_an_upper_bound():
+    """The header allowance covers the real headers of any plan: here all modules at the
+    longest-named dtype and scales+biases, against the exact size of the files."""
+    from types import SimpleNamespace
+
+    from mlxquant.convert.to_mlx import _files_overhead_bound
+    from mlxquant.formats.mlx_folder import MLXTensorSpec, weight_files_size
+
+    names = [f"model.layers.{i}.mlp.down_proj.weight" for i in range(40)] + ["model.norm.weight"]
+    shapes = {n: (1536, 576) if n.endswith("proj.weight") else (576,) for n in names}
+    src = SimpleNamespace(names=names, shapes=shapes)
+    specs = []
+    for n in names:
+        if len(shapes[n]) == 2:
+            m = n[: -len(".weight")]
+            specs += [MLXTensorSpec(n, (1536, 72), "U32"), MLXTensorSpec(m + ".scales", (1536, 18), "BF16"),
+                      MLXTensorSpec(m + ".biases", (1536, 18), "BF16")]
+        else:
+            specs.append(MLXTensorSpec(n, shapes[n], "F32"))
+    data = sum(s.nbytes for s in specs)
+    exact = weight_files_size(specs) - data
+    bound = _files_overhead_bound(src, weight_files_size(specs))
+    assert exact <= bound <= exact + 60 * len(specs)

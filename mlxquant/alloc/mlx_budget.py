@@ -131,9 +131,10 @@ class MLXAllocation:
                 "modules": {m: [d["format"], d["cost"], d["gain"]] for m, d in self.details.items()}}
 
 
-def allocate_mlx(src: Any, src_path: str | os.PathLike, target_bpw: float, dtype: str,
+def allocate_mlx(src: Any, src_path: str | os.PathLike, target_bpw: float | None, dtype: str,
                  scale_dtype: str | None = None, imatrix: str | os.PathLike | None = None,
-                 calib_text: str | os.PathLike | None = None, *, ctx: int = 128, chunks: int = 4,
+                 calib_text: str | os.PathLike | None = None, *, total_bytes: int | None = None,
+                 ctx: int = 128, chunks: int = 4,
                  refine: bool | None = None, layers: int = GAIN_LAYERS,
                  progress: Progress | None = None) -> MLXAllocation:
     """Choose every quantizable module's MLX format for ``target_bpw`` (module docstring).
@@ -142,6 +143,8 @@ def allocate_mlx(src: Any, src_path: str | os.PathLike, target_bpw: float, dtype
         src: the opened conversion source (:func:`mlxquant.convert.sources.open_source`) at
             ``src_path``: an HF folder or a float GGUF.
         target_bpw: mlx-lm's bits per weight of the whole folder, a ceiling.
+        total_bytes: instead of ``target_bpw``, a ceiling on the bytes of all the folder's
+            tensors (``--target-size``, less the files' headers).
         dtype: the folder's float dtype (of the tensors left float).
         scale_dtype: dtype of affine scales/biases, and the one weights are cast to before
             quantizing, as the writer does (default ``dtype``; "float32" with exact scales).
@@ -170,7 +173,13 @@ def allocate_mlx(src: Any, src_path: str | os.PathLike, target_bpw: float, dtype
     n_params = sum(int(np.prod(s, dtype=np.int64)) for s in src.shapes.values())
     fixed = sum(int(np.prod(src.shapes[n], dtype=np.int64)) * DTYPE_BYTES[dtype]
                 for n in src.names if n not in variables)
-    ceiling = int(target_bpw * n_params / 8)  # bytes of the whole folder's tensors
+    if (target_bpw is None) == (total_bytes is None):
+        raise ValueError("give either target_bpw or total_bytes")
+    if total_bytes is not None:
+        ceiling = int(total_bytes)
+        target_bpw = 8 * ceiling / n_params  # the probe formats follow it
+    else:
+        ceiling = int(target_bpw * n_params / 8)  # bytes of the whole folder's tensors
     gguf = {n: src.arch.tensor_name_to_gguf(n, src.config) or n for n in variables}
     cands: dict[str, list[Format]] = {}
     for n in variables:
@@ -179,8 +188,10 @@ def allocate_mlx(src: Any, src_path: str | os.PathLike, target_bpw: float, dtype
             raise MLXAllocationError(f"{src_path}: tensor {n!r} (rows of {src.shapes[n][1]}) fits no MLX format")
     floor = fixed + sum(min(module_bytes(src.shapes[n], f, scale_bytes) for f in cands[n]) for n in variables)
     if floor > ceiling:
-        raise MLXAllocationError(f"{src_path}: target {target_bpw:g} bits per weight is below the "
-                                 f"smallest MLX formats ({floor * 8 / n_params:.3f} bpw)")
+        what = (f"target {target_bpw:g} bits per weight" if total_bytes is None
+                else f"a budget of {ceiling:,} tensor bytes")
+        raise MLXAllocationError(f"{src_path}: {what} is below the smallest MLX formats "
+                                 f"({floor * 8 / n_params:.3f} bpw, {floor:,} bytes)")
 
     tensors: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     dist: dict[str, dict[Format, float]] = {}

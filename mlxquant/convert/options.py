@@ -104,6 +104,9 @@ class MLXOptions:
             mxfp4, nvfp4, mxfp8) for this many bits per weight (:mod:`mlxquant.alloc.mlx_budget`;
             a ceiling on the folder's tensor bytes x 8 / parameters, mlx-lm's reported bits per
             weight); float sources only.
+        target_size: instead of ``target_bpw``, a ceiling in bytes on the folder's weight files
+            (the safetensors shards, headers included, and their index; config, tokenizer and
+            provenance files are not counted).
         calib_text: text on which the allocator measures each module's effect (recommended;
             never the text you evaluate on).
         imatrix: llama.cpp importance-matrix file weighting the allocator's error estimates.
@@ -119,19 +122,26 @@ class MLXOptions:
     target_bpw: float | None = None
     calib_text: str | os.PathLike | None = None
     imatrix: str | os.PathLike | None = None
+    target_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.target_bpw is not None:
-            if not 1.0 <= float(self.target_bpw) <= 32.0:
+        if self.target_bpw is not None and self.target_size is not None:
+            raise OptionError("give either target_bpw or target_size, not both")
+        if self.target_size is not None and (isinstance(self.target_size, bool)
+                                             or not isinstance(self.target_size, int) or self.target_size <= 0):
+            raise OptionError(f"target_size must be a positive number of bytes, not {self.target_size!r}")
+        if self.target_bpw is not None or self.target_size is not None:
+            what = "target_bpw" if self.target_bpw is not None else "target_size"
+            if self.target_bpw is not None and not 1.0 <= float(self.target_bpw) <= 32.0:
                 raise OptionError(f"target_bpw must be between 1 and 32 bits per weight, not {self.target_bpw}")
             if (self.q_bits is not None or self.q_group_size is not None
                     or self.quant_predicate is not None or self.q_mode != "affine"):
-                raise OptionError("target_bpw chooses every module's format: it does not combine with "
+                raise OptionError(f"{what} chooses every module's format: it does not combine with "
                                   "q_bits / q_group_size / q_mode / quant_predicate")
         elif self.calib_text is not None or self.imatrix is not None:
             given = "imatrix" if self.imatrix is not None else "calib_text"
-            raise OptionError(f"{given} applies to to='mlx' only with target_bpw (it feeds the "
-                              "allocator's measurements)")
+            raise OptionError(f"{given} applies to to='mlx' only with target_bpw or target_size (it "
+                              "feeds the allocator's measurements)")
 
     def recipe(self) -> dict[str, Any]:
         """The options as a provenance recipe (paths as strings)."""
@@ -142,7 +152,8 @@ class MLXOptions:
     def explicit(self) -> bool:
         """True when a quantization was asked for (else sources keep their own precision)."""
         return (self.q_bits is not None or self.q_group_size is not None or self.target_bpw is not None
-                or self.quant_predicate is not None or self.q_mode != "affine")
+                or self.target_size is not None or self.quant_predicate is not None
+                or self.q_mode != "affine")
 
 
 Options = Union[GGUFOptions, HFOptions, MLXOptions]

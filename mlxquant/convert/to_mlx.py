@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import FormatError, OptionError, QuantInputError, QuantTypeError
-from ..formats.mlx_folder import FLOAT_DTYPES, MLXTensorSpec, write_mlx_folder
+from ..formats.mlx_folder import FLOAT_DTYPES, MLXTensorSpec, weight_files_size, write_mlx_folder
 from ..quant import get_type
 from ..quant.transcode import (
     MODE_GEOMETRY, MLXQuant, REQUANT_BITS, cast_params, check_params, dequantize_mlx, merge_groups,
@@ -90,6 +90,36 @@ def _target(src: Source, name: str, opts: MLXOptions, pred: Callable[[str], dict
     return p
 
 
+def _files_overhead_bound(src: Source, total: int) -> int:
+    """An upper bound on what the weight files of a folder of at most ``total`` bytes hold besides
+    tensor data, whatever the modules' formats: every 2-D ``*.weight`` counted as quantized (a
+    ``.scales`` and a ``.biases`` entry beside it), every entry with the longest dtype, its float
+    shape (a packed or per-group shape has no more digits) and offsets of ``total``; as many
+    shards as could be cut, each with its length field, metadata and padding; an index naming the
+    longest shard file. Budgeting ``total`` less this keeps the files within ``total`` (checked
+    exactly before writing, :func:`~mlxquant.formats.mlx_folder.weight_files_size`) and wastes a
+    few tens of bytes per tensor."""
+    import json
+
+    from ..formats.mlx_folder import DEFAULT_SHARD_BYTES
+
+    entries: list[tuple[str, list[int]]] = []
+    for name in src.names:
+        shape = [int(d) for d in src.shapes[name]]
+        entries.append((name, shape))
+        if len(shape) == 2 and name.endswith(".weight"):
+            entries += [(name[: -len(".weight")] + ".scales", shape), (name[: -len(".weight")] + ".biases", shape)]
+    per_entry = sum(len(json.dumps(n)) + 2 + len(json.dumps(
+        {"dtype": "BF16", "shape": shape, "data_offsets": [total, total]}, separators=(",", ":")))
+        for n, shape in entries)
+    shards = min(len(entries), total // DEFAULT_SHARD_BYTES + 2)
+    header = shards * (8 + len(json.dumps({"__metadata__": {"format": "mlx"}}, separators=(",", ":"))) + 7)
+    longest = f"model-{shards:05d}-of-{shards:05d}.safetensors"
+    index = json.dumps({"metadata": {"total_size": total}, "weight_map": {n: longest for n, _ in entries}},
+                       indent=2)
+    return header + per_entry + len(index.encode("utf-8"))
+
+
 def _plan_tensor(src: Source, name: str, opts: MLXOptions, dtype: str,
                  pred: Callable[[str], dict | None] | None) -> tuple[MLXQuant | None, np.ndarray | None, TensorRecord]:
     """Produce one tensor: (quantized, or None and float values) and its record."""
@@ -148,12 +178,18 @@ def to_mlx(src_path: Path, out: Path, opts: MLXOptions, force: bool,
     if opts.quant_predicate is not None:
         n_layers = src.arch.n_layers(src.config)
         pred = mixed_predicate(opts.quant_predicate, n_layers, opts.q_group_size or 64)
-    elif opts.target_bpw is not None:
-        from ..alloc.mlx_budget import allocate_mlx
+    elif opts.target_bpw is not None or opts.target_size is not None:
+        from ..alloc.mlx_budget import MLXAllocationError, allocate_mlx
 
-        allocation = allocate_mlx(src, src_path, float(opts.target_bpw), dtype,
-                                  "float32" if opts.exact_scales else dtype, opts.imatrix,
-                                  opts.calib_text, progress=progress)
+        tensor_bytes = None
+        if opts.target_size is not None:
+            tensor_bytes = opts.target_size - _files_overhead_bound(src, opts.target_size)
+            if tensor_bytes <= 0:
+                raise MLXAllocationError(f"{src_path}: {opts.target_size:,} bytes do not even hold "
+                                         "the weight files' headers")
+        allocation = allocate_mlx(src, src_path, None if opts.target_bpw is None else float(opts.target_bpw),
+                                  dtype, "float32" if opts.exact_scales else dtype, opts.imatrix,
+                                  opts.calib_text, total_bytes=tensor_bytes, progress=progress)
         pred = allocation.predicate
 
     # Every tensor is produced once, up front for its shapes; kept until written. Memory: the
@@ -206,9 +242,16 @@ def to_mlx(src_path: Path, out: Path, opts: MLXOptions, force: bool,
             return q.weight
         return x.astype(np.int32) if spec.dtype == "I32" else x
 
+    if opts.target_size is not None:
+        size = weight_files_size(specs)
+        if size > opts.target_size:  # the bound above makes this impossible; never write over
+            raise RuntimeError(f"{src_path}: the weight files would take {size:,} bytes, over "
+                               f"--target-size {opts.target_size:,}")
     recipe = {"to": "mlx", **opts.recipe(), "dtype": dtype}
     if allocation is not None:
         recipe["allocation"] = allocation.recipe()
+        if opts.target_size is not None:
+            recipe["allocation"]["target_size"] = opts.target_size
     record = provenance.build(src_path, recipe, [r.as_dict() for r in records])
     files = dict(src.files)
     files[provenance.PROVENANCE_FILE] = record

@@ -180,16 +180,44 @@ def _shards(specs: Sequence[Any], max_bytes: int) -> list[list[Any]]:
     return shards
 
 
-def _write_shard(path: Path, specs: list[Any], data: Callable[[Any], np.ndarray],
-                 to_bytes: Callable[[Any, np.ndarray], Any], fmt: str,
-                 progress: Callable[[Any], None] | None) -> None:
+def _shard_header(specs: Sequence[Any], fmt: str) -> bytes:
+    """A shard's JSON header as written (padded with spaces to a multiple of 8 bytes)."""
     header: dict[str, Any] = {"__metadata__": {"format": fmt}}
     offset = 0
     for s in specs:
         header[s.name] = {"dtype": s.dtype, "shape": list(s.shape), "data_offsets": [offset, offset + s.nbytes]}
         offset += s.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)
+    return blob + b" " * (-len(blob) % 8)
+
+
+def _shard_names(n: int) -> list[str]:
+    return (["model.safetensors"] if n == 1 else
+            [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)])
+
+
+def _index_text(tensors: Sequence[Any], names: list[str], shards: list[list[Any]]) -> str:
+    index = {"metadata": {"total_size": sum(s.nbytes for s in tensors)},
+             "weight_map": {s.name: n for n, specs in zip(names, shards) for s in specs}}
+    return json.dumps(index, indent=2)
+
+
+def safetensors_files_size(tensors: Sequence[Any], *, fmt: str, always_index: bool,
+                           max_shard_bytes: int) -> int:
+    """Bytes of the shards (8-byte length, header, data) and the index that
+    :func:`write_safetensors_folder` writes for ``tensors``: exact, nothing written."""
+    shards = _shards(tensors, max_shard_bytes)
+    names = _shard_names(len(shards))
+    total = sum(8 + len(_shard_header(specs, fmt)) + sum(s.nbytes for s in specs) for specs in shards)
+    if always_index or len(shards) > 1:
+        total += len(_index_text(tensors, names, shards).encode("utf-8"))
+    return total
+
+
+def _write_shard(path: Path, specs: list[Any], data: Callable[[Any], np.ndarray],
+                 to_bytes: Callable[[Any, np.ndarray], Any], fmt: str,
+                 progress: Callable[[Any], None] | None) -> None:
+    blob = _shard_header(specs, fmt)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)) + blob)
         for s in specs:
@@ -222,14 +250,11 @@ def write_safetensors_folder(
     out = Path(out)
     with atomic_dir(out, force=force) as tmp:
         shards = _shards(tensors, max_shard_bytes)
-        names = (["model.safetensors"] if len(shards) == 1 else
-                 [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+        names = _shard_names(len(shards))
         for name, specs in zip(names, shards):
             _write_shard(tmp / name, specs, data, to_bytes, fmt, progress)
         if always_index or len(shards) > 1:
-            index = {"metadata": {"total_size": sum(s.nbytes for s in tensors)},
-                     "weight_map": {s.name: n for n, specs in zip(names, shards) for s in specs}}
-            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
+            (tmp / INDEX_FILE).write_text(_index_text(tensors, names, shards), encoding="utf-8")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
         for name, content in _record_written(files, [p.name for p in tmp.iterdir()]).items():
             p = tmp / name

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from .hf import TOKENIZER_FILES, bf16_to_f32, write_safetensors_folder
+from .hf import TOKENIZER_FILES, bf16_to_f32, safetensors_files_size, write_safetensors_folder
 from .json_file import read_json_object
 from .safetensors_read import (HFTensor, check_biases, embedding_rows, index_safetensors,
                                read_safetensors_header)
@@ -273,6 +273,13 @@ def write_mlx_folder(
     return write_safetensors_folder(
         out, cfg, tensors, data, _bytes, fmt="mlx", always_index=True,
         files=files, max_shard_bytes=max_shard_bytes, force=force, progress=progress)
+
+
+def weight_files_size(tensors: Sequence[MLXTensorSpec],
+                      max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> int:
+    """Bytes of the safetensors shards and the shard index :func:`write_mlx_folder` writes for
+    ``tensors`` (what ``convert --to mlx --target-size`` budgets): exact, nothing written."""
+    return safetensors_files_size(tensors, fmt="mlx", always_index=True, max_shard_bytes=max_shard_bytes)
 
 
 def tokenizer_files(folder: str | os.PathLike) -> dict[str, bytes]:
