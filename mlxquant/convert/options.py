@@ -19,6 +19,19 @@ HF_OUTTYPES = ("F32", "F16", "BF16")
 MLX_MODES = ("affine", "mxfp4", "nvfp4", "mxfp8")
 
 
+def _check_budget(target_bpw: float | None, target_size: int | None, max_bpw: float) -> str | None:
+    """Check an allocation budget (at most one of the two; bpw within 1..``max_bpw``; a size a
+    positive int); returns the option given (None: no budget)."""
+    if target_bpw is not None and target_size is not None:
+        raise OptionError("give either target_bpw or target_size, not both")
+    if target_size is not None and (isinstance(target_size, bool) or not isinstance(target_size, int)
+                                    or target_size <= 0):
+        raise OptionError(f"target_size must be a positive number of bytes, not {target_size!r}")
+    if target_bpw is not None and not 1.0 <= float(target_bpw) <= max_bpw:
+        raise OptionError(f"target_bpw must be between 1 and {max_bpw:g} bits per weight, not {target_bpw}")
+    return "target_bpw" if target_bpw is not None else "target_size" if target_size is not None else None
+
+
 @dataclass(frozen=True)
 class GGUFOptions:
     """Options of a GGUF output.
@@ -56,15 +69,8 @@ class GGUFOptions:
     target_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.target_bpw is not None and self.target_size is not None:
-            raise OptionError("give either target_bpw or target_size, not both")
-        if self.target_size is not None and (isinstance(self.target_size, bool)
-                                             or not isinstance(self.target_size, int) or self.target_size <= 0):
-            raise OptionError(f"target_size must be a positive number of bytes, not {self.target_size!r}")
-        if self.target_bpw is not None and not 1.0 <= float(self.target_bpw) <= 16.0:
-            raise OptionError(f"target_bpw must be between 1 and 16 bits per weight, not {self.target_bpw}")
-        if self.target_bpw is not None or self.target_size is not None:
-            what = "target_bpw" if self.target_bpw is not None else "target_size"
+        what = _check_budget(self.target_bpw, self.target_size, 16.0)
+        if what is not None:
             if self.outtype.upper() != "F16":
                 raise OptionError(f"give either outtype (a preset) or {what} (an allocation), not both")
             if self.tensor_types or self.tensor_type_file is not None:
@@ -125,15 +131,8 @@ class MLXOptions:
     target_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.target_bpw is not None and self.target_size is not None:
-            raise OptionError("give either target_bpw or target_size, not both")
-        if self.target_size is not None and (isinstance(self.target_size, bool)
-                                             or not isinstance(self.target_size, int) or self.target_size <= 0):
-            raise OptionError(f"target_size must be a positive number of bytes, not {self.target_size!r}")
-        if self.target_bpw is not None or self.target_size is not None:
-            what = "target_bpw" if self.target_bpw is not None else "target_size"
-            if self.target_bpw is not None and not 1.0 <= float(self.target_bpw) <= 32.0:
-                raise OptionError(f"target_bpw must be between 1 and 32 bits per weight, not {self.target_bpw}")
+        what = _check_budget(self.target_bpw, self.target_size, 32.0)
+        if what is not None:
             if (self.q_bits is not None or self.q_group_size is not None
                     or self.quant_predicate is not None or self.q_mode != "affine"):
                 raise OptionError(f"{what} chooses every module's format: it does not combine with "
