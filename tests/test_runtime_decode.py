@@ -132,3 +132,25 @@ def test_generation_restores_blas_once(tmp_path, fake_blas):
     # explorations (at most one in 11 steps) set a count: not a set and a restore per step (24)
     assert fake_blas["calls"][0] == 1 and fake_blas["calls"][-1] == 2
     assert len(fake_blas["calls"]) <= 4
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_quantized_decode_steps_equal_one_forward_pass(shakespeare, tmp_path, threads):
+    """A GGUF model (fused kernels, and the attention's heads over the kernel threads: the path
+    float models do not take) decodes step by step to the logits of one forward pass."""
+    from mlxquant.convert import convert
+
+    convert(shakespeare, tmp_path / "m.gguf", outtype="Q4_K_M")
+    model = load_model(tmp_path / "m.gguf", backend="numpy", tokenizer=False)
+    tokens = np.random.default_rng(3).integers(0, model.spec.vocab, 30)
+    full = model.forward(tokens)
+    cache = model.new_cache(2)
+    old = set_kernel_threads(threads)
+    try:
+        steps = [model.forward(tokens[:4], cache)]
+        steps += [model.forward(tokens[i:i + 1], cache) for i in range(4, 30)]
+    finally:
+        set_kernel_threads(old)
+    got = np.concatenate(steps)
+    assert np.abs(got - full).max() <= 1e-4 * np.abs(full).max()
+    assert np.array_equal(got.argmax(-1), full.argmax(-1))

@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import FormatError
 from .blas import ThreadChooser
 from .kernels import QuantMatrix, linear
-from .kernels.attention import attend_one, rms_norm_row
+from .kernels.attention import attend_one, attend_one_serial, rms_norm_row
 from .kernels.matrix import launch
 from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
 from .spec import ModelSpec
@@ -266,9 +266,12 @@ class NumpyModel:
         window = s.window[i]
         start = 0 if window is None else max(0, p0 + 1 - window)
         out = np.empty((1, s.n_heads * s.head_dim), np.float32)
-        launch(attend_one, q, k, v.reshape(s.n_kv_heads, s.head_dim), rope.cos[0], rope.sin[0],
-               cache.k[i], cache.v[i], p0, start, np.float32(s.attn_scale),
-               out.reshape(s.n_heads, s.head_dim))
+        args = (q, k, v.reshape(s.n_kv_heads, s.head_dim), rope.cos[0], rope.sin[0], cache.k[i],
+                cache.v[i], p0, start, np.float32(s.attn_scale), out.reshape(s.n_heads, s.head_dim))
+        if isinstance(L.q, QuantMatrix):  # the step's products are Numba's kernels too
+            launch(attend_one, *args)
+        else:  # BLAS's: OpenMP threads beside OpenBLAS's would fight for the cores
+            attend_one_serial(*args)
         return out
 
     def _attention_many(self, i: int, L: _Layer, q: np.ndarray, k: np.ndarray, v: np.ndarray,

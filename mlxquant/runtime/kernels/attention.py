@@ -14,7 +14,7 @@ reads KV head ``h // (heads // kv_heads)``. The query heads are split over Numba
 (``prange``; the caller sets the count, :func:`~.matrix.launch`): at a few hundred positions a
 head's scores, softmax and sum take tens of microseconds, and 9 heads on 2 threads ran a
 SmolLM2 layer's attention 1.7x faster than one thread. The KV cache is written first, by one
-thread.
+thread. Models whose linears run on BLAS use :func:`attend_one_serial` instead (see there).
 
 :func:`rms_norm_row` is the RMS norm of one row (a decode step's hidden state), compiled: the
 NumPy form's half-dozen calls cost ~13 us a norm, two per block.
@@ -28,9 +28,8 @@ from numba import njit, prange
 F32 = np.float32
 
 
-@njit(parallel=True, nogil=True, cache=True, boundscheck=False, error_model="numpy",
-      fastmath={"reassoc", "contract", "nsz"})
-def attend_one(q, k, v, cos, sin, K, V, pos, start, scale, out):
+@njit(inline="always")
+def _attend_one(q, k, v, cos, sin, K, V, pos, start, scale, out):
     """Attention of one new token at position ``pos``.
 
     Args (float32 unless said):
@@ -52,7 +51,7 @@ def attend_one(q, k, v, cos, sin, K, V, pos, start, scale, out):
             K[j, pos, d] = k[j, d] * cos[d] + k[j, sw] * sin[d]
             V[j, pos, d] = v[j, d]
     n = pos + 1 - start
-    for h in prange(H):
+    for h in prange(H):  # a plain range where the caller is not parallel
         j = h // g
         qr = np.empty(D, F32)
         w = np.empty(n, F32)
@@ -77,6 +76,24 @@ def attend_one(q, k, v, cos, sin, K, V, pos, start, scale, out):
             p = w[s] / total
             for d in range(D):
                 out[h, d] += p * V[j, start + s, d]
+
+
+@njit(parallel=True, nogil=True, cache=True, boundscheck=False, error_model="numpy",
+      fastmath={"reassoc", "contract", "nsz"})
+def attend_one(q, k, v, cos, sin, K, V, pos, start, scale, out):
+    """:func:`_attend_one` with its heads over Numba's threads (launch with
+    :func:`~.matrix.launch`)."""
+    _attend_one(q, k, v, cos, sin, K, V, pos, start, scale, out)
+
+
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy",
+      fastmath={"reassoc", "contract", "nsz"})
+def attend_one_serial(q, k, v, cos, sin, K, V, pos, start, scale, out):
+    """:func:`_attend_one` on the calling thread: for models whose decode step multiplies by BLAS
+    (float weights), where OpenBLAS's threads and Numba's OpenMP threads, each spinning after
+    its calls, took the 2 cores from each other (an F32 SmolLM2 step took 0.27 s instead of
+    0.03 s)."""
+    _attend_one(q, k, v, cos, sin, K, V, pos, start, scale, out)
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy",
