@@ -18,6 +18,19 @@ from mlxquant.testing.f32_gguf import TINY_CONFIGS, tiny_hf_model
 WINDOW = 12  # sliding window of the gemma models here: the decode steps run past it
 
 
+def _decoded(model, tokens, prompt: int, threads: int) -> np.ndarray:
+    """Logits of ``tokens`` fed as a prompt of ``prompt`` tokens, then one token per step, with
+    the kernels on ``threads`` threads (the cache starts small and grows while decoding)."""
+    cache = model.new_cache(2)
+    old = set_kernel_threads(threads)
+    try:
+        steps = [model.forward(tokens[:prompt], cache)]
+        steps += [model.forward(tokens[i:i + 1], cache) for i in range(prompt, len(tokens))]
+    finally:
+        set_kernel_threads(old)
+    return np.concatenate(steps)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("arch", sorted(TINY_CONFIGS))
 def test_decode_steps_equal_one_forward_pass(tmp_path, arch, threads):
@@ -30,14 +43,7 @@ def test_decode_steps_equal_one_forward_pass(tmp_path, arch, threads):
     model = load_model(tmp_path / arch, backend="numpy", tokenizer=False)
     tokens = np.random.default_rng(2).integers(0, cfg["vocab_size"], 40)
     full = model.forward(tokens)
-    cache = model.new_cache(2)  # grows while decoding
-    old = set_kernel_threads(threads)
-    try:
-        steps = [model.forward(tokens[:8], cache)]
-        steps += [model.forward(tokens[i:i + 1], cache) for i in range(8, 40)]
-    finally:
-        set_kernel_threads(old)
-    got = np.concatenate(steps)
+    got = _decoded(model, tokens, 8, threads)
     scale = np.abs(full).max()
     assert np.abs(got - full).max() <= 1e-5 * scale
     assert np.array_equal(got.argmax(-1), full.argmax(-1))
@@ -144,13 +150,6 @@ def test_quantized_decode_steps_equal_one_forward_pass(shakespeare, tmp_path, th
     model = load_model(tmp_path / "m.gguf", backend="numpy", tokenizer=False)
     tokens = np.random.default_rng(3).integers(0, model.spec.vocab, 30)
     full = model.forward(tokens)
-    cache = model.new_cache(2)
-    old = set_kernel_threads(threads)
-    try:
-        steps = [model.forward(tokens[:4], cache)]
-        steps += [model.forward(tokens[i:i + 1], cache) for i in range(4, 30)]
-    finally:
-        set_kernel_threads(old)
-    got = np.concatenate(steps)
+    got = _decoded(model, tokens, 4, threads)
     assert np.abs(got - full).max() <= 1e-4 * np.abs(full).max()
     assert np.array_equal(got.argmax(-1), full.argmax(-1))
