@@ -114,6 +114,52 @@ def test_a_session_sets_on_change_and_restores_once(fake_blas, monkeypatch):
     assert fake_blas["n"] == 2 and kernel_threads() == 1
 
 
+class _Clock:
+    """A fake ``time`` module for :class:`ThreadChooser`: a step lasts what the test adds."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _run_steps(monkeypatch, fake_blas, chooser, times: dict[int, list[float]], steps: int) -> list[int]:
+    """``steps`` passes of ``chooser``; a pass on ``n`` threads lasts ``times[n].pop(0)`` (the last
+    value repeats); returns the thread count of each pass."""
+    clock = _Clock()
+    monkeypatch.setattr(blas, "time", clock)
+    monkeypatch.setattr(blas, "busy_elsewhere", lambda: 0)  # idle cores: explorations run
+    monkeypatch.setattr(blas, "cpu_cores", lambda: 2)
+    seen = []
+    for _ in range(steps):
+        with chooser.step():
+            n = fake_blas["n"]
+            clock.now += times[n].pop(0) if len(times[n]) > 1 else times[n][0]
+            seen.append(n)
+    return seen
+
+
+def test_an_exploration_counts_its_fastest_pass(fake_blas, monkeypatch):
+    """The first pass on the other count pays for the switch (OpenBLAS's workers still spinning
+    after a prefill doubled a decode step): it alone does not make an exploration lose."""
+    chooser = blas.ThreadChooser(period=2, max_period=64)
+    seen = _run_steps(monkeypatch, fake_blas, chooser, {1: [14e-3], 2: [17e-3, 8.5e-3]}, 8)
+    # first pass, one more, the 2-pass exploration (won: its fastest pass counts), the new best,
+    # then 1 thread explored back (lost: the period doubles)
+    assert seen == [1, 1, 2, 2, 2, 1, 1, 2]
+    assert chooser.time[2] == pytest.approx(8.5e-3) and chooser.period == 4
+
+
+def test_an_exploration_that_loses_backs_off(fake_blas, monkeypatch):
+    chooser = blas.ThreadChooser(period=2, max_period=8)
+    seen = _run_steps(monkeypatch, fake_blas, chooser, {1: [10e-3], 2: [20e-3]}, 24)
+    assert seen[-1] == 1 and chooser.time[2] == pytest.approx(20e-3)
+    runs = "".join(map(str, seen)).split("1")
+    assert [len(r) for r in runs if r] == [2, 2, 2]  # each exploration is 2 passes, ever rarer
+    assert chooser.period == 8
+
+
 def test_a_session_restores_after_an_error_and_nests(fake_blas):
     chooser = blas.ThreadChooser()
     with pytest.raises(KeyboardInterrupt):

@@ -153,16 +153,21 @@ class ThreadChooser:
     times: :meth:`step` is a context manager around one forward pass.
 
     It starts with 1 thread (safe on a loaded machine); every ``period`` passes it tries the other
-    count (the default, i.e. all cores) once, but only when enough cores are idle right now
-    (:func:`busy_elsewhere`): under load one multi-threaded decode step took 0.2-1.1 s instead of
-    0.05 s, so blind exploration cost more than it could win. The current choice is timed on every
-    pass, so a slow-down (load arriving) shows at once; an exploration that loses doubles
-    ``period`` (up to ``max_period``); one that wins resets it.
+    count (the default, i.e. all cores) for ``EXPLORE`` passes, but only when enough cores are idle
+    right now (:func:`busy_elsewhere`): under load one multi-threaded decode step took 0.2-1.1 s
+    instead of 0.05 s, so blind exploration cost more than it could win. An exploration counts its
+    fastest pass: the first pass after a switch pays for it (the first 2-thread decode step after
+    a 2-thread BLAS prefill took 17.5 ms instead of 8.7, OpenBLAS's workers still spinning on the
+    cores), and one such pass kept SmolLM2's generation on 1 thread, at 0.6x its speed. The current
+    choice is timed on every pass, so a slow-down (load arriving) shows at once; an exploration
+    that loses doubles ``period`` (up to ``max_period``); one that wins resets it.
     ``MLXQUANT_BLAS_THREADS=N`` fixes the count (``0``: leave BLAS alone).
 
     A step restores the previous counts when it ends, unless it runs inside a
     :func:`thread_session` (which restores them once, at its end).
     """
+
+    EXPLORE = 2  # passes per exploration (the fastest counts)
 
     def __init__(self, period: int = 8, max_period: int = 256):
         env = os.environ.get("MLXQUANT_BLAS_THREADS", "")
@@ -180,9 +185,12 @@ class ThreadChooser:
         self.base_period, self.period, self.max_period = period, period, max_period
         self.time: dict[int, float] = {}  # seconds per unit (token), by thread count
         self._since = 0
+        self._explore: tuple[int, int, int, float] | None = None  # (count, best, passes left, fastest)
 
     def _choose(self) -> tuple[int, int | None]:
         """(thread count, current best or None when this pass is not an exploration)."""
+        if self._explore is not None:
+            return self._explore[0], self._explore[1]
         if not self.time:
             return self.candidates[0], None
         best = min(self.time, key=self.time.__getitem__)
@@ -191,8 +199,25 @@ class ThreadChooser:
             self._since = 0
             other = next(c for c in self.candidates if c != best)
             if other <= best or busy_elsewhere() <= cpu_cores() - other:
+                self._explore = (other, best, self.EXPLORE, float("inf"))
                 return other, best
         return best, None
+
+    def _record(self, n: int, best: int | None, dt: float) -> None:
+        """Time ``dt`` per unit of a pass on ``n`` threads (``best``: see :meth:`_choose`)."""
+        if best is None:
+            prev = self.time.get(n)
+            self.time[n] = dt if prev is None else 0.5 * prev + 0.5 * dt
+            return
+        count, best, left, fastest = self._explore
+        fastest = min(fastest, dt)
+        if left > 1:
+            self._explore = (count, best, left - 1, fastest)
+            return
+        self._explore = None
+        self.time[n] = fastest
+        won = fastest < self.time[best]
+        self.period = self.base_period if won else min(self.max_period, 2 * self.period)
 
     @contextlib.contextmanager
     def step(self, units: int = 1) -> Iterator[None]:
@@ -217,11 +242,7 @@ class ThreadChooser:
                 set_kernel_threads(old_kernel)
                 if old is not None:
                     set_blas_threads(old)
-            prev = self.time.get(n)
-            self.time[n] = dt if prev is None or best is not None else 0.5 * prev + 0.5 * dt
-            if best is not None:  # an exploration
-                won = self.time[n] < self.time[best]
-                self.period = self.base_period if won else min(self.max_period, 2 * self.period)
+            self._record(n, best, dt)
 
     def summary(self, unit: str = "token") -> str:
         if not self.candidates:
