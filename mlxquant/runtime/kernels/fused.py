@@ -1,14 +1,16 @@
 """The compiled fused kernel: ``Y = X @ W.T`` with ``W`` still in its GGUF blocks.
 
 ``W`` is the tensor's bytes as uint8 rows (``(rows, row_bytes)``, e.g. a slice of the memory-mapped
-file), ``X`` float32 ``(T, cols)`` with few rows (decoding). For every type with a block dot
-product (:mod:`.dots`, :mod:`.kdots`) there is one compiled ``fused_<type>(W, X, Y, chunk, n16)``
-(cached on disk like the codecs; :func:`kernel_for` finds it): each output row walks its blocks
-once per row of ``X``, the block's codes unpacked in registers and multiplied into float32 sums
-(the scale applied once per sub-block); Q4_0, Q4_1, Q8_0 and IQ4_NL take 4 blocks per loop (one
-loop over 4 blocks' bytes, 4 sums: 1.2-2.1x faster than 4 one-block loops, whose loop and
-reduction overhead dominated 32-weight blocks). The sums of ``X`` per 16 columns, needed by the
-types with a min or a code offset, are taken once per call. Rows are split over Numba's threads
+file), ``X`` float32 ``(T, cols)`` with few rows (decoding). For every type with a row dot product
+in vector IR (:mod:`.vdots`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) or a block dot
+product (:mod:`.dots`, :mod:`.kdots`: the other types) there is one compiled
+``fused_<type>(W, X, Y, chunk, n16)`` (cached on disk like the codecs; :func:`kernel_for` finds
+it): each output row walks its blocks once per row of ``X``, the block's codes unpacked in
+registers and multiplied into float32 sums (the scale applied once per sub-block); IQ4_NL takes 4
+blocks per loop (one loop over 4 blocks' bytes, 4 sums: faster than 4 one-block loops, whose loop
+and reduction overhead dominated 32-weight blocks; the vector-IR rows keep their sums in vector
+registers across the whole row instead). The sums of ``X`` per 16 columns, needed by the types
+with a min or a code offset, are taken once per call. Rows are split over Numba's threads
 in chunks of ``chunk`` rows (``prange``), so each core streams its own part of the matrix.
 
 ``n16`` is always 16, passed at run time on purpose: with a constant trip count LLVM unrolled the
@@ -20,7 +22,7 @@ vectorizer on the loop over a block's weights. Types that were faster with const
 activations propagate as in a float32 product.
 
 Numba's disk cache of a ``fused_<type>`` is keyed on this file only: after editing :mod:`.dots`,
-:mod:`.kdots` or :mod:`.layout`, delete ``__pycache__/fused.*`` (or touch this file), else the old
+:mod:`.kdots`, :mod:`.vdots`, :mod:`.vir` or :mod:`.layout`, delete ``__pycache__/fused.*`` (or touch this file), else the old
 compiled kernels are loaded.
 """
 
@@ -33,6 +35,7 @@ from numba import njit, prange
 
 from . import dots as ld
 from . import kdots as kd
+from . import vdots as vd
 
 F32 = np.float32
 FASTMATH = {"reassoc", "contract", "nsz"}
@@ -82,32 +85,56 @@ def _fused(dot, group, dot_g, sums, bs, tsize, W, X, Y, chunk, n16):
                 Y[t, r] = acc
 
 
+@njit(inline="always")
+def _fused_rows(rowdot, bs, sums, W, X, Y, chunk):
+    """The kernel's body for a type with a whole-row dot product in vector IR (:mod:`.vdots`):
+    ``Y[t, r] = rowdot(W[r], X[t], XS[t], blocks)``; ``XS`` as in :func:`_fused`."""
+    rows = W.shape[0]
+    T = X.shape[0]
+    cols = X.shape[1]
+    nb = cols // bs
+    XS = np.empty((T, cols // 16 if sums else 0), F32)
+    if sums:
+        for t in range(T):
+            for i in range(cols // 16):
+                s = F32(0)
+                for j in range(16):
+                    s += X[t, 16 * i + j]
+                XS[t, i] = s
+    nch = (rows + chunk - 1) // chunk
+    for c in prange(nch):
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            w = W[r]
+            for t in range(T):
+                Y[t, r] = rowdot(w, X[t], XS[t], nb)
+
+
 # One module-level function per type (not made by a factory: Numba's disk cache cannot key
 # closures across processes, so factory-made kernels were compiled again in every process).
 # Arguments: W (rows, row_bytes) u8, X (T, cols) f32, Y (T, rows) f32, chunk, n16.
 @njit(**OPTS)
 def fused_q4_0(W, X, Y, chunk, n16):
-    _fused(ld.dot_q4_0, 4, ld.dot_q4_0_x4, True, 32, 18, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_q4_0, 32, False, W, X, Y, chunk)
 
 
 @njit(**OPTS)
 def fused_q4_1(W, X, Y, chunk, n16):
-    _fused(ld.dot_q4_1, 4, ld.dot_q4_1_x4, True, 32, 20, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_q4_1, 32, True, W, X, Y, chunk)
 
 
 @njit(**OPTS)
 def fused_q5_0(W, X, Y, chunk, n16):
-    _fused(ld.dot_q5_0, 1, ld.dot_q5_0, True, 32, 22, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_q5_0, 32, False, W, X, Y, chunk)
 
 
 @njit(**OPTS)
 def fused_q5_1(W, X, Y, chunk, n16):
-    _fused(ld.dot_q5_1, 1, ld.dot_q5_1, True, 32, 24, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_q5_1, 32, True, W, X, Y, chunk)
 
 
 @njit(**OPTS)
 def fused_q8_0(W, X, Y, chunk, n16):
-    _fused(ld.dot_q8_0, 4, ld.dot_q8_0_x4, False, 32, 34, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_q8_0, 32, False, W, X, Y, chunk)
 
 
 @njit(**OPTS)
@@ -142,17 +169,17 @@ def fused_q3_k(W, X, Y, chunk, n16):
 
 @njit(**OPTS)
 def fused_q4_k(W, X, Y, chunk, n16):
-    _fused(kd.dot_q4_k, 1, kd.dot_q4_k, True, 256, 144, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_q4_k, 256, True, W, X, Y, chunk)
 
 
 @njit(**OPTS)
 def fused_q5_k(W, X, Y, chunk, n16):
-    _fused(kd.dot_q5_k, 1, kd.dot_q5_k, True, 256, 176, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_q5_k, 256, True, W, X, Y, chunk)
 
 
 @njit(**OPTS)
 def fused_q6_k(W, X, Y, chunk, n16):
-    _fused(kd.dot_q6_k, 1, kd.dot_q6_k, True, 256, 210, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_q6_k, 256, True, W, X, Y, chunk)
 
 
 @njit(**OPTS)

@@ -1,11 +1,11 @@
-"""Block dot products of the 256-weight types (Q2_K..Q6_K, IQ4_XS, TQ1_0, TQ2_0) straight from
-the codes: same contract and shape as :mod:`.dots` (``xs``: sums of ``x`` per 16 weights, used for
+"""Block dot products of the 256-weight types without a vector-IR row product (Q2_K, Q3_K,
+IQ4_XS, TQ1_0, TQ2_0; Q4_K, Q5_K and Q6_K are in :mod:`.vdots`) straight from the codes: same contract and shape as :mod:`.dots` (``xs``: sums of ``x`` per 16 weights, used for
 the K-quants' sub-block mins). Layouts: see :mod:`.layout`.
 
 Per (sub-)block of 16 or 32 weights: one float32 sum of ``q·x`` over integer codes, then the
 sub-block scale (and ``min·Σx``) applied once, as ggml's ``vec_dot_q*_K`` groups its work.
 
-Shape of Q2_K..Q6_K (1.5-2.4x faster than one loop per sub-block, ``benchmarks/kernels.py``): one
+Shape of Q2_K and Q3_K (1.5-2.4x faster than one loop per sub-block, ``benchmarks/kernels.py``): one
 loop over the block's bytes with every sub-block that reads those bytes in its body (8 float32
 sums, so each vectorized loop runs 16 or 32 bytes at once and its loop and reduction overhead is
 paid once per 128-256 weights), codes unpacked with the 32-bit integer ops of :mod:`.layout`
@@ -22,102 +22,6 @@ from numba import njit
 from .layout import and32, f16_at, iq4nl_value, or32, q3_scale, shl32, shr32, trit
 
 F32 = np.float32
-
-
-@njit(inline="always")
-def _k4_total(w, p, xs, so, s0, s1, s2, s3, s4, s5, s6, s7):
-    """``Σ (d·sc_j·s_j - dmin·m_j·Σx_j)`` of a Q4_K/Q5_K block (``s_j``: sub-block ``j``'s ``Σ q·x``),
-    the 8 6-bit scales and mins unpacked without branches (get_scale_min_k4)."""
-    c = p + 4
-    b0 = np.int32(w[c]); b1 = np.int32(w[c + 1]); b2 = np.int32(w[c + 2]); b3 = np.int32(w[c + 3])
-    b4 = np.int32(w[c + 4]); b5 = np.int32(w[c + 5]); b6 = np.int32(w[c + 6]); b7 = np.int32(w[c + 7])
-    b8 = np.int32(w[c + 8]); b9 = np.int32(w[c + 9]); b10 = np.int32(w[c + 10]); b11 = np.int32(w[c + 11])
-    pos = ((F32(b0 & 63) * s0 + F32(b1 & 63) * s1) + (F32(b2 & 63) * s2 + F32(b3 & 63) * s3)
-           + (F32((b8 & 15) | ((b0 >> 6) << 4)) * s4 + F32((b9 & 15) | ((b1 >> 6) << 4)) * s5)
-           + (F32((b10 & 15) | ((b2 >> 6) << 4)) * s6 + F32((b11 & 15) | ((b3 >> 6) << 4)) * s7))
-    k = so
-    neg = ((F32(b4 & 63) * (xs[k] + xs[k + 1]) + F32(b5 & 63) * (xs[k + 2] + xs[k + 3]))
-           + (F32(b6 & 63) * (xs[k + 4] + xs[k + 5]) + F32(b7 & 63) * (xs[k + 6] + xs[k + 7]))
-           + (F32((b8 >> 4) | ((b4 >> 6) << 4)) * (xs[k + 8] + xs[k + 9])
-              + F32((b9 >> 4) | ((b5 >> 6) << 4)) * (xs[k + 10] + xs[k + 11]))
-           + (F32((b10 >> 4) | ((b6 >> 6) << 4)) * (xs[k + 12] + xs[k + 13])
-              + F32((b11 >> 4) | ((b7 >> 6) << 4)) * (xs[k + 14] + xs[k + 15])))
-    return f16_at(w, p) * pos - f16_at(w, p + 2) * neg
-
-
-@njit(inline="always")
-def dot_q4_k(w, p, x, xo, xs, so, n16):
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = F32(0)
-    q0 = p + 16
-    for l in range(2 * n16):  # byte l of each 32-byte group: weights l and 32 + l of that 64
-        a = np.int32(w[q0 + l])
-        b = np.int32(w[q0 + 32 + l])
-        c = np.int32(w[q0 + 64 + l])
-        e = np.int32(w[q0 + 96 + l])
-        s0 += F32(and32(a, 15)) * x[xo + l]
-        s1 += F32(shr32(a, 4)) * x[xo + 32 + l]
-        s2 += F32(and32(b, 15)) * x[xo + 64 + l]
-        s3 += F32(shr32(b, 4)) * x[xo + 96 + l]
-        s4 += F32(and32(c, 15)) * x[xo + 128 + l]
-        s5 += F32(shr32(c, 4)) * x[xo + 160 + l]
-        s6 += F32(and32(e, 15)) * x[xo + 192 + l]
-        s7 += F32(shr32(e, 4)) * x[xo + 224 + l]
-    return _k4_total(w, p, xs, so, s0, s1, s2, s3, s4, s5, s6, s7)
-
-
-@njit(inline="always")
-def dot_q5_k(w, p, x, xo, xs, so, n16):
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = F32(0)
-    q0 = p + 48
-    for l in range(2 * n16):  # bit 2g / 2g+1 of qh[l]: 5th bit of weights l / 32 + l of group g
-        h = np.int32(w[p + 16 + l])
-        a = np.int32(w[q0 + l])
-        b = np.int32(w[q0 + 32 + l])
-        c = np.int32(w[q0 + 64 + l])
-        e = np.int32(w[q0 + 96 + l])
-        s0 += F32(or32(and32(a, 15), shl32(and32(h, 1), 4))) * x[xo + l]
-        s1 += F32(or32(shr32(a, 4), shl32(and32(h, 2), 3))) * x[xo + 32 + l]
-        s2 += F32(or32(and32(b, 15), shl32(and32(h, 4), 2))) * x[xo + 64 + l]
-        s3 += F32(or32(shr32(b, 4), shl32(and32(h, 8), 1))) * x[xo + 96 + l]
-        s4 += F32(or32(and32(c, 15), and32(h, 16))) * x[xo + 128 + l]
-        s5 += F32(or32(shr32(c, 4), shr32(and32(h, 32), 1))) * x[xo + 160 + l]
-        s6 += F32(or32(and32(e, 15), shr32(and32(h, 64), 2))) * x[xo + 192 + l]
-        s7 += F32(or32(shr32(e, 4), shr32(and32(h, 128), 3))) * x[xo + 224 + l]
-    return _k4_total(w, p, xs, so, s0, s1, s2, s3, s4, s5, s6, s7)
-
-
-@njit(inline="always")
-def dot_q6_k(w, p, x, xo, xs, so, n16):
-    total = F32(0)
-    for i in range(2):  # weights 16i..16i+15 of each 32 share a scale
-        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = F32(0)
-        for j in range(n16):
-            l = 16 * i + j
-            h = np.int32(w[p + 128 + l])
-            a = np.int32(w[p + l])
-            b = np.int32(w[p + 32 + l])
-            a0 += F32(or32(and32(a, 15), shl32(and32(h, 3), 4))) * x[xo + l]
-            a1 += F32(or32(and32(b, 15), shl32(and32(h, 12), 2))) * x[xo + 32 + l]
-            a2 += F32(or32(shr32(a, 4), and32(h, 48))) * x[xo + 64 + l]
-            a3 += F32(or32(shr32(b, 4), and32(shr32(h, 2), 48))) * x[xo + 96 + l]
-            h = np.int32(w[p + 160 + l])
-            a = np.int32(w[p + 64 + l])
-            b = np.int32(w[p + 96 + l])
-            b0 += F32(or32(and32(a, 15), shl32(and32(h, 3), 4))) * x[xo + 128 + l]
-            b1 += F32(or32(and32(b, 15), shl32(and32(h, 12), 2))) * x[xo + 160 + l]
-            b2 += F32(or32(shr32(a, 4), and32(h, 48))) * x[xo + 192 + l]
-            b3 += F32(or32(shr32(b, 4), and32(shr32(h, 2), 48))) * x[xo + 224 + l]
-        sc = p + 192 + i
-        k = so + i  # codes are stored + 32: Σ (q - 32)·x = Σ q·x - 32·Σx
-        total += (F32(np.int8(w[sc])) * (a0 - F32(32) * xs[k])
-                  + F32(np.int8(w[sc + 2])) * (a1 - F32(32) * xs[k + 2])
-                  + F32(np.int8(w[sc + 4])) * (a2 - F32(32) * xs[k + 4])
-                  + F32(np.int8(w[sc + 6])) * (a3 - F32(32) * xs[k + 6]))
-        total += (F32(np.int8(w[sc + 8])) * (b0 - F32(32) * xs[k + 8])
-                  + F32(np.int8(w[sc + 10])) * (b1 - F32(32) * xs[k + 10])
-                  + F32(np.int8(w[sc + 12])) * (b2 - F32(32) * xs[k + 12])
-                  + F32(np.int8(w[sc + 14])) * (b3 - F32(32) * xs[k + 14]))
-    return f16_at(w, p + 208) * total
 
 
 @njit(inline="always")
