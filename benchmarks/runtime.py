@@ -1,8 +1,8 @@
 """NumPy runtime vs llama.cpp (llama-cpp-python, 2 threads) on the same GGUF files: prompt
 tokens/s, generation tokens/s and their ratios, and each engine's peak resident memory.
 
-    python benchmarks/runtime.py [--workdir DIR] [--prompt 256] [--gen 32] [--repeats 5]
-                                 [--models F32,Q4_K_M,Q8_0,shakespeare-Q4_K_M] [--no-rss]
+    python benchmarks/runtime.py [--workdir DIR] [--prompt 256] [--gen 32] [--repeats 3] [--runs 2]
+                                 [--models F32,Q4_K_M,Q8_0,shakespeare-Q4_K_M]
 
 Models: SmolLM2-135M F32 (its Q4_1 weights dequantized, mlxquant.testing.f32_gguf), and Q4_K_M
 and Q8_0 made from it by llama.cpp's own ``llama_model_quantize``; SmolLM2's 576 columns are not a
@@ -10,17 +10,22 @@ multiple of 256, so llama.cpp's Q4_K_M is mostly Q5_0 there. ``shakespeare-Q4_K_
 tiny-shakespeare model (tests/data, rows of 256 and 768: real K-quants), converted to F32 GGUF by
 mlxquant and quantized by llama.cpp. The NumPy runtime keeps quantized linears in their blocks
 (fused kernels, :mod:`mlxquant.runtime.kernels`); ``MLXQUANT_FUSED=0`` benchmarks the old
-widened-to-float32 path instead. Peak RSS: each engine alone in a fresh process (this script with
-``--child``) running the prompt and the generation once, printed with the file size + the f32
-KV cache (both engines keep it in float32 here) and a bare interpreter's RSS after the same
-imports (what the process costs before any model). Both engines get the same token ids. The
-machines are shared and timings noisy, so after one untimed warm-up run per engine the two engines
-run alternately ``--repeats`` times; each figure is the median of those runs, with the spread
-(min-max), and the 1-minute load average (``os.getloadavg``) is printed for every round. On a
-2-core machine a load above ~2 means other jobs compete for the cores: both engines slow down, and
-llama.cpp's 2 threads (like any multi-threaded BLAS) stall when one of them is preempted. The NumPy
-runtime picks its BLAS thread count from measurements (``mlxquant.runtime.blas``); its choice is
-printed.
+widened-to-float32 path instead.
+
+Each engine runs alone in a fresh process (this script with ``--child``): load, one untimed
+warm-up run (compiled kernels loaded, the NumPy runtime's thread choice settled), then ``--runs``
+timed runs of the prompt and the generation; the engines' processes alternate ``--repeats``
+times and each figure is the median over all timed runs, with the spread (min-max). Separate
+processes because the engines disturb each other in one: right after llama.cpp's threads had run,
+a 2-thread decode step of the NumPy runtime took 44 ms instead of 0.5 (tiny model). Both engines
+get the same token ids. Peak RSS (``VmHWM``) of each engine's first process is printed with the
+file size + the f32 KV cache (both engines keep it in float32 here) and the RSS before loading
+(the interpreter and the same imports in both: what the process costs before any model). The
+machines are shared and timings noisy: the 1-minute load average (``os.getloadavg``) is printed
+for every round. On a 2-core machine a load above ~2 means other jobs compete for the cores: both
+engines slow down, and llama.cpp's 2 threads (like any multi-threaded kernel) stall when one of
+them is preempted. The NumPy runtime picks its BLAS/kernel thread count from measurements
+(``mlxquant.runtime.blas``); its choice is printed.
 Targets of issue 16: generation and prompt tokens/s >= 1.0x llama.cpp's with 2 threads; peak
 RSS of a Q4_K_M run <= 1.3 x (file + KV cache).
 """
@@ -82,12 +87,8 @@ class LlamaCpp:
 
 
 class Numpy:
-    def __init__(self, path: Path, ids: list[int], gen: int):
-        from mlxquant.runtime import load_model
-
-        self.ids, self.gen = ids, gen
-        self.model = load_model(path, backend="numpy", tokenizer=False)
-        self.model.forward([0, 1])  # decode the weights once, as llama.cpp loads before timing
+    def __init__(self, model, ids: list[int], gen: int):
+        self.model, self.ids, self.gen = model, ids, gen
         self.threads = ""
 
     def run(self) -> tuple[float, float]:
@@ -114,10 +115,13 @@ def _hwm() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _child(engine: str, path: Path, prompt: int, gen: int) -> None:
-    """One engine alone in this process: print JSON with its peak RSS (bytes) after one run, and
-    the RSS before the model was loaded (the interpreter and the imports)."""
+def _child(engine: str, path: Path, prompt: int, gen: int, runs: int) -> None:
+    """One engine alone in this process: an untimed warm-up run, then ``runs`` timed runs; print
+    JSON with their (prompt, generation) tokens/s, the peak RSS (bytes) and the RSS before the
+    model was loaded (the interpreter and the imports)."""
     import importlib
+
+    import mlxquant  # noqa: F401  (first: it sets OpenBLAS's idle timeout before NumPy loads)
 
     importlib.import_module("llama_cpp")  # both engines' processes load the same libraries
     from mlxquant.eval.bench import prompt_ids
@@ -132,16 +136,18 @@ def _child(engine: str, path: Path, prompt: int, gen: int) -> None:
         del model
         e = LlamaCpp(path, ids, gen)
     else:
-        e = Numpy.__new__(Numpy)
-        e.model, e.ids, e.gen, e.threads = model, ids, gen, ""
-    e.run()
-    print(json.dumps({"base": base, "peak": _hwm(),
-                      "file": path.stat().st_size, "kv": kv}))
+        e = Numpy(model, ids, gen)
+    e.run()  # warm-up: compiled kernels loaded, the NumPy thread choice settled
+    timed = [e.run() for _ in range(runs)]
+    print(json.dumps({"base": base, "peak": _hwm(), "file": path.stat().st_size, "kv": kv,
+                      "runs": timed, "threads": getattr(e, "threads", "")}))
 
 
-def _rss(engine: str, path: Path, prompt: int, gen: int) -> dict[str, int]:
+def _run_child(engine: str, path: Path, prompt: int, gen: int, runs: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", engine, str(path), "--prompt", str(prompt),
-                          "--gen", str(gen)], capture_output=True, text=True, check=True)
+                          "--gen", str(gen), "--runs", str(runs)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{engine} on {path.name} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -191,44 +197,40 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "mlxquant-bench")
     ap.add_argument("--prompt", type=int, default=256)
     ap.add_argument("--gen", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3, help="processes per engine (alternating)")
+    ap.add_argument("--runs", type=int, default=2, help="timed runs per process, after a warm-up")
     ap.add_argument("--models", default="F32,Q4_K_M,Q8_0,shakespeare-Q4_K_M")
-    ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS processes")
     ap.add_argument("--child", nargs=2, metavar=("ENGINE", "GGUF"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(args.child[0], Path(args.child[1]), args.prompt, args.gen)
+        _child(args.child[0], Path(args.child[1]), args.prompt, args.gen, args.runs)
         return
-
-    from mlxquant.eval.bench import prompt_ids
-    from mlxquant.runtime import load_model
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     paths = _models(args.workdir, args.models.split(","))
     print(f"{len(paths)} models, {args.prompt} prompt tokens, {args.gen} generated; median (min-max) of "
-          f"{args.repeats} runs per engine, alternating; {os.cpu_count()} CPUs; NumPy BLAS/kernel threads: "
+          f"{args.repeats} processes x {args.runs} runs per engine, processes alternating; "
+          f"{os.cpu_count()} CPUs; NumPy BLAS/kernel threads: "
           f"{os.environ.get('MLXQUANT_BLAS_THREADS') or 'chosen by measurement'}, llama.cpp: 2; "
           f"MLXQUANT_FUSED={os.environ.get('MLXQUANT_FUSED', '1')}")
     rows = []
     rss = {}
     for name, path in paths.items():
-        ids = prompt_ids(load_model(path, backend="numpy"), args.prompt)
-        engines = {"llama.cpp": LlamaCpp(path, ids, args.gen), "numpy": Numpy(path, ids, args.gen)}
-        for e in engines.values():
-            e.run()  # warm-up (untimed); lets the NumPy BLAS thread choice settle
-        res: dict[str, list[tuple[float, float]]] = {k: [] for k in engines}
+        res: dict[str, list[tuple[float, float]]] = {"llama.cpp": [], "numpy": []}
         loads = [_load()]
+        threads = []
         for r in range(args.repeats):
-            for k, e in engines.items():
-                res[k].append(e.run())
+            for k in res:  # each engine in a fresh process, alternating
+                got = _run_child(k, path, args.prompt, args.gen, args.runs)
+                res[k] += [tuple(x) for x in got["runs"]]
+                if r == 0:
+                    rss.setdefault(name, {})[k] = got
+                if k == "numpy":
+                    threads.append(got["threads"])
             loads.append(_load())
         print(f"{name}: load average (1 min) per round: {' '.join(f'{x:.2f}' for x in loads)}; "
-              f"NumPy BLAS threads: {engines['numpy'].threads}")
-        for e in engines.values():
-            e.close()
+              f"NumPy BLAS/kernel threads (last process): {threads[-1]}")
         rows.append((name, res))
-        if not args.no_rss:
-            rss[name] = {k: _rss(k, path, args.prompt, args.gen) for k in engines}
     print(f"{'model':<19} {'engine':<10} {'prompt tok/s':>24} {'gen tok/s':>24} {'peak RSS MB':>12}")
     for name, res in rows:
         for k, v in res.items():

@@ -8,11 +8,19 @@ Ctrl-C during start-up never shows a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# OpenBLAS's idle worker threads spin 2^28 cycles (~0.1 s) after each call before they sleep; a
+# 2-thread BLAS prefill left them spinning through the first decode steps, whose compiled kernels
+# then waited for a core: the first step after a prompt took ~100 ms instead of 5. 2^20 cycles
+# (~0.3 ms) cost the prompts nothing measurable. Read once, when NumPy loads OpenBLAS: set here
+# before any of mlxquant's imports load NumPy (a user's own setting wins). See runtime/blas.py.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
 # public name -> module that defines it (relative to this package)
 _LAZY: dict[str, str] = {

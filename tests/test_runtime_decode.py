@@ -199,3 +199,20 @@ def test_quantized_decode_steps_equal_one_forward_pass(shakespeare, tmp_path, th
     got = _decoded(model, tokens, 4, threads)
     assert np.abs(got - full).max() <= 1e-4 * np.abs(full).max()
     assert np.array_equal(got.argmax(-1), full.argmax(-1))
+
+
+@pytest.mark.parametrize("preset", [None, "12"])
+def test_import_sets_openblas_idle_timeout_before_numpy(preset):
+    """``import mlxquant`` shortens OpenBLAS's idle spin (read when NumPy loads OpenBLAS) unless
+    the environment already sets it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    code = ("import sys, os, mlxquant; assert 'numpy' not in sys.modules; "
+            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (preset or "20")

@@ -13,6 +13,13 @@ product's sums differently with 1 and 2 threads (logits and imatrix sums differ 
 relative), while one thread count repeats exactly; pin ``MLXQUANT_BLAS_THREADS`` where runs must
 be compared bit for bit.
 
+OpenBLAS's idle workers spin for a while after every call (2^28 cycles by default), and a spinning
+worker holds a core the compiled decode kernels then wait for: right after a 2-thread prefill the
+first 2-thread decode steps took 50-100 ms instead of 5 (SmolLM2 Q8_0). ``import mlxquant``
+therefore sets ``OPENBLAS_THREAD_TIMEOUT=20`` (2^20 cycles, ~0.3 ms) unless the environment sets
+it; OpenBLAS reads it when NumPy loads it, so in a process that imported NumPy before mlxquant
+the explorations of :class:`ThreadChooser` (two passes, the faster counts) are what copes.
+
 ``MLXQUANT_BLAS_THREADS=N`` fixes the count instead (``0``: leave BLAS alone). Without OpenBLAS
 (e.g. Accelerate on macOS, which threadpoolctl does not control) all this does nothing.
 
