@@ -121,8 +121,7 @@ def _child(engine: str, path: Path, prompt: int, gen: int, runs: int) -> None:
     model was loaded (the interpreter and the imports)."""
     import importlib
 
-    import mlxquant  # noqa: F401  (first: it sets OpenBLAS's idle timeout before NumPy loads)
-
+    importlib.import_module("mlxquant")  # first: it sets OpenBLAS's idle timeout before NumPy loads
     importlib.import_module("llama_cpp")  # both engines' processes load the same libraries
     from mlxquant.eval.bench import prompt_ids
     from mlxquant.runtime import load_model
