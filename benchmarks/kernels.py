@@ -3,11 +3,13 @@ machine's memory read bandwidth, and the fused-vs-tiled crossover for several ac
 
     python benchmarks/kernels.py [--mbytes 96] [--types Q4_K,Q8_0,...] [--threads 1,2]
 
-Bandwidth: the median of timed ``np.sum`` passes over a float32 buffer of ``--mbytes`` x 4 MB (far
-past the 32 MB L3 here). Decode: ``QuantMatrix.matmul`` of one float32 row with a matrix of about
+Bandwidth: the median of timed passes of a compiled sum over a uint64 buffer of ``--mbytes`` x 4 MB
+(far past the 32 MB L3 here), split over 1 and over 2 threads as the kernels split a matrix
+(``np.sum`` runs on one thread and is bound by its own arithmetic: 22 GB/s here, below what one
+Q8_0 kernel thread streams). Decode: ``QuantMatrix.matmul`` of one float32 row with a matrix of about
 ``--mbytes`` MB of weight bytes (one quantized 1024 x 4096 slab repeated, so the bytes come from
 DRAM, not the cache); the figure is GB/s of weight bytes streamed and its fraction of the read
-bandwidth (1.0 = the physical limit). Then, for Q4_K and Q8_0, ms per product of T rows through
+bandwidth with the same thread count (1.0 = the physical limit). Then, for Q4_K and Q8_0, ms per product of T rows through
 the fused kernel and through decoded tiles + sgemm (what ``FUSED_MAX_ROWS`` chooses between).
 The machine's 1-minute load average is printed: on the shared 2-core machines, other jobs slow
 every figure (2 threads most).
@@ -20,6 +22,7 @@ import os
 import statistics
 import time
 
+import mlxquant  # noqa: F401  (before NumPy: it shortens OpenBLAS's idle spin, see runtime/blas.py)
 import numpy as np
 
 
@@ -33,10 +36,31 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def read_bandwidth(mbytes: int) -> float:
-    """Bytes/s of a float32 ``np.sum`` over ``4 * mbytes`` MB."""
-    buf = np.ones((4 * mbytes) << 18, np.float32)
-    return buf.nbytes / _median_time(buf.sum, 5)
+def read_bandwidth(mbytes: int, threads: int) -> float:
+    """Bytes/s of a compiled sum over ``4 * mbytes`` MB of uint64 words split over ``threads``
+    threads (each streams its own part, as the decode kernels do)."""
+    import numba
+    from numba import njit, prange
+
+    @njit(parallel=True, cache=False)
+    def total(words, parts):
+        n = words.shape[0]
+        out = np.zeros(parts, np.uint64)
+        for p in prange(parts):
+            part = words[p * n // parts:(p + 1) * n // parts]
+            s = np.uint64(0)
+            for i in range(part.shape[0]):
+                s += part[i]
+            out[p] = s
+        return out.sum()
+
+    buf = np.ones((4 * mbytes) << 17, np.uint64)
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        return buf.nbytes / _median_time(lambda: total(buf, threads), 5)
+    finally:
+        numba.set_num_threads(old)
 
 
 def main() -> None:
@@ -51,9 +75,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    bw = read_bandwidth(args.mbytes)
-    print(f"load average (1 min) {os.getloadavg()[0]:.2f}; read bandwidth (np.sum over "
-          f"{4 * args.mbytes} MB): {bw / 1e9:.2f} GB/s")
+    bw = {n: read_bandwidth(args.mbytes, n) for n in threads}
+    print(f"load average (1 min) {os.getloadavg()[0]:.2f}; read bandwidth (compiled sum over "
+          f"{4 * args.mbytes} MB): " + ", ".join(f"{n} thread(s) {b / 1e9:.2f} GB/s" for n, b in bw.items()))
     rng = np.random.default_rng(0)
     cols = 4096
     slab = rng.standard_normal((1024, cols)).astype(np.float32)
@@ -69,15 +93,15 @@ def main() -> None:
             dt = _median_time(lambda: m.matmul(x), args.repeats)
             set_kernel_threads(old)
             gbs = m.nbytes / dt
-            cells.append(f"{gbs / 1e9:>13.2f} ({gbs / bw:4.2f})")
+            cells.append(f"{gbs / 1e9:>13.2f} ({gbs / bw[n]:4.2f})")
         print(f"{t:<8} {m.nbytes / 1e6:>6.0f} " + " ".join(f"{c:>22}" for c in cells), flush=True)
     print(f"\nfused kernel vs decoded tiles + sgemm, ms per product ({threads[-1]} thread(s); "
           f"FUSED_MAX_ROWS = {FUSED_MAX_ROWS}); load {os.getloadavg()[0]:.2f}")
-    for t in ("Q4_K", "Q8_0"):
+    for t in ("Q4_K", "Q8_0", "Q3_K"):
         raw = np.asarray(quantize(slab, t)).reshape(slab.shape[0], -1)
         m = QuantMatrix(raw, t, cols, t)
         old = set_kernel_threads(threads[-1])
-        for T in (1, 2, 4, 8, 16):
+        for T in (1, 2, 4, 8, 16, 32):
             xt = rng.standard_normal((T, cols)).astype(np.float32)
             fused = _median_time(lambda: m.kernel.fused(m.raw, xt, np.empty((T, 1024), np.float32), 64, 16),
                                  args.repeats)

@@ -12,8 +12,8 @@ mlxquant and quantized by llama.cpp. The NumPy runtime keeps quantized linears i
 (fused kernels, :mod:`mlxquant.runtime.kernels`); ``MLXQUANT_FUSED=0`` benchmarks the old
 widened-to-float32 path instead.
 
-Each engine runs alone in a fresh process (this script with ``--child``): load, one untimed
-warm-up run (compiled kernels loaded, the NumPy runtime's thread choice settled), then ``--runs``
+Each engine runs alone in a fresh process (this script with ``--child``): load, three untimed
+warm-up runs (compiled kernels loaded, the NumPy runtime's thread choices settled), then ``--runs``
 timed runs of the prompt and the generation; the engines' processes alternate ``--repeats``
 times and each figure is the median over all timed runs, with the spread (min-max). Separate
 processes because the engines disturb each other in one: right after llama.cpp's threads had run,
@@ -136,7 +136,8 @@ def _child(engine: str, path: Path, prompt: int, gen: int, runs: int) -> None:
         e = LlamaCpp(path, ids, gen)
     else:
         e = Numpy(model, ids, gen)
-    e.run()  # warm-up: compiled kernels loaded, the NumPy thread choice settled
+    for _ in range(3):  # warm-up: compiled kernels loaded, the NumPy thread choices settled
+        e.run()
     timed = [e.run() for _ in range(runs)]
     print(json.dumps({"base": base, "peak": _hwm(), "file": path.stat().st_size, "kv": kv,
                       "runs": timed, "threads": getattr(e, "threads", "")}))

@@ -118,8 +118,11 @@ def test_tiled_types_match_dequantize(qtype):
         assert _close(m.matmul(x), x, w) < TOL
 
 
-def test_many_tiles_and_output_order():
+def test_many_tiles_and_output_order(monkeypatch):
     """A matrix spanning several decoded tiles, with rows stored in another order than HF's."""
+    from mlxquant.runtime.kernels import matrix
+
+    monkeypatch.setattr(matrix, "TILE_BYTES", 1 << 18)  # 256 rows of 256 a tile: 5 tiles here
     rows, cols = 1100, 256
     raw, w = _quantized("Q4_K", rows, cols, seed=4)
     order = np.random.default_rng(5).permutation(rows)  # HF row i is stored row order[i]

@@ -160,7 +160,7 @@ class ThreadChooser:
     times: :meth:`step` is a context manager around one forward pass.
 
     It starts with 1 thread (safe on a loaded machine); every ``period`` passes it tries the other
-    count (the default, i.e. all cores) for ``EXPLORE`` passes, but only when enough cores are idle
+    count (the default, i.e. all cores) for ``explore`` passes, but only when enough cores are idle
     right now (:func:`busy_elsewhere`): under load one multi-threaded decode step took 0.2-1.1 s
     instead of 0.05 s, so blind exploration cost more than it could win. An exploration counts its
     fastest pass: the first pass after a switch pays for it (the first 2-thread decode step after
@@ -174,9 +174,7 @@ class ThreadChooser:
     :func:`thread_session` (which restores them once, at its end).
     """
 
-    EXPLORE = 2  # passes per exploration (the fastest counts)
-
-    def __init__(self, period: int = 8, max_period: int = 256):
+    def __init__(self, period: int = 8, max_period: int = 256, explore: int = 2):
         env = os.environ.get("MLXQUANT_BLAS_THREADS", "")
         default = get_blas_threads()
         try:
@@ -190,6 +188,7 @@ class ThreadChooser:
         else:
             self.candidates = [1] + ([default] if default > 1 else [])
         self.base_period, self.period, self.max_period = period, period, max_period
+        self.explore = max(1, int(explore))
         self.time: dict[int, float] = {}  # seconds per unit (token), by thread count
         self._since = 0
         self._explore: tuple[int, int, int, float] | None = None  # (count, best, passes left, fastest)
@@ -206,7 +205,7 @@ class ThreadChooser:
             self._since = 0
             other = next(c for c in self.candidates if c != best)
             if other <= best or busy_elsewhere() <= cpu_cores() - other:
-                self._explore = (other, best, self.EXPLORE, float("inf"))
+                self._explore = (other, best, self.explore, float("inf"))
                 return other, best
         return best, None
 

@@ -133,7 +133,9 @@ class NumpyModel:
         self.weights, self.spec, self.batch = weights, spec, max(1, int(batch))
         self.tokenizer = tokenizer
         # BLAS thread counts for generation (see mlxquant.runtime.blas): kept across calls
-        self.blas_threads = {"prefill": ThreadChooser(period=2, max_period=16), "decode": ThreadChooser()}
+        # a prefill is one long pass: one pass explores (a decode step: two, see ThreadChooser)
+        self.blas_threads = {"prefill": ThreadChooser(period=2, max_period=16, explore=1),
+                             "decode": ThreadChooser()}
         self._held_parts: _Held | None = None
         self._rope_tables: dict[int, Rope] = {}  # by id() of a spec.inv_freq array (see _ropes)
 

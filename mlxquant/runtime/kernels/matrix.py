@@ -38,8 +38,12 @@ import numpy as np
 from ...quant import dequantize
 from .fused import kernel_for
 
-FUSED_MAX_ROWS = 2  # activation rows up to which the fused kernel beat decode + sgemm (benchmarks/kernels.py)
-TILE_BYTES = 1 << 20  # float32 bytes of one decoded tile (fits the 1 MiB L2 of a core here)
+# activation rows up to which the fused kernel beat decode + sgemm (benchmarks/kernels.py, 2 threads,
+# 1024 x 4096: Q4_K/Q8_0 up to 32 rows and more, Q3_K's Numba loops up to ~12)
+FUSED_MAX_ROWS = 8
+# float32 bytes of one decoded tile: 4 MiB (fewer, larger sgemm calls) ran SmolLM2 Q8_0's 256-token
+# prompt ~8% faster than 1 MiB (the L2 of a core here); 16 MiB no faster
+TILE_BYTES = 4 << 20
 _LAUNCH = threading.Lock()
 _LOCAL = threading.local()
 
