@@ -185,3 +185,39 @@ def test_real_smollm2_tensors():
         ref = dequantize(raw, qtype, w.shape)
         x = rng.standard_normal((1, w.shape[1])).astype(np.float32)
         assert _close(QuantMatrix(raw, qtype, w.shape[1]).matmul(x), x, ref) < TOL, qtype
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"])
+def test_grouped_products_equal_the_single_ones(qtype):
+    """``linear_group``: two or three matrices of one type in one launch (rows of 75, 203 and 32:
+    chunks that end inside each matrix; the second in another stored row order) give what
+    ``dequantize(W) @ x.T`` gives; mixed types fall back to one product each."""
+    from mlxquant.runtime.kernels import linear_group
+    from mlxquant.runtime.kernels.fused import GROUPED
+
+    assert qtype in GROUPED
+    cols = 512
+    mats, dense = [], []
+    for i, rows in enumerate((75, 203, 32)):
+        raw, w = _quantized(qtype, rows, cols, seed=20 + i)
+        order = np.random.default_rng(i).permutation(rows) if i == 1 else None
+        mats.append(QuantMatrix(raw, qtype, cols, f"m{i}", order))
+        dense.append(w if order is None else w[order])
+    rng = np.random.default_rng(9)
+    for threads in (1, 2):
+        old = set_kernel_threads(threads)
+        try:
+            for T in (1, 3):
+                x = rng.standard_normal((T, cols)).astype(np.float32)
+                for k in (2, 3):
+                    ys = linear_group(x, tuple(mats[:k]))
+                    assert len(ys) == k
+                    for y, w in zip(ys, dense):
+                        assert y.shape == (T, w.shape[0]) and _close(y, x, w) < TOL
+        finally:
+            set_kernel_threads(old)
+    other = "Q8_0" if qtype != "Q8_0" else "Q4_0"
+    raw, w = _quantized(other, 40, cols, seed=30)
+    x = rng.standard_normal((1, cols)).astype(np.float32)
+    ys = linear_group(x, (mats[0], QuantMatrix(raw, other, cols)))
+    assert _close(ys[0], x, dense[0]) < TOL and _close(ys[1], x, w) < TOL

@@ -35,7 +35,7 @@ from ..errors import FormatError
 from .blas import ThreadChooser
 from .kernels import QuantMatrix, linear
 from .kernels.attention import attend_one, attend_one_serial, rms_norm_row
-from .kernels.matrix import launch
+from .kernels.matrix import launch, linear_group
 from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
 from .spec import ModelSpec
 from .weights import Weights
@@ -235,9 +235,7 @@ class NumpyModel:
         T = x.shape[0]
         if obs is not None:
             obs(i, "attn_qkv", x)
-        q = linear(x, L.q)
-        k = linear(x, L.k)
-        v = linear(x, L.v)
+        q, k, v = linear_group(x, (L.q, L.k, L.v))
         if L.q_bias is not None:
             q += L.q_bias
         if L.k_bias is not None:
@@ -322,9 +320,9 @@ class NumpyModel:
     def _mlp(self, L: _Layer, x: np.ndarray, i: int = -1, obs: Observer | None = None) -> np.ndarray:
         if obs is not None:
             obs(i, "ffn_gate_up", x)
-        gate = linear(x, L.gate)
+        gate, up = linear_group(x, (L.gate, L.up))
         act = silu(gate) if self.spec.activation == "silu" else gelu_tanh(gate)
-        hidden = act * linear(x, L.up)
+        hidden = act * up
         if obs is not None:
             obs(i, "ffn_down", hidden)
         return linear(hidden, L.down)

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from ...quant import dequantize
-from .fused import kernel_for
+from .fused import GROUPED, kernel_for
 
 # activation rows up to which the fused kernel beat decode + sgemm (benchmarks/kernels.py, 2 threads,
 # 1024 x 4096: Q4_K/Q8_0 up to 32 rows and more, Q3_K's Numba loops up to ~12)
@@ -157,3 +157,28 @@ def linear(x: np.ndarray, w: "np.ndarray | QuantMatrix") -> np.ndarray:
     if isinstance(w, QuantMatrix):
         return w.matmul(x)
     return x @ w.T
+
+
+def linear_group(x: np.ndarray, ws: "tuple[np.ndarray | QuantMatrix, ...]") -> list[np.ndarray]:
+    """``[x @ w.T for w in ws]`` for two or three matrices sharing the activations ``x`` (``(T,
+    cols)``, float32, C order): one launch of a grouped kernel (:data:`.fused.GROUPED`) when they
+    are all of one such type, few rows of ``x`` (``T <= FUSED_MAX_ROWS``); else one product each.
+    A decode step's q/k/v and gate/up: fewer launches, each waking the threads once."""
+    first = ws[0]
+    kernel = GROUPED.get(first.qtype) if isinstance(first, QuantMatrix) else None
+    if (kernel is None or len(ws) > 3 or not isinstance(x, np.ndarray) or x.ndim != 2
+            or x.shape[0] > FUSED_MAX_ROWS or x.dtype != np.float32 or not x.flags.c_contiguous
+            or any(not isinstance(w, QuantMatrix) or w.qtype != first.qtype or w.kernel is None
+                   or w.shape[1] != x.shape[1] or not w.raw.flags.c_contiguous
+                   or w.raw.flags.writeable != first.raw.flags.writeable for w in ws)):
+        return [linear(x, w) for w in ws]
+    T = x.shape[0]
+    ys = [np.empty((T, w.shape[0]), np.float32) for w in ws]
+    raws = [w.raw for w in ws]
+    if len(ws) == 2:
+        raws.append(first.raw[:0])
+        ys.append(np.empty((T, 0), np.float32))
+    n = getattr(_LOCAL, "threads", 1)
+    chunk = max(8, -(-sum(w.shape[0] for w in ws) // (4 * n)))
+    launch(kernel, raws[0], raws[1], raws[2], x, ys[0], ys[1], ys[2], chunk)
+    return [y if w.out_rows is None else y.take(w.out_rows, axis=1) for y, w in zip(ys, ws)]
