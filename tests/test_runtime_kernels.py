@@ -221,3 +221,32 @@ def test_grouped_products_equal_the_single_ones(qtype):
     x = rng.standard_normal((1, cols)).astype(np.float32)
     ys = linear_group(x, (mats[0], QuantMatrix(raw, other, cols)))
     assert _close(ys[0], x, dense[0]) < TOL and _close(ys[1], x, w) < TOL
+
+
+def test_float32_rows_through_the_kernel():
+    """A float32 matrix times few rows goes to the compiled row kernel (not BLAS) when its width
+    is a multiple of 32, with BLAS's result within float32 rounding; other widths and many rows
+    stay on BLAS; NaN propagates."""
+    from mlxquant.runtime.kernels import linear
+    from mlxquant.runtime.kernels.matrix import kernel_rows
+
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((203, 576)).astype(np.float32)
+    assert kernel_rows(w) and not kernel_rows(w[:, :40].copy()) and not kernel_rows(w.astype(np.float64))
+    for threads in (1, 2):
+        old = set_kernel_threads(threads)
+        try:
+            for T in (1, 3, FUSED_MAX_ROWS, 40):
+                x = rng.standard_normal((T, 576)).astype(np.float32)
+                y = linear(x, w)
+                assert y.shape == (T, 203) and y.dtype == np.float32 and _close(y, x, w) < TOL
+            xv = rng.standard_normal(576).astype(np.float32)
+            assert linear(xv, w).shape == (203,) and _close(linear(xv, w)[None], xv[None], w) < TOL
+        finally:
+            set_kernel_threads(old)
+    x = np.ones((1, 576), np.float32)
+    x[0, 7] = np.nan
+    assert np.isnan(linear(x, w)).all()
+    narrow = w[:, :40].copy()
+    x = rng.standard_normal((1, 40)).astype(np.float32)
+    assert _close(linear(x, narrow), x, narrow) < TOL

@@ -35,7 +35,7 @@ from ..errors import FormatError
 from .blas import ThreadChooser
 from .kernels import QuantMatrix, linear
 from .kernels.attention import attend_one, attend_one_serial, rms_norm_row
-from .kernels.matrix import launch, linear_group
+from .kernels.matrix import kernel_rows, launch, linear_group
 from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
 from .spec import ModelSpec
 from .weights import Weights
@@ -268,7 +268,7 @@ class NumpyModel:
         out = np.empty((1, s.n_heads * s.head_dim), np.float32)
         args = (q, k, v.reshape(s.n_kv_heads, s.head_dim), rope.cos[0], rope.sin[0], cache.k[i],
                 cache.v[i], p0, start, np.float32(s.attn_scale), out.reshape(s.n_heads, s.head_dim))
-        if isinstance(L.q, QuantMatrix):  # the step's products are Numba's kernels too
+        if kernel_rows(L.q):  # the step's products are Numba's kernels too (kernels.linear)
             launch(attend_one, *args)
         else:  # BLAS's: OpenMP threads beside OpenBLAS's would fight for the cores
             attend_one_serial(*args)

@@ -151,6 +151,12 @@ def _fused_rows3(rowdot, bs, sums, W0, W1, W2, X, Y0, Y1, Y2, chunk):
 # closures across processes, so factory-made kernels were compiled again in every process).
 # Arguments: W (rows, row_bytes) u8, X (T, cols) f32, Y (T, rows) f32, chunk, n16.
 @njit(**OPTS)
+def fused_f32(W, X, Y, chunk, n16):
+    """``W``: a float32 matrix's rows viewed as bytes (``(rows, 4 * cols)`` uint8)."""
+    _fused_rows(vd.rowdot_f32, 32, False, W, X, Y, chunk)
+
+
+@njit(**OPTS)
 def fused_q4_0(W, X, Y, chunk, n16):
     _fused_rows(vd.rowdot_q4_0, 32, False, W, X, Y, chunk)
 

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from ...quant import dequantize
-from .fused import GROUPED, kernel_for
+from .fused import GROUPED, fused_f32, kernel_for
 
 # activation rows up to which the fused kernel beat decode + sgemm (benchmarks/kernels.py, 2 threads,
 # 1024 x 4096: Q4_K/Q8_0 up to 32 rows and more, Q3_K's Numba loops up to ~12)
@@ -152,10 +152,31 @@ class QuantMatrix:
         return f"QuantMatrix({self.name!r}, {self.qtype}, {self.shape})"
 
 
+def kernel_rows(w: "np.ndarray | QuantMatrix") -> bool:
+    """True when :func:`linear` multiplies few rows by ``w`` with the compiled kernels (on
+    :func:`kernel_threads`), False when with BLAS."""
+    if isinstance(w, QuantMatrix):
+        return w.fused
+    return (isinstance(w, np.ndarray) and w.dtype == np.float32 and w.ndim == 2 and w.flags.c_contiguous
+            and w.shape[1] % 32 == 0)
+
+
 def linear(x: np.ndarray, w: "np.ndarray | QuantMatrix") -> np.ndarray:
-    """``x @ w.T`` for a float32 matrix or a :class:`QuantMatrix` (the runtime's linear op)."""
+    """``x @ w.T`` for a float32 matrix or a :class:`QuantMatrix` (the runtime's linear op).
+
+    A float32 matrix times few rows (a decode step) goes to the compiled row kernel
+    (:func:`.fused.fused_f32`), as the quantized types do: on the kernel threads, in place of
+    BLAS's sgemv (SmolLM2 F32 decode: see ``benchmarks/runtime.py``); more rows go to BLAS."""
     if isinstance(w, QuantMatrix):
         return w.matmul(x)
+    if (kernel_rows(w) and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
+            and x.shape[-1] == w.shape[1] and (x.ndim == 1 or (x.ndim == 2 and x.shape[0] <= FUSED_MAX_ROWS))):
+        x2 = x.reshape(1, -1) if x.ndim == 1 else x
+        rows = w.shape[0]
+        y = np.empty((x2.shape[0], rows), np.float32)
+        n = getattr(_LOCAL, "threads", 1)
+        launch(fused_f32, w.view(np.uint8), x2, y, max(8, -(-rows // (4 * n))), 16)
+        return y[0] if x.ndim == 1 else y
     return x @ w.T
 
 

@@ -70,6 +70,12 @@ def _q8_0(k: Block, accs):
     return _pair(k, k.half(0), k.sbytes(2, 16), k.sbytes(18, 16), accs)
 
 
+def _f32(k: Block, accs):
+    """A float32 row (viewed as bytes), 32 weights a block: what BLAS's sgemv does for a decode
+    step, in the same launch and thread pool as the quantized kernels."""
+    return [k.fma(k.floats(0), k.x(0), accs[0]), k.fma(k.floats(64), k.x(16), accs[1])]
+
+
 LOW4, HIGH4 = [0, 1, 2, 3], [4, 5, 6, 7]
 
 
@@ -144,6 +150,7 @@ def _q6_k(k: Block, accs):
     return acc + [k.fsub(accs[2], k.fmul(offset, fsplat(32.0)))]
 
 
+rowdot_f32 = row_dot(32, 128, (16, 16), _f32)
 rowdot_q4_0 = row_dot(32, 18, (16, 16), _q4_0)
 rowdot_q4_1 = row_dot(32, 20, (16, 16, 1), _q4_1)
 rowdot_q5_0 = row_dot(32, 22, (16, 16), _q5_0)

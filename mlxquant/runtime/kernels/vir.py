@@ -73,6 +73,10 @@ class Block:
         """``n`` signed bytes at ``off`` as ``<n x i32>``."""
         return self.b.sext(self._load(self.wb, off, vec(I8, n), 1), vec(I32, n))
 
+    def floats(self, off: int, n: int = 16):
+        """``n`` float32 at byte ``off`` of the block (an F32 row's weights)."""
+        return self._load(self.wb, off, vec(F32, n), 4)
+
     def u32(self, off: int):
         """The little-endian uint32 at ``off``."""
         return self._load(self.wb, off, I32, 1)
