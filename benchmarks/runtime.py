@@ -18,9 +18,10 @@ timed runs of the prompt and the generation; the engines' processes alternate ``
 times and each figure is the median over all timed runs, with the spread (min-max). Separate
 processes because the engines disturb each other in one: right after llama.cpp's threads had run,
 a 2-thread decode step of the NumPy runtime took 44 ms instead of 0.5 (tiny model). Both engines
-get the same token ids. Peak RSS (``VmHWM``) of each engine's first process is printed with the
-file size + the f32 KV cache (both engines keep it in float32 here) and the RSS before loading
-(the interpreter and the same imports in both: what the process costs before any model). The
+get the same token ids, made once here by the model's tokenizer (the children load none). Peak RSS
+(``VmHWM``) of each engine's first process is printed against the file size + the f32 KV cache
+(both engines keep it in float32 here), in total and minus the RSS before loading (the
+interpreter and the same imports in both: what the process costs before any model). The
 machines are shared and timings noisy: the 1-minute load average (``os.getloadavg``) is printed
 for every round. On a 2-core machine a load above ~2 means other jobs compete for the cores: both
 engines slow down, and llama.cpp's 2 threads (like any multi-threaded kernel) stall when one of
@@ -115,40 +116,47 @@ def _hwm() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _child(engine: str, path: Path, prompt: int, gen: int, runs: int) -> None:
-    """One engine alone in this process: an untimed warm-up run, then ``runs`` timed runs; print
-    JSON with their (prompt, generation) tokens/s, the peak RSS (bytes) and the RSS before the
-    model was loaded (the interpreter and the imports)."""
+def _child(engine: str, path: Path, ids: list[int], gen: int, runs: int) -> None:
+    """One engine alone in this process: three untimed warm-up runs, then ``runs`` timed runs;
+    print JSON with their (prompt, generation) tokens/s, the peak RSS (bytes) and the RSS before
+    the model was loaded (the interpreter and the imports). Token ids come from the parent: no
+    tokenizer is loaded here (the NumPy runtime's GGUF tokenizer alone takes ~55 MB for SmolLM2's
+    49k tokens; llama.cpp's is part of its model)."""
     import importlib
 
     importlib.import_module("mlxquant")  # first: it sets OpenBLAS's idle timeout before NumPy loads
     importlib.import_module("llama_cpp")  # both engines' processes load the same libraries
-    from mlxquant.eval.bench import prompt_ids
     from mlxquant.runtime import load_model
 
     base = _hwm()
-    model = load_model(path, backend="numpy", tokenizer=True)
-    ids = prompt_ids(model, prompt)
-    spec = model.spec
-    kv = 2 * spec.n_layers * spec.n_kv_heads * spec.head_dim * (len(ids) + gen + 8) * 4
     if engine == "llama.cpp":
-        del model
-        e = LlamaCpp(path, ids, gen)
+        e: LlamaCpp | Numpy = LlamaCpp(path, ids, gen)
     else:
-        e = Numpy(model, ids, gen)
+        e = Numpy(load_model(path, backend="numpy", tokenizer=False), ids, gen)
     for _ in range(3):  # warm-up: compiled kernels loaded, the NumPy thread choices settled
         e.run()
     timed = [e.run() for _ in range(runs)]
-    print(json.dumps({"base": base, "peak": _hwm(), "file": path.stat().st_size, "kv": kv,
-                      "runs": timed, "threads": getattr(e, "threads", "")}))
+    print(json.dumps({"base": base, "peak": _hwm(), "runs": timed, "threads": getattr(e, "threads", "")}))
 
 
-def _run_child(engine: str, path: Path, prompt: int, gen: int, runs: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", engine, str(path), "--prompt", str(prompt),
+def _run_child(engine: str, path: Path, ids: list[int], gen: int, runs: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", engine, str(path), "--ids", ",".join(map(str, ids)),
                           "--gen", str(gen), "--runs", str(runs)], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{engine} on {path.name} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _prompt(path: Path, prompt: int, gen: int) -> tuple[list[int], int]:
+    """The prompt's token ids (the model's tokenizer, :func:`mlxquant.eval.bench.prompt_ids`) and
+    the bytes of a float32 KV cache holding the prompt and the generation."""
+    from mlxquant.eval.bench import prompt_ids
+    from mlxquant.runtime import load_model
+
+    model = load_model(path, backend="numpy", tokenizer=True)
+    ids = prompt_ids(model, prompt)
+    s = model.spec
+    return ids, 2 * s.n_layers * s.n_kv_heads * s.head_dim * (len(ids) + gen + 8) * 4
 
 
 def _models(workdir: Path, names: list[str]) -> dict[str, Path]:
@@ -201,9 +209,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2, help="timed runs per process, after a warm-up")
     ap.add_argument("--models", default="F32,Q4_K_M,Q8_0,shakespeare-Q4_K_M")
     ap.add_argument("--child", nargs=2, metavar=("ENGINE", "GGUF"), help=argparse.SUPPRESS)
+    ap.add_argument("--ids", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(args.child[0], Path(args.child[1]), args.prompt, args.gen, args.runs)
+        _child(args.child[0], Path(args.child[1]), [int(t) for t in args.ids.split(",")], args.gen, args.runs)
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -216,15 +225,16 @@ def main() -> None:
     rows = []
     rss = {}
     for name, path in paths.items():
+        ids, kv = _prompt(path, args.prompt, args.gen)
         res: dict[str, list[tuple[float, float]]] = {"llama.cpp": [], "numpy": []}
         loads = [_load()]
         threads = []
         for r in range(args.repeats):
             for k in res:  # each engine in a fresh process, alternating
-                got = _run_child(k, path, args.prompt, args.gen, args.runs)
+                got = _run_child(k, path, ids, args.gen, args.runs)
                 res[k] += [tuple(x) for x in got["runs"]]
                 if r == 0:
-                    rss.setdefault(name, {})[k] = got
+                    rss.setdefault(name, {})[k] = dict(got, file=path.stat().st_size, kv=kv)
                 if k == "numpy":
                     threads.append(got["threads"])
             loads.append(_load())
@@ -242,10 +252,12 @@ def main() -> None:
         if name in rss:
             r = rss[name]
             fk = (r["numpy"]["file"] + r["numpy"]["kv"]) / 1e6
+            own = {k: (r[k]["peak"] - r[k]["base"]) / 1e6 for k in r}
             print(f"{name:<19} {'memory':<10} file + KV {fk:.0f} MB; peak RSS / (file + KV): numpy "
                   f"{r['numpy']['peak'] / 1e6 / fk:.2f}, llama.cpp {r['llama.cpp']['peak'] / 1e6 / fk:.2f}; "
                   f"RSS before loading: numpy {r['numpy']['base'] / 1e6:.0f} MB, "
-                  f"llama.cpp {r['llama.cpp']['base'] / 1e6:.0f} MB")
+                  f"llama.cpp {r['llama.cpp']['base'] / 1e6:.0f} MB; peak minus that / (file + KV): "
+                  f"numpy {own['numpy'] / fk:.2f}, llama.cpp {own['llama.cpp'] / fk:.2f}")
 
 
 if __name__ == "__main__":
