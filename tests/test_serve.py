@@ -272,7 +272,15 @@ def test_disconnect_mid_stream_stops_generation(tiny):
     assert ok.choices[0].text == generate(tiny.model, PROMPT, 8).text
 
 
-def test_disconnect_of_a_plain_request_stops_generation(tiny):
+def test_disconnect_of_a_plain_request_stops_generation(tiny, monkeypatch):
+    model = tiny.engine.model
+    forward = model.forward
+
+    def slow(*args, **kwargs):  # at most ~500 tokens/s: the fused kernels decode the tiny model
+        time.sleep(0.002)  # at ~2000, and 1000 tokens could end before the disconnect shows
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", slow)
     before = len(tiny.engine.history)
     body = {"model": tiny.id, "prompt": PROMPT, "max_tokens": 1000, "temperature": 0}
     with pytest.raises(httpx.ReadTimeout):

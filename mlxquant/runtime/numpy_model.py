@@ -26,6 +26,7 @@ products), whose results these changes left bit for bit as they were.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -35,7 +36,9 @@ from ..errors import FormatError
 from .blas import ThreadChooser
 from .kernels import QuantMatrix, linear
 from .kernels.attention import attend_one, attend_one_serial, rms_norm_row
-from .kernels.matrix import kernel_rows, launch, linear_group
+from .kernels.matrix import kernel_rows, kernel_threads, launch, linear_group
+from .kernels.step import CODES as STEP_CODES
+from .kernels.step import decode_block
 from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
 from .spec import ModelSpec
 from .weights import Weights
@@ -104,12 +107,30 @@ class _Layer:
 
 class _Held(NamedTuple):
     """Every block's :class:`_Layer`, the final norm and the output matrix, built once for one
-    :attr:`Weights.version <mlxquant.runtime.weights.Weights.version>` of weights held in memory."""
+    :attr:`Weights.version <mlxquant.runtime.weights.Weights.version>` of weights held in memory;
+    ``plans``: each block's fixed arguments of the compiled decode block
+    (:func:`~mlxquant.runtime.kernels.step.decode_block`), None where the model has none."""
 
     version: int
     layers: list[_Layer]
     final_norm: np.ndarray
     output: Matrix
+    plans: list[tuple] | None
+
+
+_EMPTY_F32 = np.zeros(0, np.float32)
+_EMPTY_ORDER = np.zeros(0, np.intp)
+
+
+def _plan_matrix(w: Matrix) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """(type code, stored bytes, HF row order) of a matrix for the compiled decode block."""
+    if not kernel_rows(w):
+        return None
+    if isinstance(w, QuantMatrix):
+        code = STEP_CODES.get(w.qtype)
+        order = w.out_rows if w.out_rows is not None else _EMPTY_ORDER
+        return None if code is None else (code, w.raw, np.ascontiguousarray(order, dtype=np.intp))
+    return STEP_CODES["F32"], w.view(np.uint8), _EMPTY_ORDER
 
 
 class NumpyModel:
@@ -163,8 +184,27 @@ class NumpyModel:
             L = self._load_layer(i)
             self._check_layer(i, L)
             layers.append(L)
-        held = self._held_parts = _Held(version, layers, self._norm_w("model.norm.weight"), self._output())
+        held = self._held_parts = _Held(version, layers, self._norm_w("model.norm.weight"), self._output(),
+                                        self._plans(layers))
         return held
+
+    def _plans(self, layers: list[_Layer]) -> list[tuple] | None:
+        """Each block's fixed arguments of :func:`~mlxquant.runtime.kernels.step.decode_block`
+        (None: this model's blocks take the Python decode path: per-head q/k norms, gemma's
+        sandwich norms or soft-capping, or a matrix without a compiled kernel)."""
+        s = self.spec
+        if s.qk_norm or s.sandwich_norms or s.attn_softcap or s.activation not in ("silu", "gelu_tanh") \
+                or s.n_heads * s.head_dim == 0 or os.environ.get("MLXQUANT_DECODE_BLOCK", "1") == "0":
+            return None
+        plans = []
+        for L in layers:
+            mats = [_plan_matrix(w) for w in (L.q, L.k, L.v, L.o, L.gate, L.up, L.down)]
+            if any(m is None for m in mats) or L.q.shape[0] != s.n_heads * s.head_dim:
+                return None
+            codes = np.array([m[0] for m in mats], np.int64)
+            plans.append((L.attn_norm, L.ffn_norm, codes, *(m[1] for m in mats), mats[0][2], mats[1][2],
+                          *(b if b is not None else _EMPTY_F32 for b in (L.q_bias, L.k_bias, L.v_bias, L.o_bias))))
+        return plans
 
     def _layer(self, i: int) -> _Layer:
         held = self._held()
@@ -355,6 +395,21 @@ class NumpyModel:
             m = norm(m, L.post_ffn_norm)
         return h + m
 
+    def _decode_blocks(self, plans: list[tuple], h: np.ndarray, cache: KVCache, p0: int,
+                       ropes: list[Rope]) -> np.ndarray:
+        """Every block of a one-token step through the compiled decode block (one call a block)."""
+        s = self.spec
+        x = h[0]
+        scale, eps = np.float32(s.attn_scale), np.float32(s.eps)
+        gelu = s.activation == "gelu_tanh"
+        threads = kernel_threads()
+        for i, plan in enumerate(plans):
+            window = s.window[i]
+            start = 0 if window is None else max(0, p0 + 1 - window)
+            x = launch(decode_block, x, *plan, s.n_heads, s.n_kv_heads, ropes[i].cos[0], ropes[i].sin[0],
+                       cache.k[i], cache.v[i], p0, start, scale, eps, gelu, threads, True)
+        return x[None]
+
     def _norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         """RMS norm of the hidden states ``x`` ``(T, hidden)``: one row (decoding) by the compiled
         :func:`~mlxquant.runtime.kernels.attention.rms_norm_row`, more by NumPy (prompts keep
@@ -371,8 +426,12 @@ class NumpyModel:
         cache.reserve(len(tokens))
         h = self._embed(tokens)
         ropes = self._ropes(p0, len(tokens))
-        for i in range(self.spec.n_layers):
-            h = self._block(i, h, cache, p0, ropes[i], obs)
+        held = self._held() if len(tokens) == 1 and obs is None else None
+        if held is not None and held.plans is not None:
+            h = self._decode_blocks(held.plans, h, cache, p0, ropes)
+        else:
+            for i in range(self.spec.n_layers):
+                h = self._block(i, h, cache, p0, ropes[i], obs)
         cache.offset = p0 + len(tokens)
         h = h[want]
         if h.shape[0] == 0:

@@ -61,15 +61,15 @@ def set_kernel_threads(n: int) -> int:
     return old
 
 
-def launch(fn: Callable[..., None], *args: Any) -> None:
+def launch(fn: Callable[..., Any], *args: Any) -> Any:
     """Call the parallel compiled ``fn(*args)`` on :func:`kernel_threads` threads, one caller at
-    a time (``_LAUNCH``, see the module docstring)."""
+    a time (``_LAUNCH``, see the module docstring); returns its result."""
     n = getattr(_LOCAL, "threads", 1)
     with _LAUNCH:
         if getattr(_LOCAL, "numba_threads", 0) != n:  # numba's count is per thread too
             numba.set_num_threads(n)
             _LOCAL.numba_threads = n
-        fn(*args)
+        return fn(*args)
 
 
 class QuantMatrix:
