@@ -201,6 +201,34 @@ def test_quantized_decode_steps_equal_one_forward_pass(shakespeare, tmp_path, th
     assert np.array_equal(got.argmax(-1), full.argmax(-1))
 
 
+@pytest.mark.parametrize("arch", sorted(TINY_CONFIGS) + ["gguf-Q4_K_M"])
+def test_compiled_decode_block_equals_the_python_path(shakespeare, tmp_path, monkeypatch, arch):
+    """The compiled decode block (kernels.step: llama-style blocks, qwen2's biases, GGUF types in
+    their blocks with llama's q/k row order) gives the logits of the per-operation Python path
+    (``MLXQUANT_DECODE_BLOCK=0``); blocks it does not cover (per-head q/k norms, gemma's sandwich
+    norms) take the Python path."""
+    from mlxquant.convert import convert
+
+    if arch.startswith("gguf"):
+        path = tmp_path / "m.gguf"
+        convert(shakespeare, path, outtype="Q4_K_M")
+    else:
+        cfg, tensors = tiny_hf_model(arch, seed=6)
+        path = tmp_path / arch
+        write_hf_folder(path, cfg, [HFTensorSpec(n, a.shape, "F32") for n, a in tensors.items()],
+                        lambda s: tensors[s.name])
+    model = load_model(path, backend="numpy", tokenizer=False)
+    covered = not (model.spec.qk_norm or model.spec.sandwich_norms)
+    assert (model._held().plans is not None) == covered
+    tokens = np.random.default_rng(4).integers(0, model.spec.vocab, 20)
+    compiled = _decoded(model, tokens, 4, 2)
+    monkeypatch.setenv("MLXQUANT_DECODE_BLOCK", "0")
+    model._held_parts = None  # rebuilt without the compiled block's plans
+    assert model._held().plans is None
+    python = _decoded(model, tokens, 4, 2)
+    assert np.abs(compiled - python).max() <= 1e-5 * np.abs(python).max()
+
+
 @pytest.mark.parametrize("preset", [None, "12"])
 def test_import_sets_openblas_idle_timeout_before_numpy(preset):
     """``import mlxquant`` shortens OpenBLAS's idle spin (read when NumPy loads OpenBLAS) unless
