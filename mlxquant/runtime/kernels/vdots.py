@@ -5,7 +5,8 @@ Each ``rowdot_<type>(w, x, xs, nb)`` is ``Σ w·x`` over one row of ``nb`` block
 :func:`.vir.row_dot`). The bodies below unpack a block's codes in 16 lanes of 32-bit integers
 (the same unpacking as :mod:`.dots` / :mod:`.kdots`, ggml's ``dequantize_row_*`` order: see
 :mod:`.layout`), convert them to float, multiply by the activations and add the product, scaled
-by the (sub-)block's scale, into the row's accumulators. Additive mins are taken through the
+by the (sub-)block's scale, into the row's accumulators (two vectors' products summed before the
+scale is applied: 5-13% faster than scaling each). Additive mins are taken through the
 activation sums (``Σ (q·d + m)·x = d·Σ q·x + m·Σ x``); Q6_K's code offset too
 (``Σ (q - 32)·s·x = Σ q·s·x - 32·Σ s·Σx`` per 16 weights). Against the Numba loops of
 :mod:`.dots` / :mod:`.kdots`, one thread, rows of 576 (SmolLM2) and 4096 weights held in cache:
@@ -38,10 +39,10 @@ def _add5th(k: Block, lo, hi, qh_off: int):
 
 
 def _pair(k: Block, d, lo, hi, accs):
-    """accs[0..1] += d·(lo·x[0:16]), d·(hi·x[16:32]) for a 32-weight block's codes."""
-    d = k.splat(d)
-    return [k.fma(d, k.fmul(k.tofloat(lo), k.x(0)), accs[0]),
-            k.fma(d, k.fmul(k.tofloat(hi), k.x(16)), accs[1])]
+    """accs[0] += d·(lo·x[0:16] + hi·x[16:32]) for a 32-weight block's codes (the scale once per
+    two vectors: 5 float ops per 32 weights, not 6)."""
+    t = k.fma(k.tofloat(hi), k.x(16), k.fmul(k.tofloat(lo), k.x(0)))
+    return [k.fma(k.splat(d), t, accs[0])]
 
 
 def _q4_0(k: Block, accs):
@@ -52,7 +53,7 @@ def _q4_0(k: Block, accs):
 
 def _q4_1(k: Block, accs):
     lo, hi = _nibbles(k, 4)
-    return _pair(k, k.half(0), lo, hi, accs) + [k.fma(k.half(2), k.xsum(0), accs[2])]
+    return _pair(k, k.half(0), lo, hi, accs) + [k.fma(k.half(2), k.xsum(0), accs[1])]
 
 
 def _q5_0(k: Block, accs):
@@ -63,7 +64,7 @@ def _q5_0(k: Block, accs):
 
 def _q5_1(k: Block, accs):
     lo, hi = _add5th(k, *_nibbles(k, 8), 4)
-    return _pair(k, k.half(0), lo, hi, accs) + [k.fma(k.half(2), k.xsum(0), accs[2])]
+    return _pair(k, k.half(0), lo, hi, accs) + [k.fma(k.half(2), k.xsum(0), accs[1])]
 
 
 def _q8_0(k: Block, accs):
@@ -103,7 +104,7 @@ def _k4(k: Block, accs, qs: int, qh: int | None):
     xs = k.xsums(0, 16)  # per 16 columns -> per 32: pairs added
     xs32 = k.fadd(k.shuffle(xs, range(0, 16, 2)), k.shuffle(xs, range(1, 16, 2)))
     hb = None if qh is None else (k.bytes(qh, 16), k.bytes(qh + 16, 16))
-    lo_acc, hi_acc, min_acc = accs
+    acc = list(accs[:2])  # even and odd sub-blocks: two chains
     for p in range(4):
         a_lo, a_hi = _nibbles(k, qs + 32 * p)
         c_lo, c_hi = _nibbles(k, qs + 16 + 32 * p)
@@ -112,11 +113,10 @@ def _k4(k: Block, accs, qs: int, qh: int | None):
                 move = (lambda v: b.shl(v, isplat(4 - j))) if j <= 4 else (lambda v: b.lshr(v, isplat(j - 4)))
                 first = b.or_(first, b.and_(move(hb[0]), isplat(16)))
                 second = b.or_(second, b.and_(move(hb[1]), isplat(16)))
-            d = k.splat(k.lane(scale, j))
             col = 32 * j
-            lo_acc = k.fma(d, k.fmul(k.tofloat(first), k.x(col)), lo_acc)
-            hi_acc = k.fma(d, k.fmul(k.tofloat(second), k.x(col + 16)), hi_acc)
-    return [lo_acc, hi_acc, k.fsub(min_acc, k.fmul(mins, xs32))]
+            t = k.fma(k.tofloat(second), k.x(col + 16), k.fmul(k.tofloat(first), k.x(col)))
+            acc[j % 2] = k.fma(k.splat(k.lane(scale, j)), t, acc[j % 2])
+    return acc + [k.fsub(accs[2], k.fmul(mins, xs32))]
 
 
 def _q4_k(k: Block, accs):
@@ -151,11 +151,11 @@ def _q6_k(k: Block, accs):
 
 
 rowdot_f32 = row_dot(32, 128, (16, 16), _f32)
-rowdot_q4_0 = row_dot(32, 18, (16, 16), _q4_0)
-rowdot_q4_1 = row_dot(32, 20, (16, 16, 1), _q4_1)
-rowdot_q5_0 = row_dot(32, 22, (16, 16), _q5_0)
-rowdot_q5_1 = row_dot(32, 24, (16, 16, 1), _q5_1)
-rowdot_q8_0 = row_dot(32, 34, (16, 16), _q8_0)
+rowdot_q4_0 = row_dot(32, 18, (16,), _q4_0)
+rowdot_q4_1 = row_dot(32, 20, (16, 1), _q4_1)
+rowdot_q5_0 = row_dot(32, 22, (16,), _q5_0)
+rowdot_q5_1 = row_dot(32, 24, (16, 1), _q5_1)
+rowdot_q8_0 = row_dot(32, 34, (16,), _q8_0)
 rowdot_q4_k = row_dot(256, 144, (16, 16, 8), _q4_k, unroll=1)
 rowdot_q5_k = row_dot(256, 176, (16, 16, 8), _q5_k, unroll=1)
 rowdot_q6_k = row_dot(256, 210, (16, 16, 16), _q6_k, unroll=1)
