@@ -44,6 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlxquant  # noqa: F401  (before NumPy: it shortens OpenBLAS's idle spin, see runtime/blas.py)
 import numpy as np
 
 
@@ -124,7 +125,6 @@ def _child(engine: str, path: Path, ids: list[int], gen: int, runs: int) -> None
     49k tokens; llama.cpp's is part of its model)."""
     import importlib
 
-    importlib.import_module("mlxquant")  # first: it sets OpenBLAS's idle timeout before NumPy loads
     importlib.import_module("llama_cpp")  # both engines' processes load the same libraries
     from mlxquant.runtime import load_model
 
