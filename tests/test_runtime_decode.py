@@ -145,10 +145,19 @@ def test_an_exploration_counts_its_fastest_pass(fake_blas, monkeypatch):
     after a prefill doubled a decode step): it alone does not make an exploration lose."""
     chooser = blas.ThreadChooser(period=2, max_period=64)
     seen = _run_steps(monkeypatch, fake_blas, chooser, {1: [14e-3], 2: [17e-3, 8.5e-3]}, 8)
-    # first pass, one more, the 2-pass exploration (won: its fastest pass counts), the new best,
-    # then 1 thread explored back (lost: the period doubles)
-    assert seen == [1, 1, 2, 2, 2, 1, 1, 2]
-    assert chooser.time[2] == pytest.approx(8.5e-3) and chooser.period == 4
+    # the untimed first pass, one timed, one more, the 2-pass exploration (won: its fastest pass
+    # counts), then 2 threads: explorations only go up (down only every max_period passes)
+    assert seen == [1, 1, 1, 2, 2, 2, 2, 2]
+    assert chooser.time[2] == pytest.approx(8.5e-3) and chooser.period == 2
+
+
+def test_load_arriving_moves_back_to_one_thread(fake_blas, monkeypatch):
+    """Without re-trying one thread: when the 2-thread time (timed on every pass) rises past the
+    last 1-thread time, the next pass runs on one thread."""
+    chooser = blas.ThreadChooser(period=2, max_period=64)
+    seen = _run_steps(monkeypatch, fake_blas, chooser, {1: [14e-3], 2: [8e-3] * 6 + [40e-3]}, 12)
+    first = seen.index(2)
+    assert seen[first:first + 7] == [2] * 7 and seen[first + 7] == 1, seen
 
 
 def test_an_exploration_that_loses_backs_off(fake_blas, monkeypatch):

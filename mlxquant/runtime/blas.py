@@ -166,8 +166,16 @@ class ThreadChooser:
     fastest pass: the first pass after a switch pays for it (the first 2-thread decode step after
     a 2-thread BLAS prefill took 17.5 ms instead of 8.7, OpenBLAS's workers still spinning on the
     cores), and one such pass kept SmolLM2's generation on 1 thread, at 0.6x its speed. The current
-    choice is timed on every pass, so a slow-down (load arriving) shows at once; an exploration
-    that loses doubles ``period`` (up to ``max_period``); one that wins resets it.
+    choice is timed on every pass, so a slow-down (load arriving) shows at once: when the
+    multi-threaded choice gets slower than the last single-thread time, the next pass runs on one
+    thread. Explorations therefore only go up (to more threads, to see whether load has left); one
+    thread is never re-tried while more threads are faster: those re-tries cost every other 1-thread
+    prompt 30% (SmolLM2 F32 prefill 445 instead of 690 tokens/s) and told nothing the timing of the
+    current choice does not; fewer threads are re-tried only every ``max_period`` passes, in case
+    their last time was taken under load. An exploration that loses doubles ``period`` (up to
+    ``max_period``); one that wins resets it. The first pass is not timed: it may compile kernels
+    or touch the weights' pages for the first time (a stale, huge 1-thread time would keep more
+    threads chosen under load).
     ``MLXQUANT_BLAS_THREADS=N`` fixes the count (``0``: leave BLAS alone).
 
     A step restores the previous counts when it ends, unless it runs inside a
@@ -190,7 +198,9 @@ class ThreadChooser:
         self.base_period, self.period, self.max_period = period, period, max_period
         self.explore = max(1, int(explore))
         self.time: dict[int, float] = {}  # seconds per unit (token), by thread count
-        self._since = 0
+        self._since = self._since_down = 0
+        self._warm = False  # the first pass (compiles, first touches) is not timed
+        self._best = 0  # the choice of the last pass
         self._explore: tuple[int, int, int, float] | None = None  # (count, best, passes left, fastest)
 
     def _choose(self) -> tuple[int, int | None]:
@@ -200,11 +210,19 @@ class ThreadChooser:
         if not self.time:
             return self.candidates[0], None
         best = min(self.time, key=self.time.__getitem__)
+        if best != self._best:  # the choice changed: explorations count from here
+            self._best, self._since, self._since_down = best, 0, 0
         self._since += 1
-        if len(self.candidates) > 1 and self._since >= self.period:
-            self._since = 0
+        self._since_down += 1
+        if len(self.candidates) > 1:
             other = next(c for c in self.candidates if c != best)
-            if other <= best or busy_elsewhere() <= cpu_cores() - other:
+            up = down = False
+            if other > best and self._since >= self.period:
+                self._since = 0
+                up = busy_elsewhere() <= cpu_cores() - other
+            down = other < best and self._since_down >= self.max_period
+            if up or down:
+                self._since = self._since_down = 0
                 self._explore = (other, best, self.explore, float("inf"))
                 return other, best
         return best, None
@@ -212,6 +230,9 @@ class ThreadChooser:
     def _record(self, n: int, best: int | None, dt: float) -> None:
         """Time ``dt`` per unit of a pass on ``n`` threads (``best``: see :meth:`_choose`)."""
         if best is None:
+            if not self._warm:
+                self._warm = True
+                return
             prev = self.time.get(n)
             self.time[n] = dt if prev is None else 0.5 * prev + 0.5 * dt
             return
