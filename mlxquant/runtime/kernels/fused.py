@@ -2,14 +2,12 @@
 
 ``W`` is the tensor's bytes as uint8 rows (``(rows, row_bytes)``, e.g. a slice of the memory-mapped
 file), ``X`` float32 ``(T, cols)`` with few rows (decoding). For every type with a row dot product
-in vector IR (:mod:`.vdots`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) or a block dot
-product (:mod:`.dots`, :mod:`.kdots`: the other types) there is one compiled
+in vector IR (:mod:`.vdots`: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K,
+IQ4_XS) or a block dot product (:mod:`.dots`, :mod:`.kdots`: the other types) there is one compiled
 ``fused_<type>(W, X, Y, chunk, n16)`` (cached on disk like the codecs; :func:`kernel_for` finds
 it): each output row walks its blocks once per row of ``X``, the block's codes unpacked in
-registers and multiplied into float32 sums (the scale applied once per sub-block); IQ4_NL takes 4
-blocks per loop (one loop over 4 blocks' bytes, 4 sums: faster than 4 one-block loops, whose loop
-and reduction overhead dominated 32-weight blocks; the vector-IR rows keep their sums in vector
-registers across the whole row instead). The sums of ``X`` per 16 columns, needed by the types
+registers and multiplied into float32 sums (the scale applied once per sub-block; the vector-IR
+rows keep their sums in vector registers across the whole row). The sums of ``X`` per 16 columns, needed by the types
 with a min or a code offset, are taken once per call. Rows are split over Numba's threads
 in chunks of ``chunk`` rows (``prange``), so each core streams its own part of the matrix.
 
@@ -183,7 +181,7 @@ def fused_q8_0(W, X, Y, chunk, n16):
 
 @njit(**OPTS)
 def fused_iq4_nl(W, X, Y, chunk, n16):
-    _fused(ld.dot_iq4_nl, 4, ld.dot_iq4_nl_x4, False, 32, 18, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_iq4_nl, 32, False, W, X, Y, chunk)
 
 
 @njit(**OPTS)
@@ -193,7 +191,7 @@ def fused_mxfp4(W, X, Y, chunk, n16):
 
 @njit(**OPTS)
 def fused_f16(W, X, Y, chunk, n16):
-    _fused(ld.dot_f16, 1, ld.dot_f16, False, 32, 64, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_f16, 32, False, W, X, Y, chunk)
 
 
 @njit(**OPTS)
@@ -228,7 +226,7 @@ def fused_q6_k(W, X, Y, chunk, n16):
 
 @njit(**OPTS)
 def fused_iq4_xs(W, X, Y, chunk, n16):
-    _fused(kd.dot_iq4_xs, 1, kd.dot_iq4_xs, False, 256, 136, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_iq4_xs, 256, False, W, X, Y, chunk)
 
 
 @njit(**OPTS)

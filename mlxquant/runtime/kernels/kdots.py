@@ -1,5 +1,5 @@
 """Block dot products of the 256-weight types without a vector-IR row product (Q2_K, Q3_K,
-IQ4_XS, TQ1_0, TQ2_0; Q4_K, Q5_K and Q6_K are in :mod:`.vdots`) straight from the codes: same contract and shape as :mod:`.dots` (``xs``: sums of ``x`` per 16 weights, used for
+TQ1_0, TQ2_0; Q4_K, Q5_K, Q6_K and IQ4_XS are in :mod:`.vdots`) straight from the codes: same contract and shape as :mod:`.dots` (``xs``: sums of ``x`` per 16 weights, used for
 the K-quants' sub-block mins). Layouts: see :mod:`.layout`.
 
 Per (sub-)block of 16 or 32 weights: one float32 sum of ``q·x`` over integer codes, then the
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .layout import and32, f16_at, iq4nl_value, or32, q3_scale, shl32, shr32, trit
+from .layout import and32, f16_at, or32, q3_scale, shl32, shr32, trit
 
 F32 = np.float32
 
@@ -90,39 +90,6 @@ def dot_q2_k(w, p, x, xo, xs, so, n16):
                 + (F32(w[c + 4] >> 4) * xs[k + 4] + F32(w[c + 5] >> 4) * xs[k + 5])
                 + (F32(w[c + 6] >> 4) * xs[k + 6] + F32(w[c + 7] >> 4) * xs[k + 7]))
     return f16_at(w, p + 80) * pos - f16_at(w, p + 82) * neg
-
-
-@njit(inline="always")
-def dot_iq4_xs(w, p, x, xo, xs, so, n16):
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = F32(0)
-    q0 = p + 8
-    for j in range(n16):  # byte j of sub-block i's 16: weights 32i + j (low nibble), 32i + 16 + j
-        a = np.int32(w[q0 + j])
-        s0 += iq4nl_value(and32(a, 15)) * x[xo + j] + iq4nl_value(shr32(a, 4)) * x[xo + 16 + j]
-        a = np.int32(w[q0 + 16 + j])
-        s1 += iq4nl_value(and32(a, 15)) * x[xo + 32 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 48 + j]
-        a = np.int32(w[q0 + 32 + j])
-        s2 += iq4nl_value(and32(a, 15)) * x[xo + 64 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 80 + j]
-        a = np.int32(w[q0 + 48 + j])
-        s3 += iq4nl_value(and32(a, 15)) * x[xo + 96 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 112 + j]
-        a = np.int32(w[q0 + 64 + j])
-        s4 += iq4nl_value(and32(a, 15)) * x[xo + 128 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 144 + j]
-        a = np.int32(w[q0 + 80 + j])
-        s5 += iq4nl_value(and32(a, 15)) * x[xo + 160 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 176 + j]
-        a = np.int32(w[q0 + 96 + j])
-        s6 += iq4nl_value(and32(a, 15)) * x[xo + 192 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 208 + j]
-        a = np.int32(w[q0 + 112 + j])
-        s7 += iq4nl_value(and32(a, 15)) * x[xo + 224 + j] + iq4nl_value(shr32(a, 4)) * x[xo + 240 + j]
-    sh = np.int32(w[p + 2]) | (np.int32(w[p + 3]) << 8)  # 6-bit scales: low 4 bits in w[4:8]
-    l0 = np.int32(w[p + 4])
-    l1 = np.int32(w[p + 5])
-    l2 = np.int32(w[p + 6])
-    l3 = np.int32(w[p + 7])
-    total = ((F32(((l0 & 15) | ((sh & 3) << 4)) - 32) * s0 + F32(((l0 >> 4) | ((sh & 12) << 2)) - 32) * s1)
-             + (F32(((l1 & 15) | (sh & 48)) - 32) * s2 + F32(((l1 >> 4) | ((sh >> 2) & 48)) - 32) * s3)
-             + (F32(((l2 & 15) | ((sh >> 4) & 48)) - 32) * s4 + F32(((l2 >> 4) | ((sh >> 6) & 48)) - 32) * s5)
-             + (F32(((l3 & 15) | ((sh >> 8) & 48)) - 32) * s6 + F32(((l3 >> 4) | ((sh >> 10) & 48)) - 32) * s7))
-    return f16_at(w, p) * total
 
 
 @njit(inline="always")

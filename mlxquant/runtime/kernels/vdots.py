@@ -1,9 +1,10 @@
-"""Row dot products of the decode kernels' main types in LLVM vector IR (:mod:`.vir`): Q4_0, Q4_1,
-Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K, the types llama.cpp's presets write most.
+"""Row dot products of the decode kernels' main types in LLVM vector IR (:mod:`.vir`): F32, F16,
+Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K and IQ4_XS, the types llama.cpp's presets
+write most.
 
 Each ``rowdot_<type>(w, x, xs, nb)`` is ``Σ w·x`` over one row of ``nb`` blocks (see
 :func:`.vir.row_dot`). The bodies below unpack a block's codes in 16 lanes of 32-bit integers
-(the same unpacking as :mod:`.dots` / :mod:`.kdots`, ggml's ``dequantize_row_*`` order: see
+(in ggml's ``dequantize_row_*`` order: see
 :mod:`.layout`), convert them to float, multiply by the activations and add the product, scaled
 by the (sub-)block's scale, into the row's accumulators (two vectors' products summed before the
 scale is applied: 5-13% faster than scaling each). Additive mins are taken through the
@@ -15,6 +16,7 @@ Q8_0 3.5x and 1.4x, Q5_0 1.7x and 1.9x (``benchmarks/kernels.py`` measures the r
 
 from __future__ import annotations
 
+from .layout import IQ4NL_POLY
 from .vir import Block, fsplat, isplat, ivec, row_dot
 
 # Q5_0/Q5_1: bit j of qh is the 5th bit of weight j; rotating qh left by (4 - j) puts it at bit 4
@@ -75,6 +77,47 @@ def _f32(k: Block, accs):
     """A float32 row (viewed as bytes), 32 weights a block: what BLAS's sgemv does for a decode
     step, in the same launch and thread pool as the quantized kernels."""
     return [k.fma(k.floats(0), k.x(0), accs[0]), k.fma(k.floats(64), k.x(16), accs[1])]
+
+
+def _f16(k: Block, accs):
+    """A float16 row, 32 weights (64 bytes) a block."""
+    return [k.fma(k.halves(0), k.x(0), accs[0]), k.fma(k.halves(32), k.x(16), accs[1])]
+
+
+def _iq4(k: Block, q):
+    """``kvalues_iq4nl[q]`` for i32 codes 0..15, as float: the rounded polynomial of
+    :func:`.layout.iq4nl_value` (6 vector ops where a table is a gather)."""
+    t = k.fsub(k.tofloat(q), fsplat(7.5))
+    c4, c3, c2, c1, c0 = (float(c) for c in IQ4NL_POLY)
+    v = k.fma(fsplat(c4), t, fsplat(c3))
+    for c in (c2, c1, c0):
+        v = k.fma(v, t, fsplat(c))
+    return k.rint(v)
+
+
+def _iq4_pair(k: Block, off: int, col: int):
+    """``Σ value·x`` over the 32 weights of the 16 code bytes at ``off`` (low nibbles weights 0-15,
+    high 16-31) against ``x[col:col + 32]``, as a vector."""
+    lo, hi = _nibbles(k, off)
+    return k.fma(_iq4(k, hi), k.x(col + 16), k.fmul(_iq4(k, lo), k.x(col)))
+
+
+def _iq4_nl(k: Block, accs):
+    return [k.fma(k.splat(k.half(0)), _iq4_pair(k, 2, 0), accs[0])]
+
+
+def _iq4_xs(k: Block, accs):
+    """IQ4_XS: 8 sub-blocks of 32, 6-bit scales (low 4 bits in bytes 4..7, high 2 in the uint16 at
+    2) minus 32."""
+    b = k.b
+    low = b.lshr(k.shuffle(k.bytes(4, 4), [0, 0, 1, 1, 2, 2, 3, 3]), ivec([0, 4] * 4))
+    high = b.lshr(k.splat(k.u16(2), 8), ivec(range(0, 16, 2)))
+    sc = b.sub(b.or_(b.and_(low, isplat(15, 8)), b.shl(b.and_(high, isplat(3, 8)), isplat(4, 8))), isplat(32, 8))
+    scale = k.fmul(k.splat(k.half(0), 8), k.tofloat(sc))
+    acc = list(accs)
+    for i in range(8):
+        acc[i % 2] = k.fma(k.splat(k.lane(scale, i)), _iq4_pair(k, 8 + 16 * i, 32 * i), acc[i % 2])
+    return acc
 
 
 LOW4, HIGH4 = [0, 1, 2, 3], [4, 5, 6, 7]
@@ -151,6 +194,9 @@ def _q6_k(k: Block, accs):
 
 
 rowdot_f32 = row_dot(32, 128, (16, 16), _f32)
+rowdot_f16 = row_dot(32, 64, (16, 16), _f16)
+rowdot_iq4_nl = row_dot(32, 18, (16,), _iq4_nl)
+rowdot_iq4_xs = row_dot(256, 136, (16, 16), _iq4_xs, unroll=1)
 rowdot_q4_0 = row_dot(32, 18, (16,), _q4_0)
 rowdot_q4_1 = row_dot(32, 20, (16, 1), _q4_1)
 rowdot_q5_0 = row_dot(32, 22, (16,), _q5_0)

@@ -77,6 +77,15 @@ class Block:
         """``n`` float32 at byte ``off`` of the block (an F32 row's weights)."""
         return self._load(self.wb, off, vec(F32, n), 4)
 
+    def halves(self, off: int, n: int = 16):
+        """``n`` float16 at byte ``off`` as ``<n x float>`` (exact: ``fpext``)."""
+        h = self._load(self.wb, off, vec(ir.HalfType(), n), 2)
+        return self.b.fpext(h, vec(F32, n))
+
+    def u16(self, off: int):
+        """The little-endian uint16 at ``off``, zero-extended to i32."""
+        return self.b.zext(self._load(self.wb, off, I16, 1), I32)
+
     def u32(self, off: int):
         """The little-endian uint32 at ``off``."""
         return self._load(self.wb, off, I32, 1)
@@ -121,6 +130,14 @@ class Block:
         mod = self.b.module
         fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(v.type, [v.type] * 3), name)
         return self.b.call(fn, [v, v, ivec([a % 32 for a in amounts])])
+
+    def rint(self, v):
+        """Round each lane to the nearest integer, ties to even (``llvm.rint``)."""
+        n = v.type.count
+        name = f"llvm.rint.v{n}f32"
+        mod = self.b.module
+        fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(v.type, [v.type]), name)
+        return self.b.call(fn, [v])
 
     def tofloat(self, v):
         """Signed i32 vector -> float vector."""
