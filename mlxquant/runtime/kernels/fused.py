@@ -2,8 +2,8 @@
 
 ``W`` is the tensor's bytes as uint8 rows (``(rows, row_bytes)``, e.g. a slice of the memory-mapped
 file), ``X`` float32 ``(T, cols)`` with few rows (decoding). For every type with a row dot product
-in vector IR (:mod:`.vdots`: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K,
-IQ4_XS) or a block dot product (:mod:`.dots`, :mod:`.kdots`: the other types) there is one compiled
+in vector IR (:mod:`.vdots`: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K..Q6_K,
+IQ4_XS) or a block dot product (:mod:`.dots`, :mod:`.kdots`: MXFP4, BF16, TQ1_0, TQ2_0) there is one compiled
 ``fused_<type>(W, X, Y, chunk, n16)`` (cached on disk like the codecs; :func:`kernel_for` finds
 it): each output row walks its blocks once per row of ``X``, the block's codes unpacked in
 registers and multiplied into float32 sums (the scale applied once per sub-block; the vector-IR
@@ -201,12 +201,12 @@ def fused_bf16(W, X, Y, chunk, n16):
 
 @njit(**OPTS)
 def fused_q2_k(W, X, Y, chunk, n16):
-    _fused(kd.dot_q2_k, 1, kd.dot_q2_k, True, 256, 84, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_q2_k, 256, True, W, X, Y, chunk)
 
 
 @njit(**OPTS)
 def fused_q3_k(W, X, Y, chunk, n16):
-    _fused(kd.dot_q3_k, 1, kd.dot_q3_k, True, 256, 110, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_q3_k, 256, True, W, X, Y, chunk)
 
 
 @njit(**OPTS)

@@ -52,63 +52,10 @@ def half_to_f32(typingctx, h):
     return types.float32(h), codegen
 
 
-def _as_i32(builder, v, t):
-    if t.bitwidth > 32:
-        return builder.trunc(v, ir.IntType(32))
-    if t.bitwidth < 32:
-        return (builder.sext if t.signed else builder.zext)(v, ir.IntType(32))
-    return v
-
-
-def _i32_op(name):
-    def codegen(context, builder, signature, args):
-        a, b = (_as_i32(builder, v, t) for v, t in zip(args, signature.args))
-        return getattr(builder, name)(a, b)
-    return codegen
-
-
-# 32-bit integer ops. Numba widens every integer operation to 64 bits (int32 & int32 -> int64);
-# LLVM narrows and/or/add back before a float conversion but not variable shifts or selects, so
-# loops unpacking bits with those ran on 4 lanes of 64 bits (and packed them down again).
-# These keep the unpacking in 32-bit lanes (8 per AVX2 register; ``vpsrlvd`` for ``shr32``).
-@intrinsic
-def and32(typingctx, a, b):
-    """``a & b`` as int32."""
-    if isinstance(a, types.Integer) and isinstance(b, types.Integer):
-        return types.int32(a, b), _i32_op("and_")
-
-
-@intrinsic
-def or32(typingctx, a, b):
-    """``a | b`` as int32."""
-    if isinstance(a, types.Integer) and isinstance(b, types.Integer):
-        return types.int32(a, b), _i32_op("or_")
-
-
-@intrinsic
-def shr32(typingctx, a, b):
-    """``a >> b`` (logical, ``0 <= b < 32``) as int32."""
-    if isinstance(a, types.Integer) and isinstance(b, types.Integer):
-        return types.int32(a, b), _i32_op("lshr")
-
-
-@intrinsic
-def shl32(typingctx, a, b):
-    """``a << b`` (``0 <= b < 32``) as int32."""
-    if isinstance(a, types.Integer) and isinstance(b, types.Integer):
-        return types.int32(a, b), _i32_op("shl")
-
-
 @njit(inline="always")
 def f16_at(w, p):
     """The float32 value of the little-endian half at ``w[p:p+2]``."""
     return half_to_f32(np.uint16(w[p]) | (np.uint16(w[p + 1]) << 8))
-
-
-@njit(inline="always")
-def u32_at(w, p):
-    return (np.uint32(w[p]) | (np.uint32(w[p + 1]) << 8) | (np.uint32(w[p + 2]) << 16)
-            | (np.uint32(w[p + 3]) << 24))
 
 
 @njit(inline="always")
@@ -117,14 +64,6 @@ def e8m0_half(e):
     if e < 2:
         return bits_f32(np.int64(0x00200000) << e)
     return bits_f32((np.int64(e) - 1) << 23)
-
-
-@njit(inline="always")
-def q3_scale(w, s, i):
-    """Sub-block ``i``'s scale of Q3_K (low 4 bits from bytes 0..7, high 2 from 8..11), minus 32."""
-    lo = (np.int32(w[s + i]) & 0xF) if i < 8 else (np.int32(w[s + i - 8]) >> 4)
-    hi = (np.int32(w[s + 8 + i % 4]) >> (2 * (i // 4))) & 3
-    return (lo | (hi << 4)) - 32
 
 
 # kvalues_iq4nl[q] = rint(p(q - 7.5)) for the degree-4 least-squares polynomial p below (largest

@@ -1,6 +1,6 @@
 """Row dot products of the decode kernels' main types in LLVM vector IR (:mod:`.vir`): F32, F16,
-Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K and IQ4_XS, the types llama.cpp's presets
-write most.
+Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS, the types
+llama.cpp's presets write.
 
 Each ``rowdot_<type>(w, x, xs, nb)`` is ``Σ w·x`` over one row of ``nb`` blocks (see
 :func:`.vir.row_dot`). The bodies below unpack a block's codes in 16 lanes of 32-bit integers
@@ -170,6 +170,56 @@ def _q5_k(k: Block, accs):
     return _k4(k, accs, 48, 16)
 
 
+def _two_bit(k: Block, accs, scale, qs: int, high):
+    """Q2_K/Q3_K's codes times their scales: 2 halves of 128 weights, each 32 code bytes at
+    ``qs + 32n`` holding 4 two-bit fields (field ``j`` of byte ``16h + l``: weight
+    ``128n + 32j + 16h + l``, scale ``8n + 2j + h``); ``high(n, j, h)``: the i32 vector added to
+    the field (Q3_K's third bit), or None."""
+    b = k.b
+    acc = list(accs[:2])
+    for n in range(2):
+        for h in range(2):
+            q = k.bytes(qs + 32 * n + 16 * h, 16)
+            for j in range(4):
+                c = b.and_(b.lshr(q, isplat(2 * j)), isplat(3))
+                extra = high(n, j, h)
+                if extra is not None:
+                    c = b.or_(c, extra)
+                acc[h] = k.fma(k.splat(k.lane(scale, 8 * n + 2 * j + h)), k.fmul(k.tofloat(c), k.x(128 * n + 32 * j + 16 * h)),
+                               acc[h])
+    return acc
+
+
+def _q2_k(k: Block, accs):
+    """Q2_K: 16 sub-blocks of 16, 4-bit scales and mins (byte i: scale low, min high)."""
+    b = k.b
+    s = k.bytes(0, 16)
+    scale = k.fmul(k.splat(k.half(80)), k.tofloat(b.and_(s, isplat(15))))
+    mins = k.fmul(k.splat(k.half(82)), k.tofloat(b.lshr(s, isplat(4))))
+    acc = _two_bit(k, accs, scale, 16, lambda n, j, h: None)
+    return acc + [k.fsub(accs[2], k.fmul(mins, k.xsums(0, 16)))]
+
+
+def _q3_k(k: Block, accs):
+    """Q3_K: 16 sub-blocks of 16, 6-bit scales minus 32 (low 4 bits in bytes 0..7 of the scales,
+    high 2 in bytes 8..11), codes of 2 bits plus a high bit from ``hmask`` (bit ``4n + j`` of
+    byte ``16h + l``), minus 4: taken out through the activation sums."""
+    b = k.b
+    s = k.bytes(96, 12)
+    low = b.and_(b.lshr(k.shuffle(s, list(range(8)) * 2), ivec([0] * 8 + [4] * 8)), isplat(15))
+    high = b.and_(b.lshr(k.shuffle(s, [8, 9, 10, 11] * 4), ivec([0] * 4 + [2] * 4 + [4] * 4 + [6] * 4)), isplat(3))
+    scale = k.fmul(k.splat(k.half(108)), k.tofloat(b.sub(b.or_(low, b.shl(high, isplat(4))), isplat(32))))
+    hm = (k.bytes(0, 16), k.bytes(16, 16))
+
+    def third(n, j, h):  # bit 4n + j of hmask -> bit 2
+        bit = 4 * n + j
+        v = b.lshr(hm[h], isplat(bit - 2)) if bit >= 2 else b.shl(hm[h], isplat(2 - bit))
+        return b.and_(v, isplat(4))
+
+    acc = _two_bit(k, accs, scale, 32, third)
+    return acc + [k.fsub(accs[2], k.fmul(k.fmul(scale, k.xsums(0, 16)), fsplat(4.0)))]
+
+
 def _q6_k(k: Block, accs):
     """Q6_K: 16 sub-blocks of 16 weights, int8 scales; codes 0..63 stored as 4 + 2 bits."""
     b = k.b
@@ -204,4 +254,6 @@ rowdot_q5_1 = row_dot(32, 24, (16, 1), _q5_1)
 rowdot_q8_0 = row_dot(32, 34, (16,), _q8_0)
 rowdot_q4_k = row_dot(256, 144, (16, 16, 8), _q4_k, unroll=1)
 rowdot_q5_k = row_dot(256, 176, (16, 16, 8), _q5_k, unroll=1)
+rowdot_q2_k = row_dot(256, 84, (16, 16, 16), _q2_k, unroll=1)
+rowdot_q3_k = row_dot(256, 110, (16, 16, 16), _q3_k, unroll=1)
 rowdot_q6_k = row_dot(256, 210, (16, 16, 16), _q6_k, unroll=1)
