@@ -50,6 +50,22 @@ class Kernel(NamedTuple):
 
 
 @njit(inline="always")
+def _x_sums(X, sums):
+    """The sums of ``X`` per 16 columns ``(T, cols // 16)``, for the types with a min or a code
+    offset (``sums``; else an empty ``(T, 0)``)."""
+    T, cols = X.shape
+    XS = np.empty((T, cols // 16 if sums else 0), F32)
+    if sums:
+        for t in range(T):
+            for i in range(cols // 16):
+                s = F32(0)
+                for j in range(16):
+                    s += X[t, 16 * i + j]
+                XS[t, i] = s
+    return XS
+
+
+@njit(inline="always")
 def _fused(dot, group, dot_g, sums, bs, tsize, W, X, Y, chunk, n16):
     """The kernel's body (inlined into one compiled function per type, below): blocks ``group`` at
     a time by ``dot_g`` (one loop over several blocks' bytes; ``group`` 1: ``dot_g`` is ``dot``),
@@ -59,14 +75,7 @@ def _fused(dot, group, dot_g, sums, bs, tsize, W, X, Y, chunk, n16):
     cols = X.shape[1]
     nb = cols // bs
     ng = nb - nb % group
-    XS = np.empty((T, cols // 16 if sums else 0), F32)  # sums of X per 16 columns (mins, offsets)
-    if sums:
-        for t in range(T):
-            for i in range(cols // 16):
-                s = F32(0)
-                for j in range(16):
-                    s += X[t, 16 * i + j]
-                XS[t, i] = s
+    XS = _x_sums(X, sums)
     nch = (rows + chunk - 1) // chunk
     for c in prange(nch):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
@@ -91,14 +100,7 @@ def _fused_rows(rowdot, bs, sums, W, X, Y, chunk):
     T = X.shape[0]
     cols = X.shape[1]
     nb = cols // bs
-    XS = np.empty((T, cols // 16 if sums else 0), F32)
-    if sums:
-        for t in range(T):
-            for i in range(cols // 16):
-                s = F32(0)
-                for j in range(16):
-                    s += X[t, 16 * i + j]
-                XS[t, i] = s
+    XS = _x_sums(X, sums)
     nch = (rows + chunk - 1) // chunk
     for c in prange(nch):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
@@ -122,17 +124,8 @@ def _fused_rows3(rowdot, bs, sums, W0, W1, W2, X, Y0, Y1, Y2, chunk):
     """:func:`_fused_rows` for three matrices of one type and width sharing the activations ``X``
     (a layer's q/k/v, or gate/up with an empty third): one launch, their row chunks in one
     ``prange``."""
-    T = X.shape[0]
-    cols = X.shape[1]
-    nb = cols // bs
-    XS = np.empty((T, cols // 16 if sums else 0), F32)
-    if sums:
-        for t in range(T):
-            for i in range(cols // 16):
-                s = F32(0)
-                for j in range(16):
-                    s += X[t, 16 * i + j]
-                XS[t, i] = s
+    nb = X.shape[1] // bs
+    XS = _x_sums(X, sums)
     n0 = (W0.shape[0] + chunk - 1) // chunk
     n1 = (W1.shape[0] + chunk - 1) // chunk
     n2 = (W2.shape[0] + chunk - 1) // chunk
