@@ -250,3 +250,16 @@ def test_float32_rows_through_the_kernel():
     narrow = w[:, :40].copy()
     x = rng.standard_normal((1, 40)).astype(np.float32)
     assert _close(linear(x, narrow), x, narrow) < TOL
+
+
+def test_strided_bytes_are_made_contiguous():
+    """Rows taken with a stride (not C-contiguous) still multiply, single and grouped."""
+    from mlxquant.runtime.kernels import linear_group
+
+    raw, w = _quantized("Q4_K", 80, 512, seed=40)
+    m = QuantMatrix(raw[::2], "Q4_K", 512)
+    assert m.raw.flags.c_contiguous and m.fused
+    x = np.random.default_rng(41).standard_normal((1, 512)).astype(np.float32)
+    assert _close(m.matmul(x), x, w[::2]) < TOL
+    ys = linear_group(x, (m, QuantMatrix(raw, "Q4_K", 512)))
+    assert _close(ys[0], x, w[::2]) < TOL and _close(ys[1], x, w) < TOL

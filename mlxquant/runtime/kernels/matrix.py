@@ -76,7 +76,7 @@ class QuantMatrix:
     """A ``(rows, cols)`` matrix in GGUF blocks.
 
     Args:
-        raw: the stored bytes, uint8 ``(rows, row_bytes)`` (not copied).
+        raw: the stored bytes, uint8 ``(rows, row_bytes)`` (not copied, unless not C-contiguous).
         qtype: the GGML type name.
         cols: weights per row.
         name: for messages (the tensor's name).
@@ -85,6 +85,8 @@ class QuantMatrix:
 
     def __init__(self, raw: np.ndarray, qtype: str, cols: int, name: str = "",
                  out_rows: np.ndarray | None = None):
+        if not raw.flags.c_contiguous:  # the kernels read rows by pointer (a file's slices are contiguous)
+            raw = np.ascontiguousarray(raw)
         self.raw, self.qtype, self.name = raw, qtype, name
         self.shape = (int(raw.shape[0]), int(cols))
         self.dtype = np.dtype(np.float32)  # what it multiplies like
