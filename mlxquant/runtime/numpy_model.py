@@ -128,8 +128,7 @@ def _plan_matrix(w: Matrix) -> tuple[int, np.ndarray, np.ndarray] | None:
         return None
     if isinstance(w, QuantMatrix):
         code = STEP_CODES.get(w.qtype)
-        order = w.out_rows if w.out_rows is not None else _EMPTY_ORDER
-        return None if code is None else (code, w.raw, np.ascontiguousarray(order, dtype=np.intp))
+        return None if code is None else (code, w.raw, _EMPTY_ORDER if w.out_rows is None else w.out_rows)
     return STEP_CODES["F32"], w.view(np.uint8), _EMPTY_ORDER
 
 
@@ -202,8 +201,9 @@ class NumpyModel:
             if any(m is None for m in mats) or L.q.shape[0] != s.n_heads * s.head_dim:
                 return None
             codes = np.array([m[0] for m in mats], np.int64)
+            biases = (L.q_bias, L.k_bias, L.v_bias, L.o_bias)
             plans.append((L.attn_norm, L.ffn_norm, codes, *(m[1] for m in mats), mats[0][2], mats[1][2],
-                          *(b if b is not None else _EMPTY_F32 for b in (L.q_bias, L.k_bias, L.v_bias, L.o_bias))))
+                          *(_EMPTY_F32 if b is None else b for b in biases)))
         return plans
 
     def _layer(self, i: int) -> _Layer:
@@ -407,7 +407,7 @@ class NumpyModel:
             window = s.window[i]
             start = 0 if window is None else max(0, p0 + 1 - window)
             x = launch(decode_block, x, *plan, s.n_heads, s.n_kv_heads, ropes[i].cos[0], ropes[i].sin[0],
-                       cache.k[i], cache.v[i], p0, start, scale, eps, gelu, threads, True)
+                       cache.k[i], cache.v[i], p0, start, scale, eps, gelu, threads)
         return x[None]
 
     def _norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:

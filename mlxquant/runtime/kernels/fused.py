@@ -2,26 +2,27 @@
 
 ``W`` is the tensor's bytes as uint8 rows (``(rows, row_bytes)``, e.g. a slice of the memory-mapped
 file), ``X`` float32 ``(T, cols)`` with few rows (decoding). For every type with a row dot product
-in vector IR (:mod:`.vdots`: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K..Q6_K,
-IQ4_XS) or a block dot product (:mod:`.dots`, :mod:`.kdots`: MXFP4, BF16, TQ1_0, TQ2_0) there is one compiled
-``fused_<type>(W, X, Y, chunk, n16)`` (cached on disk like the codecs; :func:`kernel_for` finds
-it): each output row walks its blocks once per row of ``X``, the block's codes unpacked in
+in vector IR (:mod:`.vdots`: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K..Q6_K, IQ4_XS)
+or a block dot product (:mod:`.dots`, :mod:`.kdots`: MXFP4, BF16, TQ1_0, TQ2_0) there is one
+compiled ``fused_<type>(W, X, Y, chunk, n16)`` (cached on disk like the codecs; :func:`kernel_for`
+finds it): each output row walks its blocks once per row of ``X``, the block's codes unpacked in
 registers and multiplied into float32 sums (the scale applied once per sub-block; the vector-IR
-rows keep their sums in vector registers across the whole row). The sums of ``X`` per 16 columns, needed by the types
-with a min or a code offset, are taken once per call. Rows are split over Numba's threads
-in chunks of ``chunk`` rows (``prange``), so each core streams its own part of the matrix.
+rows keep their sums in vector registers across the whole row). The sums of ``X`` per 16
+columns, needed by the types with a min or a code offset, are taken once per call. Rows are split
+over Numba's threads in chunks of ``chunk`` rows (``prange``), so each core streams its own part
+of the matrix.
 
 ``n16`` is always 16, passed at run time on purpose: with a constant trip count LLVM unrolled the
 16/32-weight loops of some types completely and then vectorized the loop over *blocks* (strided
 loads, shuffles: Q8_0 ran at 0.6 instead of 3.5 Gweights/s here); a run-time count keeps the
-vectorizer on the loop over a block's weights. Types that were faster with constants use them.
+vectorizer on the loop over a block's weights (the block dot products; the vector-IR rows ignore it).
 ``fastmath`` allows only ``reassoc`` (so LLVM vectorizes the sums, as BLAS does), ``contract``
 (FMA) and ``nsz``: no finite-math or reciprocal assumptions, so NaN and inf in the weights or
 activations propagate as in a float32 product.
 
 Numba's disk cache of a ``fused_<type>`` is keyed on this file only: after editing :mod:`.dots`,
-:mod:`.kdots`, :mod:`.vdots`, :mod:`.vir` or :mod:`.layout`, delete ``__pycache__/fused.*`` (or touch this file), else the old
-compiled kernels are loaded.
+:mod:`.kdots`, :mod:`.vdots`, :mod:`.vir` or :mod:`.layout`, delete ``__pycache__/fused.*`` (or
+touch this file), else the old compiled kernels are loaded.
 """
 
 from __future__ import annotations
@@ -66,16 +67,14 @@ def _x_sums(X, sums):
 
 
 @njit(inline="always")
-def _fused(dot, group, dot_g, sums, bs, tsize, W, X, Y, chunk, n16):
-    """The kernel's body (inlined into one compiled function per type, below): blocks ``group`` at
-    a time by ``dot_g`` (one loop over several blocks' bytes; ``group`` 1: ``dot_g`` is ``dot``),
-    the rest by ``dot``; the sums of ``X`` per 16 columns are taken only when ``sums``."""
+def _fused(dot, bs, tsize, W, X, Y, chunk, n16):
+    """The kernel's body for a type with a block dot product (:mod:`.dots`, :mod:`.kdots`;
+    inlined into one compiled function per type, below): blocks of ``bs`` weights in ``tsize``
+    bytes, one ``dot`` call each (none of these types uses the sums of ``X``)."""
     rows = W.shape[0]
     T = X.shape[0]
-    cols = X.shape[1]
-    nb = cols // bs
-    ng = nb - nb % group
-    XS = _x_sums(X, sums)
+    nb = X.shape[1] // bs
+    XS = _x_sums(X, False)
     nch = (rows + chunk - 1) // chunk
     for c in prange(nch):
         for r in range(c * chunk, min(rows, (c + 1) * chunk)):
@@ -84,39 +83,30 @@ def _fused(dot, group, dot_g, sums, bs, tsize, W, X, Y, chunk, n16):
                 x = X[t]
                 xs = XS[t]
                 acc = F32(0)
-                for g in range(ng // group):  # not range(0, ng, group): that ran 7x slower
-                    b = g * group
-                    acc += dot_g(w, b * tsize, x, b * bs, xs, b * (bs // 16), n16)
-                for b in range(ng, nb):
+                for b in range(nb):
                     acc += dot(w, b * tsize, x, b * bs, xs, b * (bs // 16), n16)
                 Y[t, r] = acc
 
 
 @njit(inline="always")
-def _fused_rows(rowdot, bs, sums, W, X, Y, chunk):
-    """The kernel's body for a type with a whole-row dot product in vector IR (:mod:`.vdots`):
-    ``Y[t, r] = rowdot(W[r], X[t], XS[t], blocks)``; ``XS`` as in :func:`_fused`."""
-    rows = W.shape[0]
-    T = X.shape[0]
-    cols = X.shape[1]
-    nb = cols // bs
-    XS = _x_sums(X, sums)
-    nch = (rows + chunk - 1) // chunk
-    for c in prange(nch):
-        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
-            w = W[r]
-            for t in range(T):
-                Y[t, r] = rowdot(w, X[t], XS[t], nb)
-
-
-@njit(inline="always")
 def _rows(rowdot, W, X, XS, Y, r0, chunk, nb):
-    """Rows ``r0 .. r0 + chunk`` of one matrix of :func:`_fused_rows3` (one inlined copy per matrix:
-    choosing the matrix by assignment inside the loop ran the Q5_0 rows 1.3x slower)."""
+    """Rows ``r0 .. r0 + chunk`` of one matrix (in :func:`_fused_rows3`, one inlined copy per
+    matrix: choosing the matrix by assignment inside the loop ran the Q5_0 rows 1.3x slower)."""
     for r in range(r0, min(W.shape[0], r0 + chunk)):
         w = W[r]
         for t in range(X.shape[0]):
             Y[t, r] = rowdot(w, X[t], XS[t], nb)
+
+
+@njit(inline="always")
+def _fused_rows(rowdot, bs, sums, W, X, Y, chunk):
+    """The kernel's body for a type with a whole-row dot product in vector IR (:mod:`.vdots`):
+    ``Y[t, r] = rowdot(W[r], X[t], XS[t], blocks)``, ``XS`` the sums of ``X`` per 16 columns
+    (when ``sums``)."""
+    nb = X.shape[1] // bs
+    XS = _x_sums(X, sums)
+    for c in prange((W.shape[0] + chunk - 1) // chunk):
+        _rows(rowdot, W, X, XS, Y, c * chunk, chunk, nb)
 
 
 @njit(inline="always")
@@ -179,7 +169,7 @@ def fused_iq4_nl(W, X, Y, chunk, n16):
 
 @njit(**OPTS)
 def fused_mxfp4(W, X, Y, chunk, n16):
-    _fused(ld.dot_mxfp4, 1, ld.dot_mxfp4, False, 32, 17, W, X, Y, chunk, n16)
+    _fused(ld.dot_mxfp4, 32, 17, W, X, Y, chunk, n16)
 
 
 @njit(**OPTS)
@@ -189,7 +179,7 @@ def fused_f16(W, X, Y, chunk, n16):
 
 @njit(**OPTS)
 def fused_bf16(W, X, Y, chunk, n16):
-    _fused(ld.dot_bf16, 1, ld.dot_bf16, False, 32, 64, W, X, Y, chunk, n16)
+    _fused(ld.dot_bf16, 32, 64, W, X, Y, chunk, n16)
 
 
 @njit(**OPTS)
@@ -224,12 +214,12 @@ def fused_iq4_xs(W, X, Y, chunk, n16):
 
 @njit(**OPTS)
 def fused_tq1_0(W, X, Y, chunk, n16):
-    _fused(kd.dot_tq1_0, 1, kd.dot_tq1_0, False, 256, 54, W, X, Y, chunk, n16)
+    _fused(kd.dot_tq1_0, 256, 54, W, X, Y, chunk, n16)
 
 
 @njit(**OPTS)
 def fused_tq2_0(W, X, Y, chunk, n16):
-    _fused(kd.dot_tq2_0, 1, kd.dot_tq2_0, False, 256, 66, W, X, Y, chunk, n16)
+    _fused(kd.dot_tq2_0, 256, 66, W, X, Y, chunk, n16)
 
 
 # type name -> (kernel, weights per block, bytes per block); F16/BF16 rows are read 32 weights at

@@ -61,6 +61,12 @@ def set_kernel_threads(n: int) -> int:
     return old
 
 
+def row_chunk(rows: int) -> int:
+    """Rows per ``prange`` chunk of a fused kernel over ``rows`` rows: about 4 chunks a thread
+    (:func:`kernel_threads`), at least 8 rows."""
+    return max(8, -(-rows // (4 * getattr(_LOCAL, "threads", 1))))
+
+
 def launch(fn: Callable[..., Any], *args: Any) -> Any:
     """Call the parallel compiled ``fn(*args)`` on :func:`kernel_threads` threads, one caller at
     a time (``_LAUNCH``, see the module docstring); returns its result."""
@@ -85,7 +91,7 @@ class QuantMatrix:
 
     def __init__(self, raw: np.ndarray, qtype: str, cols: int, name: str = "",
                  out_rows: np.ndarray | None = None):
-        if not raw.flags.c_contiguous:  # the kernels read rows by pointer (a file's slices are contiguous)
+        if not raw.flags.c_contiguous:  # the kernels read rows by pointer (file slices are contiguous)
             raw = np.ascontiguousarray(raw)
         self.raw, self.qtype, self.name = raw, qtype, name
         self.shape = (int(raw.shape[0]), int(cols))
@@ -132,9 +138,7 @@ class QuantMatrix:
         rows, T = self.shape[0], x2.shape[0]
         if self.kernel is not None and T <= FUSED_MAX_ROWS:
             y = np.empty((T, rows), np.float32)
-            n = getattr(_LOCAL, "threads", 1)
-            chunk = max(8, -(-rows // (4 * n)))
-            launch(self.kernel.fused, self.raw, x2, y, chunk, 16)
+            launch(self.kernel.fused, self.raw, x2, y, row_chunk(rows), 16)
         else:
             y = self._tiled(x2)
         if self.out_rows is not None:
@@ -172,12 +176,11 @@ def linear(x: np.ndarray, w: "np.ndarray | QuantMatrix") -> np.ndarray:
     if isinstance(w, QuantMatrix):
         return w.matmul(x)
     if (kernel_rows(w) and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
-            and x.shape[-1] == w.shape[1] and (x.ndim == 1 or (x.ndim == 2 and x.shape[0] <= FUSED_MAX_ROWS))):
+            and x.shape[-1] == w.shape[1]
+            and (x.ndim == 1 or (x.ndim == 2 and x.shape[0] <= FUSED_MAX_ROWS))):
         x2 = x.reshape(1, -1) if x.ndim == 1 else x
-        rows = w.shape[0]
-        y = np.empty((x2.shape[0], rows), np.float32)
-        n = getattr(_LOCAL, "threads", 1)
-        launch(fused_f32, w.view(np.uint8), x2, y, max(8, -(-rows // (4 * n))), 16)
+        y = np.empty((x2.shape[0], w.shape[0]), np.float32)
+        launch(fused_f32, w.view(np.uint8), x2, y, row_chunk(w.shape[0]), 16)
         return y[0] if x.ndim == 1 else y
     return x @ w.T
 
@@ -201,7 +204,6 @@ def linear_group(x: np.ndarray, ws: "tuple[np.ndarray | QuantMatrix, ...]") -> l
     if len(ws) == 2:
         raws.append(first.raw[:0])
         ys.append(np.empty((T, 0), np.float32))
-    n = getattr(_LOCAL, "threads", 1)
-    chunk = max(8, -(-sum(w.shape[0] for w in ws) // (4 * n)))
+    chunk = row_chunk(sum(w.shape[0] for w in ws))
     launch(kernel, raws[0], raws[1], raws[2], x, ys[0], ys[1], ys[2], chunk)
     return [y if w.out_rows is None else y.take(w.out_rows, axis=1) for y, w in zip(ys, ws)]

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from . import fused as fu
-from .attention import attend_one, attend_one_serial, rms_norm_row
+from .attention import attend_one, rms_norm_row
 
 F32 = np.float32
 OPTS = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy",
@@ -102,6 +102,7 @@ def matvec3(code, W0, W1, W2, X, Y0, Y1, Y2, chunk):
 
 @njit(inline="always")
 def _chunk(rows, threads):
+    """:func:`~.matrix.row_chunk` in compiled code (the thread count passed in)."""
     return max(8, (rows + 4 * threads - 1) // (4 * threads))
 
 
@@ -119,7 +120,7 @@ def _hf_order(y, order):
 @njit(**OPTS)
 def decode_block(h, attn_norm, ffn_norm, codes, Wq, Wk, Wv, Wo, Wg, Wu, Wd, q_order, k_order,
                  q_bias, k_bias, v_bias, o_bias, heads, kv_heads, cos, sin, K, V, pos, start,
-                 scale, eps, gelu, threads, parallel_attention):
+                 scale, eps, gelu, threads):
     """One block of a decode step: the hidden state ``h`` (float32 ``(hidden,)``) after the block.
 
     Args:
@@ -131,8 +132,7 @@ def decode_block(h, attn_norm, ffn_norm, codes, Wq, Wk, Wv, Wo, Wg, Wu, Wd, q_or
         heads, kv_heads: attention heads; the head size is ``q rows // heads``.
         cos, sin, K, V, pos, start, scale: as :func:`~.attention.attend_one`.
         eps: float32 norm epsilon; gelu: GELU (tanh) instead of SiLU.
-        threads: the kernels' thread count (for the row chunks); parallel_attention: the
-            attention's heads over the threads (else on this thread).
+        threads: the kernels' thread count (for the row chunks).
     """
     hidden = h.shape[0]
     x = np.empty((1, hidden), F32)
@@ -158,13 +158,8 @@ def decode_block(h, attn_norm, ffn_norm, codes, Wq, Wk, Wv, Wo, Wg, Wu, Wd, q_or
         v = v + v_bias
     hd = rq // heads
     att = np.empty((1, rq), F32)
-    args_q = q.reshape(heads, hd)
-    args_k = k.reshape(kv_heads, hd)
-    args_v = v.reshape(kv_heads, hd)
-    if parallel_attention:
-        attend_one(args_q, args_k, args_v, cos, sin, K, V, pos, start, scale, att[0].reshape(heads, hd))
-    else:
-        attend_one_serial(args_q, args_k, args_v, cos, sin, K, V, pos, start, scale, att[0].reshape(heads, hd))
+    attend_one(q.reshape(heads, hd), k.reshape(kv_heads, hd), v.reshape(kv_heads, hd), cos, sin, K, V,
+               pos, start, scale, att[0].reshape(heads, hd))
     o2 = np.empty((1, Wo.shape[0]), F32)
     matvec(codes[3], Wo, att, o2, _chunk(Wo.shape[0], threads))
     o = o2[0]
@@ -176,7 +171,8 @@ def decode_block(h, attn_norm, ffn_norm, codes, Wq, Wk, Wv, Wo, Wg, Wu, Wd, q_or
     g2 = np.empty((1, ff), F32)
     u2 = np.empty((1, Wu.shape[0]), F32)
     if codes[4] == codes[5] and GROUPED[codes[4]]:
-        matvec3(codes[4], Wg, Wu, Wg[:0], x, g2, u2, np.empty((1, 0), F32), _chunk(2 * ff, threads))
+        matvec3(codes[4], Wg, Wu, Wg[:0], x, g2, u2, np.empty((1, 0), F32),
+                _chunk(2 * ff, threads))
     else:
         matvec(codes[4], Wg, x, g2, _chunk(ff, threads))
         matvec(codes[5], Wu, x, u2, _chunk(ff, threads))

@@ -112,7 +112,8 @@ def _iq4_xs(k: Block, accs):
     b = k.b
     low = b.lshr(k.shuffle(k.bytes(4, 4), [0, 0, 1, 1, 2, 2, 3, 3]), ivec([0, 4] * 4))
     high = b.lshr(k.splat(k.u16(2), 8), ivec(range(0, 16, 2)))
-    sc = b.sub(b.or_(b.and_(low, isplat(15, 8)), b.shl(b.and_(high, isplat(3, 8)), isplat(4, 8))), isplat(32, 8))
+    six = b.or_(b.and_(low, isplat(15, 8)), b.shl(b.and_(high, isplat(3, 8)), isplat(4, 8)))
+    sc = b.sub(six, isplat(32, 8))
     scale = k.fmul(k.splat(k.half(0), 8), k.tofloat(sc))
     acc = list(accs)
     for i in range(8):
@@ -170,6 +171,12 @@ def _q5_k(k: Block, accs):
     return _k4(k, accs, 48, 16)
 
 
+def _sub16(k: Block, scale, i: int, codes, acc):
+    """``acc + scale[i]·(codes·x[16i:16i + 16])``: the 16-weight sub-block ``i`` of Q2_K, Q3_K and
+    Q6_K (whose scale ``i`` covers columns ``16i..16i + 15``)."""
+    return k.fma(k.splat(k.lane(scale, i)), k.fmul(k.tofloat(codes), k.x(16 * i)), acc)
+
+
 def _two_bit(k: Block, accs, scale, qs: int, high):
     """Q2_K/Q3_K's codes times their scales: 2 halves of 128 weights, each 32 code bytes at
     ``qs + 32n`` holding 4 two-bit fields (field ``j`` of byte ``16h + l``: weight
@@ -185,8 +192,7 @@ def _two_bit(k: Block, accs, scale, qs: int, high):
                 extra = high(n, j, h)
                 if extra is not None:
                     c = b.or_(c, extra)
-                acc[h] = k.fma(k.splat(k.lane(scale, 8 * n + 2 * j + h)), k.fmul(k.tofloat(c), k.x(128 * n + 32 * j + 16 * h)),
-                               acc[h])
+                acc[h] = _sub16(k, scale, 8 * n + 2 * j + h, c, acc[h])
     return acc
 
 
@@ -207,7 +213,8 @@ def _q3_k(k: Block, accs):
     b = k.b
     s = k.bytes(96, 12)
     low = b.and_(b.lshr(k.shuffle(s, list(range(8)) * 2), ivec([0] * 8 + [4] * 8)), isplat(15))
-    high = b.and_(b.lshr(k.shuffle(s, [8, 9, 10, 11] * 4), ivec([0] * 4 + [2] * 4 + [4] * 4 + [6] * 4)), isplat(3))
+    shifts = ivec([0] * 4 + [2] * 4 + [4] * 4 + [6] * 4)
+    high = b.and_(b.lshr(k.shuffle(s, [8, 9, 10, 11] * 4), shifts), isplat(3))
     scale = k.fmul(k.splat(k.half(108)), k.tofloat(b.sub(b.or_(low, b.shl(high, isplat(4))), isplat(32))))
     hm = (k.bytes(0, 16), k.bytes(16, 16))
 
@@ -236,9 +243,7 @@ def _q6_k(k: Block, accs):
                      b.or_(b.lshr(a, isplat(4)), b.and_(hb, m48)),
                      b.or_(b.lshr(c, isplat(4)), b.and_(b.lshr(hb, isplat(2)), m48)))
             for g, q in enumerate(codes):  # columns 128n + 32g + 16h, scale 8n + 2g + h
-                col = 128 * n + 32 * g + 16 * h
-                d = k.splat(k.lane(scale, 8 * n + 2 * g + h))
-                acc[h] = k.fma(d, k.fmul(k.tofloat(q), k.x(col)), acc[h])
+                acc[h] = _sub16(k, scale, 8 * n + 2 * g + h, q, acc[h])
     offset = k.fmul(scale, k.xsums(0, 16))  # Σ s·Σx per 16 columns, times the offset 32
     return acc + [k.fsub(accs[2], k.fmul(offset, fsplat(32.0)))]
 
