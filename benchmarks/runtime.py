@@ -104,6 +104,20 @@ class Numpy:
         pass
 
 
+def _blas_kernel() -> str:
+    """NumPy's BLAS and the kernel it runs (threadpoolctl), with the environment that forces one:
+    some machines set ``OPENBLAS_CORETYPE`` (and ``OPENBLAS_L2_SIZE``) for old OpenBLAS builds,
+    which holds a current NumPy's sgemm to its AVX2 kernels (230 instead of 375 GFLOPS on 2
+    threads here, AVX-512 CPU): benchmark with both unset (``env -u OPENBLAS_CORETYPE -u
+    OPENBLAS_L2_SIZE python benchmarks/runtime.py``); llama.cpp does not use OpenBLAS."""
+    from threadpoolctl import threadpool_info
+
+    libs = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    forced = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+    return (", ".join(libs) or "none found") + ("; forced by " + ", ".join(forced) if forced else "")
+
+
 def _hwm() -> int:
     """Peak resident bytes of this process (``VmHWM``; ``ru_maxrss`` is inherited across exec on
     Linux, so a child started by a large parent would report the parent's peak)."""
@@ -222,6 +236,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs; NumPy BLAS/kernel threads: "
           f"{os.environ.get('MLXQUANT_BLAS_THREADS') or 'chosen by measurement'}, llama.cpp: 2; "
           f"MLXQUANT_FUSED={os.environ.get('MLXQUANT_FUSED', '1')}")
+    print(f"NumPy's BLAS: {_blas_kernel()}")
     rows = []
     rss = {}
     for name, path in paths.items():

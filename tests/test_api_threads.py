@@ -101,3 +101,21 @@ def test_auto_does_not_wait_for_a_first_compile(monkeypatch):
     used.clear()
     mlxquant.quantize(x, "Q4_K")
     assert used == []
+
+
+def test_dequantize_into_a_given_buffer():
+    """``dequantize(..., out=)`` decodes into the caller's array (a reused scratch tile) and
+    returns it; a wrong shape, dtype or layout is refused with the type's name."""
+    from mlxquant.errors import QuantInputError
+    from mlxquant.quant import dequantize, quantize
+
+    x = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    raw = quantize(x, "Q8_0")
+    want = dequantize(raw, "Q8_0", (8, 64))
+    buf = np.full((8, 64), np.nan, np.float32)
+    assert dequantize(raw, "Q8_0", (8, 64), out=buf) is buf
+    assert np.array_equal(buf, want)
+    for bad in (np.empty((8, 32), np.float32), np.empty((8, 64), np.float64),
+                np.empty((64, 8), np.float32).T):
+        with pytest.raises(QuantInputError, match="Q8_0"):
+            dequantize(raw, "Q8_0", (8, 64), out=bad)

@@ -253,3 +253,43 @@ def test_import_sets_openblas_idle_timeout_before_numpy(preset):
             "print(os.environ['OPENBLAS_THREAD_TIMEOUT'])")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == (preset or "20")
+
+
+def test_a_split_chooser_keeps_blas_on_one_thread(fake_blas):
+    """``split=True`` (a quantized model's prefill): ``n`` threads are the tile threads and the
+    kernel threads, BLAS stays on one thread; all three are restored."""
+    from mlxquant.runtime.kernels.matrix import tile_threads
+
+    chooser = blas.ThreadChooser(split=True)
+    chooser.candidates = [2]  # as if 2 threads were chosen
+    with chooser.step():
+        assert fake_blas["n"] == 1 and tile_threads() == 2
+        assert kernel_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+    assert fake_blas["n"] == 2 and tile_threads() == 1 and kernel_threads() == 1
+    with blas.thread_session():
+        with chooser.step():
+            assert fake_blas["n"] == 1 and tile_threads() == 2
+    assert fake_blas["n"] == 2 and tile_threads() == 1 and kernel_threads() == 1
+
+
+def test_a_split_prompt_equals_one_thread(shakespeare, tmp_path):
+    """A GGUF model's prompt with its tiles, gated MLP and attention heads split over 2 threads
+    (BLAS on one) gives the one-thread logits; a generation chooses the split itself."""
+    from threadpoolctl import threadpool_limits
+
+    from mlxquant.convert import convert
+    from mlxquant.runtime.kernels.matrix import set_tile_threads
+
+    convert(shakespeare, tmp_path / "m.gguf", outtype="Q4_K_M")
+    model = load_model(tmp_path / "m.gguf", backend="numpy", tokenizer=False)
+    assert model.blas_threads["prefill"].split
+    tokens = np.random.default_rng(5).integers(0, model.spec.vocab, 300)  # 3 attention blocks
+    with threadpool_limits(1, user_api="blas"):
+        one = model.forward(tokens)
+        old = set_tile_threads(2)
+        try:
+            split = model.forward(tokens)
+        finally:
+            set_tile_threads(old)
+    assert np.abs(split - one).max() <= 1e-5 * np.abs(one).max()
+    assert np.array_equal(split.argmax(-1), one.argmax(-1))

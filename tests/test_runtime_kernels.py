@@ -263,3 +263,87 @@ def test_strided_bytes_are_made_contiguous():
     assert _close(m.matmul(x), x, w[::2]) < TOL
     ys = linear_group(x, (m, QuantMatrix(raw, "Q4_K", 512)))
     assert _close(ys[0], x, w[::2]) < TOL and _close(ys[1], x, w) < TOL
+
+
+@pytest.fixture
+def one_thread_blas():
+    """BLAS on one thread, as a prompt whose tiles are split over threads runs it."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_K", "Q6_K", "IQ2_XS", "F16"])
+def test_split_tiles_equal_one_thread(qtype, monkeypatch, one_thread_blas):
+    """A prompt's tiles split over 2 and 3 threads (each decoding its own rows into its own
+    scratch tile) give the one-thread product, across several tiles per thread, with rows that
+    do not divide among the threads and a stored row order."""
+    from mlxquant.runtime.kernels import matrix
+
+    monkeypatch.setattr(matrix, "TILE_BYTES", 1 << 16)  # 64 rows of 256 a tile
+    rows, cols = 403, 256
+    raw, w = _quantized(qtype, rows, cols, seed=7)
+    order = np.random.default_rng(8).permutation(rows)
+    m = QuantMatrix(raw, qtype, cols, qtype, order)
+    x = np.random.default_rng(9).standard_normal((40, cols)).astype(np.float32)
+    one = m.matmul(x)
+    assert _close(one, x, w[order]) < TOL
+    for n in (2, 3):
+        old = matrix.set_tile_threads(n)
+        try:
+            split = m.matmul(x)
+        finally:
+            matrix.set_tile_threads(old)
+        assert _close(split, x, w[order]) < TOL
+        np.testing.assert_allclose(split, one, rtol=0, atol=1e-6 * float(np.abs(one).max()))
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu_tanh"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gated_equals_the_plain_form(act, threads, one_thread_blas):
+    """``gated`` (each tile thread computes its own columns of gate, up and the activation)
+    gives ``act(x @ gate.T) * (x @ up.T)``; mixed types and few rows take the plain path."""
+    from mlxquant.runtime import ops
+    from mlxquant.runtime.kernels import matrix
+
+    fn = getattr(ops, act)
+    rows, cols = 300, 256
+    graw, gw = _quantized("Q4_K", rows, cols, seed=10)
+    uraw, uw = _quantized("Q6_K", rows, cols, seed=11)
+    gate, up = QuantMatrix(graw, "Q4_K", cols, "g"), QuantMatrix(uraw, "Q6_K", cols, "u")
+    up4 = QuantMatrix(_quantized("Q4_K", rows, cols, seed=11)[0], "Q4_K", cols, "u4")
+    rng = np.random.default_rng(12)
+    old = matrix.set_tile_threads(threads)
+    try:
+        for u, T in ((up4, 33), (up, 33), (up4, 3)):
+            x = (0.1 * rng.standard_normal((T, cols))).astype(np.float32)
+            got = matrix.gated(x, gate, u, fn)
+            want = fn(gate.matmul(x)) * u.matmul(x)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * float(np.abs(want).max()))
+    finally:
+        matrix.set_tile_threads(old)
+
+
+def test_run_parts_waits_for_every_part_and_raises():
+    import threading
+    import time
+
+    from mlxquant.runtime.kernels.matrix import run_parts
+
+    done, names = [], set()
+
+    def part(k: int) -> None:
+        names.add(threading.current_thread().name)
+        if k == 1:
+            raise ValueError("part 1")
+        time.sleep(0.05)
+        done.append(k)
+
+    with pytest.raises(ValueError, match="part 1"):
+        run_parts(part, 3)
+    assert sorted(done) == [0, 2]  # the slow parts finished before the error was raised
+    assert threading.current_thread().name in names  # part 0 ran on the caller
+    seen = []
+    run_parts(seen.append, 1)
+    assert seen == [0]

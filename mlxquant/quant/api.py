@@ -468,12 +468,20 @@ def quantize(
     return _as_mx(out) if as_mx else out
 
 
+def _check_out(out: object, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if (not isinstance(out, np.ndarray) or out.dtype != np.float32 or not out.flags.c_contiguous
+            or not out.flags.writeable or out.shape != shape):
+        raise QuantInputError(f"{name}: out= must be a writable C-contiguous float32 array of shape {shape}")
+    return out
+
+
 def dequantize(
     data: np.ndarray | bytes | bytearray | memoryview,
     qtype: str | int | QuantType,
     shape: tuple[int, ...],
     *,
     backend: str = "auto",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decode GGUF blocks to float32.
 
@@ -483,13 +491,21 @@ def dequantize(
         shape: the logical tensor shape; its last dimension must be a multiple of the block size.
 
         backend: as for :func:`quantize`.
+        out: a C-contiguous float32 NumPy array of ``shape`` to decode into (NumPy input only;
+            e.g. a reused scratch tile), returned.
 
     Returns:
         float32 array of ``shape``: an ``mx.array`` when ``data`` is one, else NumPy.
     """
     fmt, t, resolved, codec = _resolve(qtype, backend)
+    if out is not None and _is_mx(data):
+        raise QuantInputError(f"{qtype}: out= takes NumPy input only")
     if fmt is not None:
-        return dequantize_mlx(data, fmt, shape, backend)
+        res = dequantize_mlx(data, fmt, shape, backend)
+        if out is None:
+            return res
+        _check_out(out, tuple(res.shape), str(qtype))[...] = np.asarray(res)
+        return out
     if codec is not None:
         resolved, codec = _auto_codec(t, resolved, codec, backend, "dq")
     backend = resolved
@@ -527,10 +543,15 @@ def dequantize(
         import mlx.core as mx
 
         buf = (buf if _is_mx(buf) else mx.array(buf)).reshape(rows, t.row_bytes(cols))
-        out = codec.dequantize_rows(buf, cols).reshape(shape)
-        return out if as_mx else np.array(out)
+        res = codec.dequantize_rows(buf, cols).reshape(shape)
+        if out is not None:
+            _check_out(out, shape, t.name)[...] = np.array(res)
+            return out
+        return res if as_mx else np.array(res)
     buf = np.ascontiguousarray(buf).reshape(rows, t.row_bytes(cols))
-    out = np.empty((rows, cols), dtype=np.float32)
+    given = out
+    out = np.empty((rows, cols), dtype=np.float32) if out is None else \
+        _check_out(out, shape, t.name).reshape(rows, cols)
     kernel = getattr(codec, "dequantize_kernel", None)
 
     def decode(r0: int, r1: int, dst: np.ndarray) -> None:
@@ -540,4 +561,6 @@ def dequantize(
             _fill(dst, lambda: codec.dequantize_rows(buf[r0:r1], cols))
 
     out = _chunked(decode, rows, cols, out, codec.chunk_weights, (codec, "dq")).reshape(shape)
+    if given is not None:
+        return given
     return _as_mx(out) if as_mx else out

@@ -110,32 +110,44 @@ def busy_elsewhere() -> float:
             return 0.0
 
 
+def _set_counts(n: int, split: bool) -> tuple[int | None, int, int]:
+    """Set the calling thread's counts for ``n`` threads; returns the previous (BLAS, kernel,
+    tile) counts. ``split``: a prompt's quantized tiles are split over ``n`` threads, each calling
+    one-thread BLAS (:func:`~mlxquant.runtime.kernels.matrix.set_tile_threads`); else BLAS runs
+    on ``n`` threads itself."""
+    from .kernels.matrix import set_kernel_threads, set_tile_threads
+
+    return set_blas_threads(1 if split else n), set_kernel_threads(n), set_tile_threads(n if split else 1)
+
+
+def _restore_counts(old: tuple[int | None, int, int]) -> None:
+    from .kernels.matrix import set_kernel_threads, set_tile_threads
+
+    blas, kernel, tiles = old
+    set_kernel_threads(kernel)
+    set_tile_threads(tiles)
+    if blas is not None:
+        set_blas_threads(blas)
+
+
 class _Session:
     """What a :func:`thread_session` restores: the counts before its first change (None: unchanged)."""
 
     def __init__(self) -> None:
-        self.current: int | None = None  # the count the steps last set
-        self.blas: int | None = None
-        self.kernel: int | None = None
+        self.current: tuple[int, bool] | None = None  # what the steps last set
+        self.old: tuple[int | None, int, int] | None = None
 
-    def set(self, n: int) -> None:
-        if n == self.current:
+    def set(self, n: int, split: bool = False) -> None:
+        if (n, split) == self.current:
             return
-        from .kernels import set_kernel_threads
-
-        blas, kernel = set_blas_threads(n), set_kernel_threads(n)
+        old = _set_counts(n, split)
         if self.current is None:
-            self.blas, self.kernel = blas, kernel
-        self.current = n
+            self.old = old
+        self.current = (n, split)
 
     def restore(self) -> None:
-        if self.current is None:
-            return
-        from .kernels import set_kernel_threads
-
-        set_kernel_threads(self.kernel if self.kernel is not None else 1)
-        if self.blas is not None and self.blas != self.current:
-            set_blas_threads(self.blas)
+        if self.old is not None:
+            _restore_counts(self.old)
 
 
 @contextlib.contextmanager
@@ -180,9 +192,18 @@ class ThreadChooser:
 
     A step restores the previous counts when it ends, unless it runs inside a
     :func:`thread_session` (which restores them once, at its end).
+
+    ``split=True`` (a prefill of a model whose linears stay in GGUF blocks): ``n`` threads means
+    each product's tiles are split over ``n`` threads, each decoding its own rows and multiplying
+    them on one-thread BLAS, BLAS itself kept on one thread
+    (:func:`~mlxquant.runtime.kernels.matrix.set_tile_threads`). On the 2 cores here a tile
+    decoded by one core right after a 2-thread sgemm had read the previous one took 0.33 ms
+    instead of 0.04 (writing cache lines the other core holds), and 2 one-thread sgemms side by
+    side beat one 2-thread sgemm: SmolLM2 Q8_0's products took 20 % less time per prompt.
     """
 
-    def __init__(self, period: int = 8, max_period: int = 256, explore: int = 2):
+    def __init__(self, period: int = 8, max_period: int = 256, explore: int = 2, split: bool = False):
+        self.split = split
         env = os.environ.get("MLXQUANT_BLAS_THREADS", "")
         default = get_blas_threads()
         try:
@@ -251,24 +272,19 @@ class ThreadChooser:
         if not self.candidates:
             yield
             return
-        from .kernels import set_kernel_threads
-
         n, best = self._choose()
         session: _Session | None = getattr(_SESSION, "state", None)
         if session is not None:
-            session.set(n)
+            session.set(n, self.split)
         else:
-            old = set_blas_threads(n)
-            old_kernel = set_kernel_threads(n)
+            old = _set_counts(n, self.split)
         t0 = time.perf_counter()
         try:
             yield
         finally:
             dt = (time.perf_counter() - t0) / max(1, units)
             if session is None:
-                set_kernel_threads(old_kernel)
-                if old is not None:
-                    set_blas_threads(old)
+                _restore_counts(old)
             self._record(n, best, dt)
 
     def summary(self, unit: str = "token") -> str:

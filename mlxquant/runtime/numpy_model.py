@@ -21,7 +21,10 @@ cache write, scores, softmax, sum of V) is one compiled call
 the per-layer tensors are looked up and checked once while the weights stay in memory and
 unchanged (:attr:`Weights.version <mlxquant.runtime.weights.Weights.version>`), and RoPE tables
 are kept per frequency vector and sliced per step. Prompts keep the NumPy path (BLAS-sized
-products), whose results these changes left bit for bit as they were.
+products). In a generation's prefill of a model kept in GGUF blocks, the products' rows, the
+gated MLP's columns and the attention's heads are split over the chosen threads, BLAS on one
+thread each (:class:`~mlxquant.runtime.blas.ThreadChooser` ``split``); like any change of BLAS's
+thread count, that moves results in the last bits only.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from ..errors import FormatError
 from .blas import ThreadChooser
 from .kernels import QuantMatrix, linear
 from .kernels.attention import attend_one, attend_one_serial, rms_norm_row
-from .kernels.matrix import kernel_rows, kernel_threads, launch, linear_group
+from .kernels.matrix import gated, kernel_rows, kernel_threads, launch, linear_group, run_parts, tile_threads
 from .kernels.step import CODES as STEP_CODES
 from .kernels.step import decode_block
 from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
@@ -154,7 +157,9 @@ class NumpyModel:
         self.tokenizer = tokenizer
         # BLAS thread counts for generation (see mlxquant.runtime.blas): kept across calls
         # a prefill is one long pass: one pass explores (a decode step: two, see ThreadChooser)
-        self.blas_threads = {"prefill": ThreadChooser(period=2, max_period=16, explore=1),
+        # a prefill of blocks kept quantized splits its tiles over the threads (see ThreadChooser)
+        self.blas_threads = {"prefill": ThreadChooser(period=2, max_period=16, explore=1,
+                                                      split=bool(weights.quantized)),
                              "decode": ThreadChooser()}
         self._held_parts: _Held | None = None
         self._rope_tables: dict[int, Rope] = {}  # by id() of a spec.inv_freq array (see _ropes)
@@ -316,53 +321,57 @@ class NumpyModel:
 
     def _attention_many(self, i: int, L: _Layer, q: np.ndarray, k: np.ndarray, v: np.ndarray,
                         cache: KVCache, p0: int, rope: Rope) -> np.ndarray:
-        """Attention of ``T`` new tokens ``(T, heads * head_dim)`` (a prompt, or gemma2's softcap)."""
+        """Attention of ``T`` new tokens ``(T, heads * head_dim)`` (a prompt, or gemma2's softcap).
+
+        Head by head, in blocks of ``ATTN_BLOCK`` query rows, each reading only the keys it may
+        see (causal). A prompt whose tiles are split over threads (:func:`tile_threads`) splits
+        its query heads over them too (each thread takes the next head)."""
         s = self.spec
-        T = q.shape[0]
-        q = q.reshape(T, s.n_heads, s.head_dim).transpose(1, 0, 2)  # (H, T, D)
-        k = k.reshape(T, s.n_kv_heads, s.head_dim).transpose(1, 0, 2)  # (KV, T, D)
-        v = v.reshape(T, s.n_kv_heads, s.head_dim).transpose(1, 0, 2)
+        T, H, KV, D = q.shape[0], s.n_heads, s.n_kv_heads, s.head_dim
+        q = q.reshape(T, H, D).transpose(1, 0, 2)  # (H, T, D)
+        k = k.reshape(T, KV, D).transpose(1, 0, 2)  # (KV, T, D)
+        v = v.reshape(T, KV, D).transpose(1, 0, 2)
         if L.q_norm is not None:
             q = rms_norm(q, L.q_norm, s.eps)
             k = rms_norm(k, L.k_norm, s.eps)
-        q = apply_rope(q, rope)
-        k = apply_rope(k, rope)
-        cache.k[i][:, p0:p0 + T] = k
+        cache.k[i][:, p0:p0 + T] = apply_rope(k, rope)
         cache.v[i][:, p0:p0 + T] = v
-        q *= np.float32(s.attn_scale)
-        if T <= ATTN_BLOCK:
-            out = self._attend(i, q, cache, p0)
-        else:  # causal: each block of query rows reads only the keys it may see
-            out = np.empty_like(q)  # (H, T, D)
-            for r0 in range(0, T, ATTN_BLOCK):
-                out[:, r0:r0 + ATTN_BLOCK] = self._attend(i, q[:, r0:r0 + ATTN_BLOCK], cache, p0 + r0)
-        return out.transpose(1, 0, 2).reshape(T, s.n_heads * s.head_dim)
+        scale, g = np.float32(s.attn_scale), H // KV
+        blocks = [(r0, min(T, r0 + ATTN_BLOCK)) for r0 in range(0, T, ATTN_BLOCK)]
+        masks = [attention_mask(p0 + r0, r1 - r0, s.window[i]) for r0, r1 in blocks]
+        out = np.empty((T, H, D), np.float32)
+        heads = iter(range(H))  # next() on it is atomic under the GIL
 
-    def _attend(self, i: int, q: np.ndarray, cache: KVCache, q0: int) -> np.ndarray:
-        """Attention of the scaled queries ``q`` ``(H, t, D)`` at positions ``q0..q0 + t`` over the
-        cached keys they may see (``0..q0 + t``); ``(H, t, D)``."""
+        def part(_: int) -> None:
+            for h in heads:
+                qh = apply_rope(q[h:h + 1], rope)[0]
+                qh *= scale
+                for (r0, r1), mask in zip(blocks, masks):
+                    out[r0:r1, h] = self._attend(i, h // g, qh[r0:r1], cache, p0 + r0, mask)
+
+        run_parts(part, min(tile_threads(), H))
+        return out.reshape(T, H * D)
+
+    def _attend(self, i: int, j: int, q: np.ndarray, cache: KVCache, q0: int, mask: np.ndarray) -> np.ndarray:
+        """Attention of one head's scaled queries ``q`` ``(t, D)`` at positions ``q0..q0 + t``
+        over KV head ``j``'s cached keys they may see (``0..q0 + t``; ``mask``: the additive
+        mask); ``(t, D)``."""
         s = self.spec
-        t = q.shape[1]
-        S = q0 + t
-        keys, vals = cache.k[i][:, :S], cache.v[i][:, :S]  # (KV, S, D)
-        g = s.n_heads // s.n_kv_heads
-        qg = q.reshape(s.n_kv_heads, g * t, s.head_dim)
-        scores = (qg @ keys.transpose(0, 2, 1)).reshape(s.n_kv_heads, g, t, S)
+        S = q0 + q.shape[0]
+        scores = q @ cache.k[i][j, :S].T  # (t, S)
         if s.attn_softcap:
             cap = np.float32(s.attn_softcap)
             scores = np.tanh(scores / cap) * cap
-        scores += attention_mask(q0, t, s.window[i])
+        scores += mask
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
         scores /= scores.sum(axis=-1, keepdims=True)
-        return (scores.reshape(s.n_kv_heads, g * t, S) @ vals).reshape(s.n_heads, t, s.head_dim)
+        return scores @ cache.v[i][j, :S]
 
     def _mlp(self, L: _Layer, x: np.ndarray, i: int = -1, obs: Observer | None = None) -> np.ndarray:
         if obs is not None:
             obs(i, "ffn_gate_up", x)
-        gate, up = linear_group(x, (L.gate, L.up))
-        act = silu(gate) if self.spec.activation == "silu" else gelu_tanh(gate)
-        hidden = act * up
+        hidden = gated(x, L.gate, L.up, silu if self.spec.activation == "silu" else gelu_tanh)
         if obs is not None:
             obs(i, "ffn_down", hidden)
         return linear(hidden, L.down)

@@ -9,7 +9,12 @@ GGUF file, so resident memory is the file's pages, shared with the page cache):
 - many rows (a prompt): tiles of about ``TILE_BYTES`` of float32 rows are decoded by the codecs
   (:func:`mlxquant.quant.dequantize`, the same values as a widened model) and multiplied by
   NumPy's BLAS (sgemm): the decode costs ``rows x cols`` once per call, the product ``T`` times
-  more, so BLAS's speed wins there (``benchmarks/kernels.py`` measures both);
+  more, so BLAS's speed wins there (``benchmarks/kernels.py`` measures both). With
+  :func:`tile_threads` > 1 (a generation's prefill, see
+  :class:`~mlxquant.runtime.blas.ThreadChooser`) the rows are split over that many threads, each
+  decoding its own tiles into its own reused scratch buffer and calling one-thread BLAS
+  (:meth:`QuantMatrix.tile_rows`); :func:`gated` does a gated MLP's two products and its
+  activation that way;
 - types without a fused kernel here (the IQ1/IQ2/IQ3 grids, NVFP4, ...): the tile path for any
   ``T``.
 
@@ -29,6 +34,7 @@ passes on several threads (imatrix).
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Callable
 
@@ -36,6 +42,7 @@ import numba
 import numpy as np
 
 from ...quant import dequantize
+from ...quant.api import on_this_thread
 from .fused import GROUPED, fused_f32, kernel_for
 
 # activation rows up to which the fused kernel beat decode + sgemm (benchmarks/kernels.py, 2 threads,
@@ -59,6 +66,59 @@ def set_kernel_threads(n: int) -> int:
     old = kernel_threads()
     _LOCAL.threads = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     return old
+
+
+def tile_threads() -> int:
+    """Threads a prompt's tiles are split over when called from this thread (default 1: one
+    thread decodes, BLAS multiplies on its own threads; see :meth:`QuantMatrix.matmul`)."""
+    return getattr(_LOCAL, "tiles", 1)
+
+
+def set_tile_threads(n: int) -> int:
+    """Set :func:`tile_threads` for the calling thread; returns the previous value. The caller
+    keeps NumPy's BLAS on one thread meanwhile (each tile thread calls it, see
+    :class:`mlxquant.runtime.blas.ThreadChooser`)."""
+    old = tile_threads()
+    _LOCAL.tiles = max(1, int(n))
+    return old
+
+
+_HELPERS: list = [None]  # [(workers, pid, ThreadPoolExecutor)]: the tile threads besides the caller
+_HELPERS_LOCK = threading.Lock()
+
+
+def run_parts(fn: Callable[[int], None], n: int) -> None:
+    """``fn(0) .. fn(n - 1)`` side by side: ``fn(0)`` on the calling thread, the others on
+    helper threads (kept for the process); returns when all are done, raising the first error.
+    For NumPy/BLAS/compiled work that releases the GIL."""
+    if n <= 1:
+        fn(0)
+        return
+    with _HELPERS_LOCK:
+        held = _HELPERS[0]
+        if held is None or held[0] < n - 1 or held[1] != os.getpid():  # a forked child has no threads
+            from concurrent.futures import ThreadPoolExecutor
+
+            if held is not None and held[1] == os.getpid():
+                held[2].shutdown(wait=False)  # its queued parts still run
+            held = _HELPERS[0] = (n - 1, os.getpid(), ThreadPoolExecutor(n - 1, thread_name_prefix="mlxquant-tile"))
+        pool = held[2]
+    futures = [pool.submit(fn, k) for k in range(1, n)]
+    try:
+        fn(0)
+    finally:
+        errors = [f.exception() for f in futures]  # waits for every part before anything is raised
+    for e in errors:
+        if e is not None:
+            raise e
+
+
+def _scratch(n: int) -> np.ndarray:
+    """``n`` float32 of the calling thread's reusable tile buffer."""
+    buf = getattr(_LOCAL, "scratch", None)
+    if buf is None or buf.size < n:
+        buf = _LOCAL.scratch = np.empty(max(n, TILE_BYTES // 4), np.float32)
+    return buf[:n]
 
 
 def row_chunk(rows: int) -> int:
@@ -146,13 +206,32 @@ class QuantMatrix:
         return y[0] if vec else y
 
     def _tiled(self, x: np.ndarray) -> np.ndarray:
-        rows, cols = self.shape
+        rows = self.shape[0]
         y = np.empty((x.shape[0], rows), np.float32)
-        step = max(16, TILE_BYTES // (4 * cols))
-        for r0 in range(0, rows, step):
-            r1 = min(rows, r0 + step)
-            np.matmul(x, self.decode(r0, r1).T, out=y[:, r0:r1])
+        n = min(tile_threads(), rows // 16)
+        if n <= 1:
+            step = max(16, TILE_BYTES // (4 * self.shape[1]))
+            for r0 in range(0, rows, step):
+                r1 = min(rows, r0 + step)
+                np.matmul(x, self.decode(r0, r1).T, out=y[:, r0:r1])
+            return y
+        bounds = [rows * k // n for k in range(n + 1)]
+        run_parts(lambda k: self.tile_rows(x, bounds[k], bounds[k + 1], y[:, bounds[k]:bounds[k + 1]]), n)
         return y
+
+    def tile_rows(self, x: np.ndarray, r0: int, r1: int, out: np.ndarray) -> None:
+        """``out = x @ W[r0:r1].T`` (stored rows) on the calling thread alone: tiles decoded into
+        this thread's scratch buffer, multiplied by BLAS (one thread, see :func:`set_tile_threads`).
+        A prompt's tile threads each take their own rows: nothing one core writes was just read by
+        the other (see :class:`mlxquant.runtime.blas.ThreadChooser`)."""
+        cols = self.shape[1]
+        step = max(16, TILE_BYTES // (4 * cols))
+        with on_this_thread():
+            for a in range(r0, r1, step):
+                b = min(r1, a + step)
+                w = dequantize(self.raw[a:b], self.qtype, (b - a, cols),
+                               out=_scratch((b - a) * cols).reshape(b - a, cols))
+                np.matmul(x, w.T, out=out[:, a - r0:b - r0])
 
     def __repr__(self) -> str:
         return f"QuantMatrix({self.name!r}, {self.qtype}, {self.shape})"
@@ -207,3 +286,37 @@ def linear_group(x: np.ndarray, ws: "tuple[np.ndarray | QuantMatrix, ...]") -> l
     chunk = row_chunk(sum(w.shape[0] for w in ws))
     launch(kernel, raws[0], raws[1], raws[2], x, ys[0], ys[1], ys[2], chunk)
     return [y if w.out_rows is None else y.take(w.out_rows, axis=1) for y, w in zip(ys, ws)]
+
+
+def gated(x: np.ndarray, gate: "np.ndarray | QuantMatrix", up: "np.ndarray | QuantMatrix",
+          act: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``act(x @ gate.T) * (x @ up.T)`` (a gated MLP's hidden state). For a prompt whose tiles
+    are split over threads (:func:`tile_threads`) and two quantized matrices of one shape, each
+    thread computes its own columns of both products and of the result: the element-wise work is
+    split too, on data the same core just wrote. The same values as the plain form (element-wise
+    operations in the same order)."""
+    n = tile_threads()
+    T = x.shape[0] if x.ndim == 2 else 1
+    if (n <= 1 or T <= FUSED_MAX_ROWS or not isinstance(gate, QuantMatrix) or not isinstance(up, QuantMatrix)
+            or gate.shape != up.shape or gate.out_rows is not None or up.out_rows is not None
+            or x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous or x.shape[1] != gate.shape[1]):
+        g, u = linear_group(x, (gate, up))
+        h = act(g)
+        h *= u
+        return h
+    rows = gate.shape[0]
+    n = min(n, rows // 16)
+    bounds = [rows * k // n for k in range(n + 1)]
+    hidden = np.empty((T, rows), np.float32)
+
+    def part(k: int) -> None:
+        r0, r1 = bounds[k], bounds[k + 1]
+        g, u = np.empty((T, r1 - r0), np.float32), np.empty((T, r1 - r0), np.float32)
+        gate.tile_rows(x, r0, r1, g)
+        up.tile_rows(x, r0, r1, u)
+        h = act(g)
+        h *= u
+        hidden[:, r0:r1] = h
+
+    run_parts(part, max(1, n))
+    return hidden
