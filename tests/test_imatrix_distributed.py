@@ -1,8 +1,8 @@
 """mlxquant imatrix over an ``mx.distributed`` group: two processes on loopback (MLX's ring backend,
 started by :func:`mlxquant.calib.launch.launch_local`, as ``mlx.launch`` starts them), each running
 every other chunk, sums and counts reduced with ``all_sum``. The file rank 0 writes equals a
-single-process run over the same chunks within 1e-6 relative on every entry, counts, chunk count
-and running perplexities equal; rank 1 writes nothing; with both backends."""
+single-process run over the same chunks within 1e-6 relative on every entry, counts and chunk
+count equal, running perplexities within 1e-5; rank 1 writes nothing; with both backends."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def test_two_processes_equal_one(shakespeare, calib_file, tmp_path, monkeypatch,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["im.gguf"]  # rank 1 wrote nothing
 
     single = imatrix(shakespeare, calib_file, ctx=64, chunks=chunks, backend=backend, distributed=False)
-    assert rep["ppl_per_chunk"] == single.ppl_per_chunk
+    # perplexities are printed to 4 decimals: a last-bit difference between the processes (ranks
+    # load MLX for the group) can move one across a rounding boundary (71.4697 vs 71.4698 seen)
+    assert rep["ppl_per_chunk"] == pytest.approx(single.ppl_per_chunk, rel=1e-5, abs=1e-4)
     got = read_imatrix_data(out)
     assert got.chunk_count == chunks and got.chunk_size == 64 and got.datasets == (str(calib_file),)
     assert sorted(got.entries) == sorted(single.stats.tensors)
