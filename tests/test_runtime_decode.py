@@ -229,8 +229,14 @@ def test_compiled_decode_block_equals_the_python_path(shakespeare, tmp_path, mon
     model = load_model(path, backend="numpy", tokenizer=False)
     covered = not (model.spec.qk_norm or model.spec.sandwich_norms)
     assert (model._held().plans is not None) == covered
+    assert (model._held().typed is not None) == covered  # every block in one call (decode_step)
     tokens = np.random.default_rng(4).integers(0, model.spec.vocab, 20)
     compiled = _decoded(model, tokens, 4, 2)
+    if covered:  # one call a block: the same arithmetic (LLVM may order a sum differently)
+        model._held_parts = model._held()._replace(typed=None)
+        per_block = _decoded(model, tokens, 4, 2)
+        assert np.abs(per_block - compiled).max() <= 1e-6 * np.abs(compiled).max()
+        model._held_parts = None
     monkeypatch.setenv("MLXQUANT_DECODE_BLOCK", "0")
     model._held_parts = None  # rebuilt without the compiled block's plans
     assert model._held().plans is None

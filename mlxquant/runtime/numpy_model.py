@@ -41,7 +41,7 @@ from .kernels import QuantMatrix, linear
 from .kernels.attention import attend_one, attend_one_serial, rms_norm_row
 from .kernels.matrix import gated, kernel_rows, kernel_threads, launch, linear_group, run_parts, tile_threads
 from .kernels.step import CODES as STEP_CODES
-from .kernels.step import decode_block
+from .kernels.step import decode_block, decode_step
 from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
 from .spec import ModelSpec
 from .weights import Weights
@@ -60,28 +60,33 @@ class KVCache:
     def __init__(self, spec: ModelSpec, capacity: int = 256):
         self.spec = spec
         self.offset = 0
-        shape = (spec.n_kv_heads, max(1, capacity), spec.head_dim)
-        self.k = [np.zeros(shape, np.float32) for _ in range(spec.n_layers)]
-        self.v = [np.zeros(shape, np.float32) for _ in range(spec.n_layers)]
+        self._alloc(max(1, capacity))
+
+    def _alloc(self, cap: int) -> None:
+        s = self.spec
+        # one array per kind, (layers, kv_heads, capacity, head_dim): the compiled decode step
+        # takes them whole; .k[i] / .v[i] are views
+        self.all_k = np.zeros((s.n_layers, s.n_kv_heads, cap, s.head_dim), np.float32)
+        self.all_v = np.zeros_like(self.all_k)
+        self.k = list(self.all_k)
+        self.v = list(self.all_v)
 
     @property
     def capacity(self) -> int:
-        return self.k[0].shape[1]
+        return self.all_k.shape[2]
 
     def reserve(self, n: int) -> None:
         """Make room for ``n`` more positions."""
         need = self.offset + n
         if need <= self.capacity:
             return
-        cap = max(need, 2 * self.capacity)
-        for store in (self.k, self.v):
-            for i, a in enumerate(store):
-                b = np.zeros((a.shape[0], cap, a.shape[2]), np.float32)
-                b[:, : self.offset] = a[:, : self.offset]
-                store[i] = b
+        old_k, old_v = self.all_k, self.all_v
+        self._alloc(max(need, 2 * self.capacity))
+        self.all_k[:, :, : self.offset] = old_k[:, :, : self.offset]
+        self.all_v[:, :, : self.offset] = old_v[:, :, : self.offset]
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
+        return self.all_k.nbytes + self.all_v.nbytes
 
 
 @dataclass
@@ -112,17 +117,36 @@ class _Held(NamedTuple):
     """Every block's :class:`_Layer`, the final norm and the output matrix, built once for one
     :attr:`Weights.version <mlxquant.runtime.weights.Weights.version>` of weights held in memory;
     ``plans``: each block's fixed arguments of the compiled decode block
-    (:func:`~mlxquant.runtime.kernels.step.decode_block`), None where the model has none."""
+    (:func:`~mlxquant.runtime.kernels.step.decode_block`), None where the model has none;
+    ``typed``: the same in a Numba typed list for :func:`~mlxquant.runtime.kernels.step.decode_step`
+    (None when the blocks' arguments are not all of one type, e.g. some matrices read-only)."""
 
     version: int
     layers: list[_Layer]
     final_norm: np.ndarray
     output: Matrix
     plans: list[tuple] | None
+    typed: Any = None
 
 
 _EMPTY_F32 = np.zeros(0, np.float32)
 _EMPTY_ORDER = np.zeros(0, np.intp)
+
+
+def _typed_list(plans: list[tuple] | None) -> Any:
+    """``plans`` as a Numba typed list (its items must share one type), or None."""
+    if not plans:
+        return None
+    from numba.core.errors import NumbaError
+    from numba.typed import List
+
+    try:
+        typed = List()
+        for p in plans:
+            typed.append(p)
+    except (NumbaError, TypeError, ValueError):
+        return None
+    return typed
 
 
 def _plan_matrix(w: Matrix) -> tuple[int, np.ndarray, np.ndarray] | None:
@@ -163,6 +187,11 @@ class NumpyModel:
                              "decode": ThreadChooser()}
         self._held_parts: _Held | None = None
         self._rope_tables: dict[int, Rope] = {}  # by id() of a spec.inv_freq array (see _ropes)
+        ids = [id(f) for f in spec.inv_freq]
+        tables = list(dict.fromkeys(ids))
+        # (distinct tables, each block's table) for the compiled decode step
+        self._rope_index = (tables, np.array([tables.index(t) for t in ids], np.intp))
+        self._no_window = np.zeros(spec.n_layers, np.int64)
 
     def new_cache(self, capacity: int = 256) -> KVCache:
         return KVCache(self.spec, capacity)
@@ -188,8 +217,9 @@ class NumpyModel:
             L = self._load_layer(i)
             self._check_layer(i, L)
             layers.append(L)
+        plans = self._plans(layers)
         held = self._held_parts = _Held(version, layers, self._norm_w("model.norm.weight"), self._output(),
-                                        self._plans(layers))
+                                        plans, _typed_list(plans))
         return held
 
     def _plans(self, layers: list[_Layer]) -> list[tuple] | None:
@@ -404,15 +434,24 @@ class NumpyModel:
             m = norm(m, L.post_ffn_norm)
         return h + m
 
-    def _decode_blocks(self, plans: list[tuple], h: np.ndarray, cache: KVCache, p0: int,
+    def _decode_blocks(self, held: _Held, h: np.ndarray, cache: KVCache, p0: int,
                        ropes: list[Rope]) -> np.ndarray:
-        """Every block of a one-token step through the compiled decode block (one call a block)."""
+        """Every block of a one-token step through the compiled decode block: all in one call
+        (:func:`~mlxquant.runtime.kernels.step.decode_step`), or one call a block."""
         s = self.spec
         x = h[0]
         scale, eps = np.float32(s.attn_scale), np.float32(s.eps)
         gelu = s.activation == "gelu_tanh"
         threads = kernel_threads()
-        for i, plan in enumerate(plans):
+        if held.typed is not None:
+            tables, index = self._rope_index
+            cos = np.stack([self._rope_tables[t].cos[p0] for t in tables])[index]
+            sin = np.stack([self._rope_tables[t].sin[p0] for t in tables])[index]
+            starts = np.array([0 if w is None else max(0, p0 + 1 - w) for w in s.window], np.int64) \
+                if any(w is not None for w in s.window) else self._no_window
+            return launch(decode_step, x, held.typed, s.n_heads, s.n_kv_heads, cos, sin, cache.all_k,
+                          cache.all_v, p0, starts, scale, eps, gelu, threads)[None]
+        for i, plan in enumerate(held.plans):
             window = s.window[i]
             start = 0 if window is None else max(0, p0 + 1 - window)
             x = launch(decode_block, x, *plan, s.n_heads, s.n_kv_heads, ropes[i].cos[0], ropes[i].sin[0],
@@ -437,7 +476,7 @@ class NumpyModel:
         ropes = self._ropes(p0, len(tokens))
         held = self._held() if len(tokens) == 1 and obs is None else None
         if held is not None and held.plans is not None:
-            h = self._decode_blocks(held.plans, h, cache, p0, ropes)
+            h = self._decode_blocks(held, h, cache, p0, ropes)
         else:
             for i in range(self.spec.n_layers):
                 h = self._block(i, h, cache, p0, ropes[i], obs)

@@ -1,4 +1,5 @@
-"""A whole decode-step block in one compiled call: :func:`decode_block`.
+"""A whole decode-step block in one compiled call: :func:`decode_block`; every block of a step in
+one call: :func:`decode_step`.
 
 A decode step feeds one token, so each block's work is small (SmolLM2: ~3.5 MB of weights, a
 few thousand activations) and the Python between its dozen operations (norms, the q/k/v, output,
@@ -188,3 +189,19 @@ def decode_block(h, attn_norm, ffn_norm, codes, Wq, Wk, Wv, Wo, Wg, Wu, Wd, q_or
     d2 = np.empty((1, Wd.shape[0]), F32)
     matvec(codes[6], Wd, act, d2, _chunk(Wd.shape[0], threads))
     return h1 + d2[0]
+
+
+@njit(**OPTS)
+def decode_step(h, plans, heads, kv_heads, cos, sin, K, V, pos, starts, scale, eps, gelu, threads):
+    """Every block of a one-token step in one call: :func:`decode_block` for block ``i`` with the
+    fixed arguments ``plans[i]`` (a typed list of one tuple type), RoPE tables ``cos[i]`` /
+    ``sin[i]`` (``(blocks, head_dim)``), cache ``K[i]`` / ``V[i]`` (``(blocks, kv_heads,
+    capacity, head_dim)``) and first visible position ``starts[i]``. Saves the Python between
+    blocks (a launch each: ~5 us, a tenth of a tiny model's block)."""
+    for i in range(len(plans)):
+        p = plans[i]
+        h = decode_block(h, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11],
+                         p[12], p[13], p[14], p[15], heads, kv_heads, cos[i], sin[i], K[i], V[i], pos,
+                         starts[i], scale, eps, gelu, threads)
+    return h
+
