@@ -278,14 +278,18 @@ def test_a_split_chooser_keeps_blas_on_one_thread(fake_blas):
     assert fake_blas["n"] == 2 and tile_threads() == 1 and kernel_threads() == 1
 
 
-def test_a_split_prompt_equals_one_thread(shakespeare, tmp_path):
+def test_a_split_prompt_equals_one_thread(shakespeare, tmp_path, monkeypatch):
     """A GGUF model's prompt with its tiles, gated MLP and attention heads split over 2 threads
     (BLAS on one) gives the one-thread logits; a generation chooses the split itself."""
     from threadpoolctl import threadpool_limits
 
     from mlxquant.convert import convert
+    from mlxquant.runtime import numpy_model
+    from mlxquant.runtime.kernels import matrix
     from mlxquant.runtime.kernels.matrix import set_tile_threads
 
+    for mod in (matrix, numpy_model):
+        monkeypatch.setattr(mod, "SPLIT_MIN_MACS", 0)  # every product and the attention split
     convert(shakespeare, tmp_path / "m.gguf", outtype="Q4_K_M")
     model = load_model(tmp_path / "m.gguf", backend="numpy", tokenizer=False)
     assert model.blas_threads["prefill"].split

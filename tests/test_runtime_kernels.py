@@ -282,6 +282,7 @@ def test_split_tiles_equal_one_thread(qtype, monkeypatch, one_thread_blas):
     from mlxquant.runtime.kernels import matrix
 
     monkeypatch.setattr(matrix, "TILE_BYTES", 1 << 16)  # 64 rows of 256 a tile
+    monkeypatch.setattr(matrix, "SPLIT_MIN_MACS", 0)  # split however small
     rows, cols = 403, 256
     raw, w = _quantized(qtype, rows, cols, seed=7)
     order = np.random.default_rng(8).permutation(rows)
@@ -301,13 +302,14 @@ def test_split_tiles_equal_one_thread(qtype, monkeypatch, one_thread_blas):
 
 @pytest.mark.parametrize("act", ["silu", "gelu_tanh"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_gated_equals_the_plain_form(act, threads, one_thread_blas):
+def test_gated_equals_the_plain_form(act, threads, one_thread_blas, monkeypatch):
     """``gated`` (each tile thread computes its own columns of gate, up and the activation)
     gives ``act(x @ gate.T) * (x @ up.T)``; mixed types and few rows take the plain path."""
     from mlxquant.runtime import ops
     from mlxquant.runtime.kernels import matrix
 
     fn = getattr(ops, act)
+    monkeypatch.setattr(matrix, "SPLIT_MIN_MACS", 0)
     rows, cols = 300, 256
     graw, gw = _quantized("Q4_K", rows, cols, seed=10)
     uraw, uw = _quantized("Q6_K", rows, cols, seed=11)
@@ -316,7 +318,7 @@ def test_gated_equals_the_plain_form(act, threads, one_thread_blas):
     rng = np.random.default_rng(12)
     old = matrix.set_tile_threads(threads)
     try:
-        for u, T in ((up4, 33), (up, 33), (up4, 3)):
+        for u, T in ((up4, 33), (up, 33), (up4, 3)):  # split, mixed types, few rows
             x = (0.1 * rng.standard_normal((T, cols))).astype(np.float32)
             got = matrix.gated(x, gate, u, fn)
             want = fn(gate.matmul(x)) * u.matmul(x)

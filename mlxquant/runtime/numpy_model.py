@@ -39,7 +39,8 @@ from ..errors import FormatError
 from .blas import ThreadChooser
 from .kernels import QuantMatrix, linear
 from .kernels.attention import attend_one, attend_one_serial, rms_norm_row
-from .kernels.matrix import gated, kernel_rows, kernel_threads, launch, linear_group, run_parts, tile_threads
+from .kernels.matrix import (SPLIT_MIN_MACS, gated, kernel_rows, kernel_threads, launch, linear_group, run_parts,
+                             tile_threads)
 from .kernels.step import CODES as STEP_CODES
 from .kernels.step import decode_block, decode_step
 from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
@@ -50,6 +51,7 @@ Matrix = np.ndarray | QuantMatrix
 
 Observer = Callable[[int, str, np.ndarray], None]
 ATTN_BLOCK = 128  # query rows per attention block of a prompt (causal: later keys are skipped)
+
 
 
 class KVCache:
@@ -379,7 +381,9 @@ class NumpyModel:
                 for (r0, r1), mask in zip(blocks, masks):
                     out[r0:r1, h] = self._attend(i, h // g, qh[r0:r1], cache, p0 + r0, mask)
 
-        run_parts(part, min(tile_threads(), H))
+        # split when there is enough work: on the tiny model (4 heads x 256 x 256 x 64) the GIL
+        # the heads' NumPy calls take in turn ate the gain
+        run_parts(part, min(tile_threads(), H) if H * T * (p0 + T) * D >= SPLIT_MIN_MACS else 1)
         return out.reshape(T, H * D)
 
     def _attend(self, i: int, j: int, q: np.ndarray, cache: KVCache, q0: int, mask: np.ndarray) -> np.ndarray:

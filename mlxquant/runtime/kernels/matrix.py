@@ -51,6 +51,10 @@ FUSED_MAX_ROWS = 8
 # float32 bytes of one decoded tile: 4 MiB (fewer, larger sgemm calls) ran SmolLM2 Q8_0's 256-token
 # prompt ~8% faster than 1 MiB (the L2 of a core here); 16 MiB no faster
 TILE_BYTES = 4 << 20
+# multiply-adds below which a prompt's product (or attention) stays on one thread: handing half to
+# another thread costs ~30 us and more under the GIL; a 256 x 256 x 256 product ran slower split
+# (245 vs 209 us), 768 x 256 x 256 faster (392 vs 497 us)
+SPLIT_MIN_MACS = 1 << 25
 _LAUNCH = threading.Lock()
 _LOCAL = threading.local()
 
@@ -208,7 +212,7 @@ class QuantMatrix:
     def _tiled(self, x: np.ndarray) -> np.ndarray:
         rows = self.shape[0]
         y = np.empty((x.shape[0], rows), np.float32)
-        n = min(tile_threads(), rows // 16)
+        n = min(tile_threads(), rows // 16) if x.shape[0] * rows * self.shape[1] >= SPLIT_MIN_MACS else 1
         if n <= 1:
             step = max(16, TILE_BYTES // (4 * self.shape[1]))
             for r0 in range(0, rows, step):
@@ -298,6 +302,7 @@ def gated(x: np.ndarray, gate: "np.ndarray | QuantMatrix", up: "np.ndarray | Qua
     n = tile_threads()
     T = x.shape[0] if x.ndim == 2 else 1
     if (n <= 1 or T <= FUSED_MAX_ROWS or not isinstance(gate, QuantMatrix) or not isinstance(up, QuantMatrix)
+            or 2 * T * gate.shape[0] * gate.shape[1] < SPLIT_MIN_MACS
             or gate.shape != up.shape or gate.out_rows is not None or up.out_rows is not None
             or x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous or x.shape[1] != gate.shape[1]):
         g, u = linear_group(x, (gate, up))
