@@ -303,3 +303,22 @@ def test_a_split_prompt_equals_one_thread(shakespeare, tmp_path, monkeypatch):
             set_tile_threads(old)
     assert np.abs(split - one).max() <= 1e-5 * np.abs(one).max()
     assert np.array_equal(split.argmax(-1), one.argmax(-1))
+
+
+def test_busy_cores_delay_an_exploration_by_half_a_period(fake_blas, monkeypatch):
+    """An exploration skipped because other work held the cores is tried again half a period
+    later, not a whole one."""
+    clock = _Clock()
+    monkeypatch.setattr(blas, "time", clock)
+    monkeypatch.setattr(blas, "cpu_cores", lambda: 2)
+    busy = iter([1, 1])  # the first two looks see another job running
+    monkeypatch.setattr(blas, "busy_elsewhere", lambda: next(busy, 0))
+    chooser = blas.ThreadChooser(period=4, max_period=64)
+    seen = []
+    for _ in range(12):
+        with chooser.step():
+            seen.append(fake_blas["n"])
+            clock.now += 10e-3 if fake_blas["n"] == 1 else 5e-3
+    # untimed first pass, then 4 timed 1-thread passes; the looks at passes 5 and 7 see busy
+    # cores, the one at pass 9 explores
+    assert seen.index(2) == 9, seen
