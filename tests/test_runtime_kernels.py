@@ -349,3 +349,27 @@ def test_run_parts_waits_for_every_part_and_raises():
     seen = []
     run_parts(seen.append, 1)
     assert seen == [0]
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_split_group_equals_the_single_products(n, monkeypatch, one_thread_blas):
+    """A prompt's q/k/v (matrices of different types and heights, one in another row order) split
+    together over the tile threads equal their one-thread products."""
+    from mlxquant.runtime.kernels import matrix
+
+    monkeypatch.setattr(matrix, "SPLIT_MIN_MACS", 0)
+    cols = 256
+    mats = []
+    for i, (qtype, rows) in enumerate((("Q4_K", 200), ("Q6_K", 64), ("Q8_0", 96))):
+        raw, _ = _quantized(qtype, rows, cols, seed=20 + i)
+        order = np.random.default_rng(30 + i).permutation(rows) if i == 0 else None
+        mats.append(QuantMatrix(raw, qtype, cols, qtype, order))
+    x = np.random.default_rng(40).standard_normal((37, cols)).astype(np.float32)
+    single = [m.matmul(x) for m in mats]
+    old = matrix.set_tile_threads(n)
+    try:
+        got = matrix.linear_group(x, tuple(mats))
+    finally:
+        matrix.set_tile_threads(old)
+    for g, s in zip(got, single):
+        np.testing.assert_allclose(g, s, rtol=0, atol=1e-6 * float(np.abs(s).max()))

@@ -120,13 +120,14 @@ def _set_counts(n: int, split: bool) -> tuple[int | None, int, int]:
     return set_blas_threads(1 if split else n), set_kernel_threads(n), set_tile_threads(n if split else 1)
 
 
-def _restore_counts(old: tuple[int | None, int, int]) -> None:
+def _restore_counts(old: tuple[int | None, int, int], blas_now: int | None = None) -> None:
+    """Set back what :func:`_set_counts` returned (BLAS only when not already ``blas_now``)."""
     from .kernels.matrix import set_kernel_threads, set_tile_threads
 
     blas, kernel, tiles = old
     set_kernel_threads(kernel)
     set_tile_threads(tiles)
-    if blas is not None:
+    if blas is not None and blas != blas_now:
         set_blas_threads(blas)
 
 
@@ -146,8 +147,9 @@ class _Session:
         self.current = (n, split)
 
     def restore(self) -> None:
-        if self.old is not None:
-            _restore_counts(self.old)
+        if self.old is not None and self.current is not None:
+            n, split = self.current
+            _restore_counts(self.old, 1 if split else n)
 
 
 @contextlib.contextmanager

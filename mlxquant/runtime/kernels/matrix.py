@@ -272,7 +272,13 @@ def linear_group(x: np.ndarray, ws: "tuple[np.ndarray | QuantMatrix, ...]") -> l
     """``[x @ w.T for w in ws]`` for two or three matrices sharing the activations ``x`` (``(T,
     cols)``, float32, C order): one launch of a grouped kernel (:data:`.fused.GROUPED`) when they
     are all of one such type, few rows of ``x`` (``T <= FUSED_MAX_ROWS``); else one product each.
-    A decode step's q/k/v and gate/up: fewer launches, each waking the threads once."""
+    A decode step's q/k/v and gate/up: fewer launches, each waking the threads once. A prompt
+    whose tiles are split over threads (:func:`tile_threads`) splits the quantized matrices
+    together: each thread takes its share of every matrix's rows, one hand-off for all (the
+    small k/v products alone stay below :data:`SPLIT_MIN_MACS`)."""
+    split = _split_group(x, ws)
+    if split is not None:
+        return split
     first = ws[0]
     kernel = GROUPED.get(first.qtype) if isinstance(first, QuantMatrix) else None
     if (kernel is None or len(ws) > 3 or not isinstance(x, np.ndarray) or x.ndim != 2
@@ -289,6 +295,26 @@ def linear_group(x: np.ndarray, ws: "tuple[np.ndarray | QuantMatrix, ...]") -> l
         ys.append(np.empty((T, 0), np.float32))
     chunk = row_chunk(sum(w.shape[0] for w in ws))
     launch(kernel, raws[0], raws[1], raws[2], x, ys[0], ys[1], ys[2], chunk)
+    return [y if w.out_rows is None else y.take(w.out_rows, axis=1) for y, w in zip(ys, ws)]
+
+
+def _split_group(x: np.ndarray, ws: "tuple[np.ndarray | QuantMatrix, ...]") -> list[np.ndarray] | None:
+    """:func:`linear_group` over the tile threads (None: not a split prompt's products)."""
+    n = tile_threads()
+    if (n <= 1 or not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[0] <= FUSED_MAX_ROWS
+            or x.dtype != np.float32 or not x.flags.c_contiguous
+            or any(not isinstance(w, QuantMatrix) or w.shape[1] != x.shape[1] or w.shape[0] < 16 * n for w in ws)
+            or x.shape[0] * x.shape[1] * sum(w.shape[0] for w in ws) < SPLIT_MIN_MACS):
+        return None
+    T = x.shape[0]
+    ys = [np.empty((T, w.shape[0]), np.float32) for w in ws]
+    bounds = [[w.shape[0] * k // n for k in range(n + 1)] for w in ws]
+
+    def part(k: int) -> None:
+        for w, y, b in zip(ws, ys, bounds):
+            w.tile_rows(x, b[k], b[k + 1], y[:, b[k]:b[k + 1]])
+
+    run_parts(part, n)
     return [y if w.out_rows is None else y.take(w.out_rows, axis=1) for y, w in zip(ys, ws)]
 
 
