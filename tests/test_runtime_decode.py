@@ -322,3 +322,18 @@ def test_busy_cores_delay_an_exploration_by_half_a_period(fake_blas, monkeypatch
     # untimed first pass, then 4 timed 1-thread passes; the looks at passes 5 and 7 see busy
     # cores, the one at pass 9 explores
     assert seen.index(2) == 9, seen
+
+
+def test_blocks_of_different_types_keep_one_call_a_block():
+    """The compiled decode step takes its blocks' arguments as one typed list: blocks whose
+    arrays differ in type (a read-only file slice beside a swapped-in writable tensor) are not
+    cast into it; the step then runs one call a block."""
+    from mlxquant.runtime.numpy_model import _typed_list
+
+    w = np.zeros((4, 8), np.uint8)
+    ro = w.copy()
+    ro.flags.writeable = False
+    norm = np.ones(8, np.float32)
+    assert _typed_list([(norm, w), (norm, w.copy())]) is not None
+    assert _typed_list([(norm, w), (norm, ro)]) is None
+    assert _typed_list([]) is None and _typed_list(None) is None

@@ -139,10 +139,15 @@ def _typed_list(plans: list[tuple] | None) -> Any:
     """``plans`` as a Numba typed list (its items must share one type), or None."""
     if not plans:
         return None
+    from numba import typeof
     from numba.core.errors import NumbaError
     from numba.typed import List
 
     try:
+        # one type for all, exactly: a typed list would cast a read-only block's arrays to the
+        # first block's writable type (a swapped-in tensor) instead of refusing
+        if len({typeof(p) for p in plans}) != 1:
+            return None
         typed = List()
         for p in plans:
             typed.append(p)
