@@ -83,6 +83,10 @@ def fake_blas(monkeypatch):
     monkeypatch.setattr(blas, "get_blas_threads", lambda: state["n"])
     monkeypatch.setattr(blas, "set_blas_threads", set_threads)
     monkeypatch.delenv("MLXQUANT_BLAS_THREADS", raising=False)
+    # another job on the cores unless a test says otherwise: choosers start on one thread and
+    # do not explore (the real count depends on this machine's load)
+    monkeypatch.setattr(blas, "busy_elsewhere", lambda: 2)
+    monkeypatch.setattr(blas, "cpu_cores", lambda: 2)
     old = set_kernel_threads(1)
     yield state
     set_kernel_threads(old)
@@ -108,8 +112,10 @@ def test_a_session_sets_on_change_and_restores_once(fake_blas, monkeypatch):
                 seen.append(fake_blas["n"])
                 assert kernel_threads() == min(fake_blas["n"], numba.config.NUMBA_NUM_THREADS)
         inside = list(fake_blas["calls"])
+    assert seen[0] == 2  # idle cores at the first look: a start on all of them
     assert set(seen) == {1, 2}  # the choice and the explorations
-    assert inside == [n for prev, n in zip([2] + seen, seen) if n != prev]  # set on a change only
+    # the first step sets the counts (and keeps the old ones to restore), later ones on a change only
+    assert inside == [seen[0]] + [n for prev, n in zip(seen, seen[1:]) if n != prev]
     assert fake_blas["calls"] == inside + ([2] if seen[-1] != 2 else [])  # restored once, at the end
     assert fake_blas["n"] == 2 and kernel_threads() == 1
 
@@ -129,7 +135,8 @@ def _run_steps(monkeypatch, fake_blas, chooser, times: dict[int, list[float]], s
     value repeats); returns the thread count of each pass."""
     clock = _Clock()
     monkeypatch.setattr(blas, "time", clock)
-    monkeypatch.setattr(blas, "busy_elsewhere", lambda: 0)  # idle cores: explorations run
+    looks = iter([2])  # busy at the first look (the choosers start on one thread), then idle cores
+    monkeypatch.setattr(blas, "busy_elsewhere", lambda: next(looks, 0))
     monkeypatch.setattr(blas, "cpu_cores", lambda: 2)
     seen = []
     for _ in range(steps):
@@ -311,7 +318,7 @@ def test_busy_cores_delay_an_exploration_by_half_a_period(fake_blas, monkeypatch
     clock = _Clock()
     monkeypatch.setattr(blas, "time", clock)
     monkeypatch.setattr(blas, "cpu_cores", lambda: 2)
-    busy = iter([1, 1])  # the first two looks see another job running
+    busy = iter([2, 1, 1])  # the start and the first two explorations' looks see another job
     monkeypatch.setattr(blas, "busy_elsewhere", lambda: next(busy, 0))
     chooser = blas.ThreadChooser(period=4, max_period=64)
     seen = []
@@ -319,8 +326,8 @@ def test_busy_cores_delay_an_exploration_by_half_a_period(fake_blas, monkeypatch
         with chooser.step():
             seen.append(fake_blas["n"])
             clock.now += 10e-3 if fake_blas["n"] == 1 else 5e-3
-    # untimed first pass, then 4 timed 1-thread passes; the looks at passes 5 and 7 see busy
-    # cores, the one at pass 9 explores
+    # a start on one thread (busy), untimed first pass, then 4 timed 1-thread passes; the looks
+    # at passes 5 and 7 see busy cores, the one at pass 9 explores
     assert seen.index(2) == 9, seen
 
 
@@ -337,3 +344,26 @@ def test_blocks_of_different_types_keep_one_call_a_block():
     assert _typed_list([(norm, w), (norm, w.copy())]) is not None
     assert _typed_list([(norm, w), (norm, ro)]) is None
     assert _typed_list([]) is None and _typed_list(None) is None
+
+
+
+def test_idle_cores_start_on_all_and_time_one_thread_once(fake_blas, monkeypatch):
+    """Cores idle at the first pass: the chooser starts on all of them (a one-shot generation
+    runs its prompt and first steps there), times one thread once after ``period`` passes, and
+    keeps the faster count; busy cores at the first pass: it starts on one."""
+    clock = _Clock()
+    monkeypatch.setattr(blas, "time", clock)
+    monkeypatch.setattr(blas, "busy_elsewhere", lambda: 0)
+    chooser = blas.ThreadChooser(period=4, max_period=64)
+    seen = []
+    for _ in range(16):
+        with chooser.step():
+            seen.append(fake_blas["n"])
+            clock.now += 10e-3 if fake_blas["n"] == 1 else 6e-3
+    assert seen[:2] == [2, 2]  # the untimed pass and the first timed one
+    assert seen.count(1) == 2 and seen[-1] == 2, seen  # one 2-pass exploration of one thread, lost
+    assert chooser.time[1] == pytest.approx(10e-3)
+    monkeypatch.setattr(blas, "busy_elsewhere", lambda: 1)
+    busy = blas.ThreadChooser(period=4, max_period=64)
+    with busy.step():
+        assert fake_blas["n"] == 1

@@ -173,7 +173,10 @@ class ThreadChooser:
     """Chooses NumPy's BLAS thread count for one kind of work (prefill, decode step) from measured
     times: :meth:`step` is a context manager around one forward pass.
 
-    It starts with 1 thread (safe on a loaded machine); every ``period`` passes it tries the other
+    It starts on all cores when they are idle at its first pass, else on 1 thread (safe on a
+    loaded machine; starting on 1 ran a one-shot generation's prompt and first steps at 0.6x);
+    starting on all, it times one thread once after ``period`` passes. Every ``period`` passes it
+    tries the other
     count (the default, i.e. all cores) for ``explore`` passes, but only when enough cores are idle
     right now (:func:`busy_elsewhere`): under load one multi-threaded decode step took 0.2-1.1 s
     instead of 0.05 s, so blind exploration cost more than it could win. An exploration counts its
@@ -223,6 +226,7 @@ class ThreadChooser:
         self.time: dict[int, float] = {}  # seconds per unit (token), by thread count
         self._since = self._since_down = 0
         self._warm = False  # the first pass (compiles, first touches) is not timed
+        self._start: int | None = None  # the count of the first passes
         self._best = 0  # the choice of the last pass
         self._explore: tuple[int, int, int, float] | None = None  # (count, best, passes left, fastest)
 
@@ -230,8 +234,11 @@ class ThreadChooser:
         """(thread count, current best or None when this pass is not an exploration)."""
         if self._explore is not None:
             return self._explore[0], self._explore[1]
-        if not self.time:
-            return self.candidates[0], None
+        if not self.time:  # the untimed first pass and the first timed one
+            if self._start is None:  # all cores when they are idle now, else one
+                top = self.candidates[-1]
+                self._start = top if busy_elsewhere() <= cpu_cores() - top else self.candidates[0]
+            return self._start, None
         best = min(self.time, key=self.time.__getitem__)
         if best != self._best:  # the choice changed: explorations count from here
             self._best, self._since, self._since_down = best, 0, 0
@@ -245,7 +252,10 @@ class ThreadChooser:
                 # cores busy at this instant: look again in half a period, not a whole one (a
                 # random 1.1B model's 5 prompts once missed every 2-thread exploration: 0.7x)
                 self._since = 0 if up else self.period // 2
-            down = other < best and self._since_down >= self.max_period
+            # fewer threads: every max_period passes, and once early if never timed (a start on
+            # all cores has no one-thread time to fall back to when load arrives)
+            down = other < best and (self._since_down >= self.max_period
+                                     or (other not in self.time and self._since_down >= self.period))
             if up or down:
                 self._since = self._since_down = 0
                 self._explore = (other, best, self.explore, float("inf"))
