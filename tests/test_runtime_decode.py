@@ -347,22 +347,24 @@ def test_blocks_of_different_types_keep_one_call_a_block():
 
 
 
-def test_idle_cores_start_on_all_and_time_one_thread_once(fake_blas, monkeypatch):
+def test_idle_cores_start_on_all_and_move_down_when_load_arrives(fake_blas, monkeypatch):
     """Cores idle at the first pass: the chooser starts on all of them (a one-shot generation
-    runs its prompt and first steps there), times one thread once after ``period`` passes, and
-    keeps the faster count; busy cores at the first pass: it starts on one."""
+    runs its prompt and first steps there) and stays while their time holds; when it rises by
+    half (load), it tries one thread and keeps the faster; busy cores at the first pass: it starts
+    on one."""
     clock = _Clock()
     monkeypatch.setattr(blas, "time", clock)
     monkeypatch.setattr(blas, "busy_elsewhere", lambda: 0)
     chooser = blas.ThreadChooser(period=4, max_period=64)
+    times = {1: [10e-3], 2: [6e-3] * 12 + [20e-3] * 20}
     seen = []
-    for _ in range(16):
+    for _ in range(24):
         with chooser.step():
-            seen.append(fake_blas["n"])
-            clock.now += 10e-3 if fake_blas["n"] == 1 else 6e-3
-    assert seen[:2] == [2, 2]  # the untimed pass and the first timed one
-    assert seen.count(1) == 2 and seen[-1] == 2, seen  # one 2-pass exploration of one thread, lost
-    assert chooser.time[1] == pytest.approx(10e-3)
+            n = fake_blas["n"]
+            seen.append(n)
+            clock.now += times[n].pop(0) if len(times[n]) > 1 else times[n][0]
+    assert seen[:12] == [2] * 12  # steady: no one-thread pass
+    assert 1 in seen[12:15] and seen[-1] == 1, seen  # load: one thread tried soon, and kept
     monkeypatch.setattr(blas, "busy_elsewhere", lambda: 1)
     busy = blas.ThreadChooser(period=4, max_period=64)
     with busy.step():

@@ -175,8 +175,8 @@ class ThreadChooser:
 
     It starts on all cores when they are idle at its first pass, else on 1 thread (safe on a
     loaded machine; starting on 1 ran a one-shot generation's prompt and first steps at 0.6x);
-    starting on all, it times one thread once after ``period`` passes. Every ``period`` passes it
-    tries the other
+    started on all, it tries one thread when its time has risen by half over the fastest pass (load
+    arriving) or every ``max_period`` passes. Every ``period`` passes it tries the other
     count (the default, i.e. all cores) for ``explore`` passes, but only when enough cores are idle
     right now (:func:`busy_elsewhere`): under load one multi-threaded decode step took 0.2-1.1 s
     instead of 0.05 s, so blind exploration cost more than it could win. An exploration counts its
@@ -227,6 +227,7 @@ class ThreadChooser:
         self._since = self._since_down = 0
         self._warm = False  # the first pass (compiles, first touches) is not timed
         self._start: int | None = None  # the count of the first passes
+        self._low: dict[int, float] = {}  # the fastest pass seen, by thread count
         self._best = 0  # the choice of the last pass
         self._explore: tuple[int, int, int, float] | None = None  # (count, best, passes left, fastest)
 
@@ -252,10 +253,11 @@ class ThreadChooser:
                 # cores busy at this instant: look again in half a period, not a whole one (a
                 # random 1.1B model's 5 prompts once missed every 2-thread exploration: 0.7x)
                 self._since = 0 if up else self.period // 2
-            # fewer threads: every max_period passes, and once early if never timed (a start on
-            # all cores has no one-thread time to fall back to when load arrives)
+            # fewer threads: every max_period passes, and at once when never timed and the
+            # current count has slowed by half (load arriving after a start on all cores, with no
+            # one-thread time to fall back to)
             down = other < best and (self._since_down >= self.max_period
-                                     or (other not in self.time and self._since_down >= self.period))
+                                     or (other not in self.time and self.time[best] > 1.5 * self._low[best]))
             if up or down:
                 self._since = self._since_down = 0
                 self._explore = (other, best, self.explore, float("inf"))
@@ -270,6 +272,7 @@ class ThreadChooser:
                 return
             prev = self.time.get(n)
             self.time[n] = dt if prev is None else 0.5 * prev + 0.5 * dt
+            self._low[n] = min(self._low.get(n, dt), dt)
             return
         count, best, left, fastest = self._explore
         fastest = min(fastest, dt)
