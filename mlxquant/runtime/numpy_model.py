@@ -53,7 +53,6 @@ Observer = Callable[[int, str, np.ndarray], None]
 ATTN_BLOCK = 128  # query rows per attention block of a prompt (causal: later keys are skipped)
 
 
-
 class KVCache:
     """Per-layer keys and values, float32 ``(kv_heads, capacity, head_dim)``, grown by doubling.
 
@@ -194,11 +193,6 @@ class NumpyModel:
                              "decode": ThreadChooser()}
         self._held_parts: _Held | None = None
         self._rope_tables: dict[int, Rope] = {}  # by id() of a spec.inv_freq array (see _ropes)
-        ids = [id(f) for f in spec.inv_freq]
-        tables = list(dict.fromkeys(ids))
-        # (distinct tables, each block's table) for the compiled decode step
-        self._rope_index = (tables, np.array([tables.index(t) for t in ids], np.intp))
-        self._no_window = np.zeros(spec.n_layers, np.int64)
 
     def new_cache(self, capacity: int = 256) -> KVCache:
         return KVCache(self.spec, capacity)
@@ -460,19 +454,16 @@ class NumpyModel:
         scale, eps = np.float32(s.attn_scale), np.float32(s.eps)
         gelu = s.activation == "gelu_tanh"
         threads = kernel_threads()
+        # first visible position of each block (sliding windows)
+        starts = [0 if w is None else max(0, p0 + 1 - w) for w in s.window]
         if held.typed is not None:
-            tables, index = self._rope_index
-            cos = np.stack([self._rope_tables[t].cos[p0] for t in tables])[index]
-            sin = np.stack([self._rope_tables[t].sin[p0] for t in tables])[index]
-            starts = np.array([0 if w is None else max(0, p0 + 1 - w) for w in s.window], np.int64) \
-                if any(w is not None for w in s.window) else self._no_window
+            cos = np.stack([r.cos[0] for r in ropes])
+            sin = np.stack([r.sin[0] for r in ropes])
             return launch(decode_step, x, held.typed, s.n_heads, s.n_kv_heads, cos, sin, cache.all_k,
-                          cache.all_v, p0, starts, scale, eps, gelu, threads)[None]
+                          cache.all_v, p0, np.array(starts, np.int64), scale, eps, gelu, threads)[None]
         for i, plan in enumerate(held.plans):
-            window = s.window[i]
-            start = 0 if window is None else max(0, p0 + 1 - window)
             x = launch(decode_block, x, *plan, s.n_heads, s.n_kv_heads, ropes[i].cos[0], ropes[i].sin[0],
-                       cache.k[i], cache.v[i], p0, start, scale, eps, gelu, threads)
+                       cache.k[i], cache.v[i], p0, starts[i], scale, eps, gelu, threads)
         return x[None]
 
     def _norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:

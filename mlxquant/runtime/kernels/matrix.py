@@ -211,17 +211,15 @@ class QuantMatrix:
 
     def _tiled(self, x: np.ndarray) -> np.ndarray:
         rows = self.shape[0]
-        y = np.empty((x.shape[0], rows), np.float32)
         n = min(tile_threads(), rows // 16) if x.shape[0] * rows * self.shape[1] >= SPLIT_MIN_MACS else 1
         if n <= 1:
+            y = np.empty((x.shape[0], rows), np.float32)
             step = max(16, TILE_BYTES // (4 * self.shape[1]))
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
                 np.matmul(x, self.decode(r0, r1).T, out=y[:, r0:r1])
             return y
-        bounds = [rows * k // n for k in range(n + 1)]
-        run_parts(lambda k: self.tile_rows(x, bounds[k], bounds[k + 1], y[:, bounds[k]:bounds[k + 1]]), n)
-        return y
+        return _split_rows(x, (self,), n)[0]
 
     def tile_rows(self, x: np.ndarray, r0: int, r1: int, out: np.ndarray) -> None:
         """``out = x @ W[r0:r1].T`` (stored rows) on the calling thread alone: tiles decoded into
@@ -306,16 +304,27 @@ def _split_group(x: np.ndarray, ws: "tuple[np.ndarray | QuantMatrix, ...]") -> l
             or any(not isinstance(w, QuantMatrix) or w.shape[1] != x.shape[1] or w.shape[0] < 16 * n for w in ws)
             or x.shape[0] * x.shape[1] * sum(w.shape[0] for w in ws) < SPLIT_MIN_MACS):
         return None
-    T = x.shape[0]
-    ys = [np.empty((T, w.shape[0]), np.float32) for w in ws]
-    bounds = [[w.shape[0] * k // n for k in range(n + 1)] for w in ws]
+    ys = _split_rows(x, ws, n)
+    return [y if w.out_rows is None else y.take(w.out_rows, axis=1) for y, w in zip(ys, ws)]
+
+
+def _bounds(rows: int, n: int) -> list[int]:
+    """Row boundaries of ``n`` near-equal parts of ``rows``."""
+    return [rows * k // n for k in range(n + 1)]
+
+
+def _split_rows(x: np.ndarray, ws: "tuple[QuantMatrix, ...]", n: int) -> list[np.ndarray]:
+    """``[x @ w.T for w in ws]`` in stored row order, thread ``k`` of ``n`` (:func:`run_parts`)
+    taking part ``k`` of every matrix's rows (:meth:`QuantMatrix.tile_rows`)."""
+    ys = [np.empty((x.shape[0], w.shape[0]), np.float32) for w in ws]
+    bounds = [_bounds(w.shape[0], n) for w in ws]
 
     def part(k: int) -> None:
         for w, y, b in zip(ws, ys, bounds):
             w.tile_rows(x, b[k], b[k + 1], y[:, b[k]:b[k + 1]])
 
     run_parts(part, n)
-    return [y if w.out_rows is None else y.take(w.out_rows, axis=1) for y, w in zip(ys, ws)]
+    return ys
 
 
 def gated(x: np.ndarray, gate: "np.ndarray | QuantMatrix", up: "np.ndarray | QuantMatrix",
@@ -337,7 +346,7 @@ def gated(x: np.ndarray, gate: "np.ndarray | QuantMatrix", up: "np.ndarray | Qua
         return h
     rows = gate.shape[0]
     n = min(n, rows // 16)
-    bounds = [rows * k // n for k in range(n + 1)]
+    bounds = _bounds(rows, n)
     hidden = np.empty((T, rows), np.float32)
 
     def part(k: int) -> None:
