@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import dots as ld
+from . import idots as idt
 from . import kdots as kd
 from . import vdots as vd
 
@@ -99,23 +100,15 @@ def _rows(rowdot, W, X, XS, Y, r0, chunk, nb):
 
 
 @njit(inline="always")
-def _fused_rows(rowdot, bs, sums, W, X, Y, chunk):
-    """The kernel's body for a type with a whole-row dot product in vector IR (:mod:`.vdots`):
-    ``Y[t, r] = rowdot(W[r], X[t], XS[t], blocks)``, ``XS`` the sums of ``X`` per 16 columns
-    (when ``sums``)."""
-    nb = X.shape[1] // bs
-    XS = _x_sums(X, sums)
+def _prange_rows(rowdot, W, X, XS, Y, chunk, nb):
+    """``Y[t, r] = rowdot(W[r], X[t], XS[t], nb)`` for every row, split over the threads in chunks."""
     for c in prange((W.shape[0] + chunk - 1) // chunk):
         _rows(rowdot, W, X, XS, Y, c * chunk, chunk, nb)
 
 
 @njit(inline="always")
-def _fused_rows3(rowdot, bs, sums, W0, W1, W2, X, Y0, Y1, Y2, chunk):
-    """:func:`_fused_rows` for three matrices of one type and width sharing the activations ``X``
-    (a layer's q/k/v, or gate/up with an empty third): one launch, their row chunks in one
-    ``prange``."""
-    nb = X.shape[1] // bs
-    XS = _x_sums(X, sums)
+def _prange_rows3(rowdot, W0, W1, W2, X, XS, Y0, Y1, Y2, chunk, nb):
+    """:func:`_prange_rows` for three matrices sharing ``X``: their row chunks in one ``prange``."""
     n0 = (W0.shape[0] + chunk - 1) // chunk
     n1 = (W1.shape[0] + chunk - 1) // chunk
     n2 = (W2.shape[0] + chunk - 1) // chunk
@@ -126,6 +119,52 @@ def _fused_rows3(rowdot, bs, sums, W0, W1, W2, X, Y0, Y1, Y2, chunk):
             _rows(rowdot, W1, X, XS, Y1, (c - n0) * chunk, chunk, nb)
         else:
             _rows(rowdot, W2, X, XS, Y2, (c - n0 - n1) * chunk, chunk, nb)
+
+
+@njit(inline="always")
+def _fused_rows(rowdot, bs, sums, W, X, Y, chunk):
+    """The kernel's body for a type with a whole-row dot product in vector IR (:mod:`.vdots`):
+    ``Y[t, r] = rowdot(W[r], X[t], XS[t], blocks)``, ``XS`` the sums of ``X`` per 16 columns
+    (when ``sums``)."""
+    _prange_rows(rowdot, W, X, _x_sums(X, sums), Y, chunk, X.shape[1] // bs)
+
+
+@njit(inline="always")
+def _fused_rows3(rowdot, bs, sums, W0, W1, W2, X, Y0, Y1, Y2, chunk):
+    """:func:`_fused_rows` for three matrices of one type and width sharing the activations ``X``
+    (a layer's q/k/v, or gate/up with an empty third): one launch, their row chunks in one
+    ``prange``."""
+    _prange_rows3(rowdot, W0, W1, W2, X, _x_sums(X, sums), Y0, Y1, Y2, chunk, X.shape[1] // bs)
+
+
+@njit(inline="always")
+def _split(X):
+    """The split activations of :mod:`.idots` (``ok`` False: a group it does not take)."""
+    T, cols = X.shape
+    XQ = np.empty((T, 3 * cols), np.int8)
+    XS = np.empty((T, cols // 8), F32)
+    return idt.split_x(X, XQ, XS), XQ, XS
+
+
+@njit(inline="always")
+def _fused_int(rowdot, fallback, W, X, Y, chunk):
+    """A K-quant kernel on integer dot products (:mod:`.idots`), or on the float ``fallback``
+    row dot when the activations do not split."""
+    ok, XQ, XS = _split(X)
+    if ok:
+        _prange_rows(rowdot, W, XQ, XS, Y, chunk, X.shape[1] // 256)
+    else:
+        _fused_rows(fallback, 256, True, W, X, Y, chunk)
+
+
+@njit(inline="always")
+def _fused_int3(rowdot, fallback, W0, W1, W2, X, Y0, Y1, Y2, chunk):
+    """:func:`_fused_int` for three matrices sharing ``X``."""
+    ok, XQ, XS = _split(X)
+    if ok:
+        _prange_rows3(rowdot, W0, W1, W2, XQ, XS, Y0, Y1, Y2, chunk, X.shape[1] // 256)
+    else:
+        _fused_rows3(fallback, 256, True, W0, W1, W2, X, Y0, Y1, Y2, chunk)
 
 
 # One module-level function per type (not made by a factory: Numba's disk cache cannot key
@@ -208,6 +247,18 @@ def fused_q6_k(W, X, Y, chunk, n16):
 
 
 @njit(**OPTS)
+def fused_q4_k_int(W, X, Y, chunk, n16):
+    """Q4_K on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`)."""
+    _fused_int(idt.rowdot_q4_k, vd.rowdot_q4_k, W, X, Y, chunk)
+
+
+@njit(**OPTS)
+def fused_q6_k_int(W, X, Y, chunk, n16):
+    """Q6_K on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`)."""
+    _fused_int(idt.rowdot_q6_k, vd.rowdot_q6_k, W, X, Y, chunk)
+
+
+@njit(**OPTS)
 def fused_iq4_xs(W, X, Y, chunk, n16):
     _fused_rows(vd.rowdot_iq4_xs, 256, False, W, X, Y, chunk)
 
@@ -222,14 +273,17 @@ def fused_tq2_0(W, X, Y, chunk, n16):
     _fused(kd.dot_tq2_0, 256, 66, W, X, Y, chunk, n16)
 
 
+# The kernels in use: on integer dot products where the CPU has them (:mod:`.idots`).
+Q4_K_KERNEL, Q6_K_KERNEL = (fused_q4_k_int, fused_q6_k_int) if idt.AVAILABLE else (fused_q4_k, fused_q6_k)
+
 # type name -> (kernel, weights per block, bytes per block); F16/BF16 rows are read 32 weights at
 # a time
 DOTS: dict[str, tuple[Callable, int, int]] = {
     "Q4_0": (fused_q4_0, 32, 18), "Q4_1": (fused_q4_1, 32, 20), "Q5_0": (fused_q5_0, 32, 22),
     "Q5_1": (fused_q5_1, 32, 24), "Q8_0": (fused_q8_0, 32, 34), "IQ4_NL": (fused_iq4_nl, 32, 18),
     "MXFP4": (fused_mxfp4, 32, 17), "F16": (fused_f16, 32, 64), "BF16": (fused_bf16, 32, 64),
-    "Q2_K": (fused_q2_k, 256, 84), "Q3_K": (fused_q3_k, 256, 110), "Q4_K": (fused_q4_k, 256, 144),
-    "Q5_K": (fused_q5_k, 256, 176), "Q6_K": (fused_q6_k, 256, 210),
+    "Q2_K": (fused_q2_k, 256, 84), "Q3_K": (fused_q3_k, 256, 110), "Q4_K": (Q4_K_KERNEL, 256, 144),
+    "Q5_K": (fused_q5_k, 256, 176), "Q6_K": (Q6_K_KERNEL, 256, 210),
     "IQ4_XS": (fused_iq4_xs, 256, 136), "TQ1_0": (fused_tq1_0, 256, 54),
     "TQ2_0": (fused_tq2_0, 256, 66),
 }
@@ -282,8 +336,22 @@ def fused3_q6_k(W0, W1, W2, X, Y0, Y1, Y2, chunk):
     _fused_rows3(vd.rowdot_q6_k, 256, True, W0, W1, W2, X, Y0, Y1, Y2, chunk)
 
 
+@njit(**OPTS)
+def fused3_q4_k_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
+    _fused_int3(idt.rowdot_q4_k, vd.rowdot_q4_k, W0, W1, W2, X, Y0, Y1, Y2, chunk)
+
+
+@njit(**OPTS)
+def fused3_q6_k_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
+    _fused_int3(idt.rowdot_q6_k, vd.rowdot_q6_k, W0, W1, W2, X, Y0, Y1, Y2, chunk)
+
+
+# The grouped kernels in use: on integer dot products where the CPU has them (:mod:`.idots`).
+Q4_K_KERNEL3, Q6_K_KERNEL3 = ((fused3_q4_k_int, fused3_q6_k_int) if idt.AVAILABLE
+                              else (fused3_q4_k, fused3_q6_k))
+
 GROUPED: dict[str, Callable] = {
     "Q4_0": fused3_q4_0, "Q4_1": fused3_q4_1, "Q5_0": fused3_q5_0, "Q5_1": fused3_q5_1,
-    "Q8_0": fused3_q8_0, "Q4_K": fused3_q4_k, "Q5_K": fused3_q5_k, "Q6_K": fused3_q6_k,
+    "Q8_0": fused3_q8_0, "Q4_K": Q4_K_KERNEL3, "Q5_K": fused3_q5_k, "Q6_K": Q6_K_KERNEL3,
 }
 """Type name -> the kernel multiplying up to three matrices of that type in one launch."""

@@ -67,11 +67,11 @@ def matvec(code, W, X, Y, chunk):
     elif code == 11:
         fu.fused_q3_k(W, X, Y, chunk, 16)
     elif code == 12:
-        fu.fused_q4_k(W, X, Y, chunk, 16)
+        fu.Q4_K_KERNEL(W, X, Y, chunk, 16)
     elif code == 13:
         fu.fused_q5_k(W, X, Y, chunk, 16)
     elif code == 14:
-        fu.fused_q6_k(W, X, Y, chunk, 16)
+        fu.Q6_K_KERNEL(W, X, Y, chunk, 16)
     elif code == 15:
         fu.fused_iq4_xs(W, X, Y, chunk, 16)
     elif code == 16:
@@ -94,11 +94,11 @@ def matvec3(code, W0, W1, W2, X, Y0, Y1, Y2, chunk):
     elif code == 5:
         fu.fused3_q8_0(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 12:
-        fu.fused3_q4_k(W0, W1, W2, X, Y0, Y1, Y2, chunk)
+        fu.Q4_K_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 13:
         fu.fused3_q5_k(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     else:
-        fu.fused3_q6_k(W0, W1, W2, X, Y0, Y1, Y2, chunk)
+        fu.Q6_K_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
 
 
 @njit(inline="always")

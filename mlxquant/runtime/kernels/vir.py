@@ -171,11 +171,15 @@ def _reduce(builder: ir.IRBuilder, v):
     return builder.extract_element(v, ir.Constant(I32, 0))
 
 
-def row_dot(block: int, block_bytes: int, accs: Sequence[int], body: Body, unroll: int = UNROLL):
+def row_dot(block: int, block_bytes: int, accs: Sequence[int], body: Body, unroll: int = UNROLL,
+            x_stride: int = 0, s_stride: int = 0):
     """The intrinsic ``rowdot(w, x, xs, nb) -> float32`` of a type whose blocks hold ``block``
     weights in ``block_bytes`` bytes; ``accs``: the lanes of each accumulator the body updates
     (1: a scalar); ``unroll``: blocks per loop pass. ``w``, ``x``, ``xs``: contiguous 1-D arrays
-    (uint8, float32, float32)."""
+    (uint8, float32, float32; or another element type of ``x`` with ``x_stride`` elements per
+    block, and ``s_stride`` elements of ``xs`` per block: default ``block`` and ``block // 16``)."""
+    x_stride = x_stride or block
+    s_stride = s_stride or block // 16
 
     def zero(lanes: int):
         return ir.Constant(F32, 0.0) if lanes == 1 else fsplat(0.0, lanes)
@@ -196,8 +200,8 @@ def row_dot(block: int, block_bytes: int, accs: Sequence[int], body: Body, unrol
 
             def step(i, mine):
                 blk = Block(builder, builder.gep(wp, [builder.mul(i, ir.Constant(I64, block_bytes))]),
-                            builder.gep(xp, [builder.mul(i, ir.Constant(I64, block))]),
-                            builder.gep(sp, [builder.mul(i, ir.Constant(I64, block // 16))]))
+                            builder.gep(xp, [builder.mul(i, ir.Constant(I64, x_stride))]),
+                            builder.gep(sp, [builder.mul(i, ir.Constant(I64, s_stride))]))
                 new = body(blk, [builder.load(s) for s in mine])
                 for s, v in zip(mine, new):
                     builder.store(v, s)
