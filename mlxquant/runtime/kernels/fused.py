@@ -138,19 +138,20 @@ def _fused_rows3(rowdot, bs, sums, W0, W1, W2, X, Y0, Y1, Y2, chunk):
 
 
 @njit(inline="always")
-def _split(X):
+def _split(X, slots):
     """The split activations of :mod:`.idots` (``ok`` False: a group it does not take)."""
     T, cols = X.shape
     XQ = np.empty((T, 3 * cols), np.int8)
     XS = np.empty((T, cols // 8), F32)
-    return idt.split_x(X, XQ, XS), XQ, XS
+    return idt.split_x(X, slots, XQ, XS), XQ, XS
 
 
 @njit(inline="always")
-def _fused_int(rowdot, fallback, W, X, Y, chunk):
+def _fused_int(rowdot, fallback, slots, W, X, Y, chunk):
     """A K-quant kernel on integer dot products (:mod:`.idots`), or on the float ``fallback``
-    row dot when the activations do not split."""
-    ok, XQ, XS = _split(X)
+    row dot when the activations do not split; ``slots``: the type's column groups in the split
+    (:data:`.idots.Q4_K_SLOTS`)."""
+    ok, XQ, XS = _split(X, slots)
     if ok:
         _prange_rows(rowdot, W, XQ, XS, Y, chunk, X.shape[1] // 256)
     else:
@@ -158,9 +159,9 @@ def _fused_int(rowdot, fallback, W, X, Y, chunk):
 
 
 @njit(inline="always")
-def _fused_int3(rowdot, fallback, W0, W1, W2, X, Y0, Y1, Y2, chunk):
+def _fused_int3(rowdot, fallback, slots, W0, W1, W2, X, Y0, Y1, Y2, chunk):
     """:func:`_fused_int` for three matrices sharing ``X``."""
-    ok, XQ, XS = _split(X)
+    ok, XQ, XS = _split(X, slots)
     if ok:
         _prange_rows3(rowdot, W0, W1, W2, XQ, XS, Y0, Y1, Y2, chunk, X.shape[1] // 256)
     else:
@@ -249,13 +250,13 @@ def fused_q6_k(W, X, Y, chunk, n16):
 @njit(**OPTS)
 def fused_q4_k_int(W, X, Y, chunk, n16):
     """Q4_K on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`)."""
-    _fused_int(idt.rowdot_q4_k, vd.rowdot_q4_k, W, X, Y, chunk)
+    _fused_int(idt.rowdot_q4_k, vd.rowdot_q4_k, idt.Q4_K_SLOTS, W, X, Y, chunk)
 
 
 @njit(**OPTS)
 def fused_q6_k_int(W, X, Y, chunk, n16):
     """Q6_K on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`)."""
-    _fused_int(idt.rowdot_q6_k, vd.rowdot_q6_k, W, X, Y, chunk)
+    _fused_int(idt.rowdot_q6_k, vd.rowdot_q6_k, idt.Q6_K_SLOTS, W, X, Y, chunk)
 
 
 @njit(**OPTS)
@@ -338,12 +339,12 @@ def fused3_q6_k(W0, W1, W2, X, Y0, Y1, Y2, chunk):
 
 @njit(**OPTS)
 def fused3_q4_k_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
-    _fused_int3(idt.rowdot_q4_k, vd.rowdot_q4_k, W0, W1, W2, X, Y0, Y1, Y2, chunk)
+    _fused_int3(idt.rowdot_q4_k, vd.rowdot_q4_k, idt.Q4_K_SLOTS, W0, W1, W2, X, Y0, Y1, Y2, chunk)
 
 
 @njit(**OPTS)
 def fused3_q6_k_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
-    _fused_int3(idt.rowdot_q6_k, vd.rowdot_q6_k, W0, W1, W2, X, Y0, Y1, Y2, chunk)
+    _fused_int3(idt.rowdot_q6_k, vd.rowdot_q6_k, idt.Q6_K_SLOTS, W0, W1, W2, X, Y0, Y1, Y2, chunk)
 
 
 # The grouped kernels in use: on integer dot products where the CPU has them (:mod:`.idots`).

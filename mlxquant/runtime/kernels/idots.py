@@ -35,7 +35,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit
 
-from .vdots import _k4_scales
+from .vdots import k4_scales
 from .vir import I8, I16, I32, Block, isplat, ivec, row_dot, vec
 
 SPLIT = 127 * 2 ** 14  # |a1·2^14 + a2·2^7 + a3| ≤ SPLIT
@@ -63,11 +63,19 @@ def _host_has_vnni() -> bool:
 AVAILABLE = _host_has_vnni() and os.environ.get("MLXQUANT_INT_DOTS", "1") != "0"
 
 
+# The order of a block's 16-column groups in the parts, per type: Q4_K's 64 code bytes at a time
+# hold columns 0-31 and 64-95 of 128 in their low nibbles, 32-63 and 96-127 in the high ones.
+Q4_K_ORDER = np.array([0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15], np.int64)
+Q6_K_ORDER = np.arange(16, dtype=np.int64)
+Q4_K_SLOTS, Q6_K_SLOTS = np.argsort(Q4_K_ORDER), np.argsort(Q6_K_ORDER)  # group -> its place
+
+
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-def split_x(X, XQ, XS):
+def split_x(X, slots, XQ, XS):
     """Fill ``XQ`` (int8 ``(T, 3·cols)``) and ``XS`` (float32 ``(T, cols // 8)``) with the split
-    activations of ``X`` (float32 ``(T, cols)``, ``cols`` a multiple of 256); False (the arrays
-    partly written) when a group's largest magnitude is outside what the split takes."""
+    activations of ``X`` (float32 ``(T, cols)``, ``cols`` a multiple of 256); the parts of a block
+    hold its 16-column group ``g`` at place ``slots[g]`` (``XS`` in column order). False (the arrays partly
+    written) when a group's largest magnitude is outside what the split takes."""
     T, cols = X.shape
     for t in range(T):
         for g in range(cols // 16):
@@ -86,7 +94,7 @@ def split_x(X, XQ, XS):
             XS[t, S_STRIDE * blk + gi] = m / np.float32(SPLIT)
             XS[t, S_STRIDE * blk + 16 + gi] = s
             inv = float(SPLIT) / float(m) if m != 0 else 0.0
-            base = X_STRIDE * blk + 16 * gi
+            base = X_STRIDE * blk + 16 * slots[gi]
             for j in range(16):
                 q = np.int32(np.rint(float(X[t, c0 + j]) * inv))
                 a3 = ((q + 64) & 127) - 64
@@ -122,37 +130,34 @@ def _codes_dot(k: Block, codes, col: int):
     return k.tofloat(t)
 
 
-def _lanes(scale16, k: Block, v: int):
-    """The per-16-column scales of 64-column vector ``v`` spread over its 16 lanes (4 each)."""
-    return k.shuffle(scale16, [4 * v + lane // 4 for lane in range(16)])
+def _lanes(scale16, k: Block, v: int, order=range(16)):
+    """The per-16-column scales of the parts' 64-column vector ``v`` spread over its 16 lanes (4
+    each); ``order``: the 16-column groups as the parts hold them."""
+    return k.shuffle(scale16, [order[4 * v + lane // 4] for lane in range(16)])
 
 
 def _bytes64(k: Block, off: int):
     return k._load(k.wb, off, vec(I8, 64), 1)
 
 
-def _nibbles64(k: Block, off: int):
-    """The 32 bytes at ``off`` as 64 codes: low nibbles then high nibbles (``<64 x i8>``)."""
-    b = k.b
-    q = k._load(k.wb, off, vec(I8, 32), 1)
-    both = b.shuffle_vector(q, q, ivec(list(range(32)) * 2))
-    words = b.bitcast(both, vec(I16, 32))
-    words = b.lshr(words, ivec([0] * 16 + [4] * 16, I16))
-    return b.and_(b.bitcast(words, vec(I8, 64)), isplat(15, 64, I8))
-
-
 def _q4_k(k: Block, accs):
-    """Q4_K: pair ``p`` of sub-blocks is 32 code bytes at ``16 + 32p`` (low nibbles columns
-    ``64p..64p+31``, high ``64p+32..64p+63``)."""
-    scale, mins = _k4_scales(k)
+    """Q4_K: 64 code bytes at ``16 + 64h`` hold columns ``128h + 0..31`` and ``+64..95`` in their
+    low nibbles, ``+32..63`` and ``+96..127`` in the high ones (the parts in that order:
+    :data:`Q4_K_ORDER`); sub-block ``j`` (32 columns) has scale and min ``j`` (:func:`k4_scales`)."""
+    b = k.b
+    both = k4_scales(k)
     sx = k._load(k.sb, 0, vec(ir.FloatType(), 16), 4)
     sums = k._load(k.sb, 16, vec(ir.FloatType(), 16), 4)
-    ls = k.fmul(k.shuffle(scale, [g // 2 for g in range(16)]), sx)
+    ls = k.fmul(k.shuffle(both, [g // 2 for g in range(16)]), sx)
     acc = list(accs[:2])
-    for p in range(4):
-        t = _codes_dot(k, _nibbles64(k, 16 + 32 * p), 64 * p)
-        acc[p % 2] = k.fma(_lanes(ls, k, p), t, acc[p % 2])
-    return acc + [k.fsub(accs[2], k.fmul(k.shuffle(mins, [g // 2 for g in range(16)]), sums))]
+    order = [int(g) for g in Q4_K_ORDER]
+    fifteen = isplat(15, 64, I8)
+    for h in range(2):
+        q = _bytes64(k, 16 + 64 * h)
+        for n, codes in enumerate((b.and_(q, fifteen), b.and_(b.lshr(q, isplat(4, 64, I8)), fifteen))):
+            v = 2 * h + n
+            acc[n] = k.fma(_lanes(ls, k, v, order), _codes_dot(k, codes, 64 * v), acc[n])
+    return acc + [k.fsub(accs[2], k.fmul(k.shuffle(both, [8 + g // 2 for g in range(16)]), sums))]
 
 
 def _q6_k(k: Block, accs):
