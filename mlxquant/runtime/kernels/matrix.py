@@ -329,34 +329,39 @@ def _split_rows(x: np.ndarray, ws: "tuple[QuantMatrix, ...]", n: int) -> list[np
 
 def gated(x: np.ndarray, gate: "np.ndarray | QuantMatrix", up: "np.ndarray | QuantMatrix",
           act: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``act(x @ gate.T) * (x @ up.T)`` (a gated MLP's hidden state). For a prompt whose tiles
-    are split over threads (:func:`tile_threads`) and two quantized matrices of one shape, each
-    thread computes its own columns of both products and of the result: the element-wise work is
-    split too, on data the same core just wrote. The same values as the plain form (element-wise
-    operations in the same order)."""
-    n = tile_threads()
+    """``act(x @ gate.T) * (x @ up.T)`` (a gated MLP's hidden state). For a prompt and two
+    quantized matrices of one shape, each tile thread (:func:`tile_threads`) computes its own
+    columns of both products and of the result, a tile of rows at a time: the element-wise work
+    is split too, on data the same core just wrote, and only a tile's worth of gate and up
+    products is held at once (a 1.1B model's 256-token prompt held 30 MB more without it). The
+    same values as the plain form (element-wise operations in the same order)."""
     T = x.shape[0] if x.ndim == 2 else 1
-    if (n <= 1 or T <= FUSED_MAX_ROWS or not isinstance(gate, QuantMatrix) or not isinstance(up, QuantMatrix)
-            or 2 * T * gate.shape[0] * gate.shape[1] < SPLIT_MIN_MACS
+    if (T <= FUSED_MAX_ROWS or not isinstance(gate, QuantMatrix) or not isinstance(up, QuantMatrix)
             or gate.shape != up.shape or gate.out_rows is not None or up.out_rows is not None
             or x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous or x.shape[1] != gate.shape[1]):
         g, u = linear_group(x, (gate, up))
         h = act(g)
         h *= u
         return h
-    rows = gate.shape[0]
-    n = min(n, rows // 16)
+    rows, cols = gate.shape
+    n = tile_threads() if 2 * T * rows * cols >= SPLIT_MIN_MACS else 1
+    n = max(1, min(n, rows // 16))
     bounds = _bounds(rows, n)
+    step = max(16, TILE_BYTES // (4 * cols))
     hidden = np.empty((T, rows), np.float32)
 
     def part(k: int) -> None:
         r0, r1 = bounds[k], bounds[k + 1]
-        g, u = np.empty((T, r1 - r0), np.float32), np.empty((T, r1 - r0), np.float32)
-        gate.tile_rows(x, r0, r1, g)
-        up.tile_rows(x, r0, r1, u)
-        h = act(g)
-        h *= u
-        hidden[:, r0:r1] = h
+        size = T * min(step, r1 - r0)
+        gbuf, ubuf = np.empty(size, np.float32), np.empty(size, np.float32)
+        for a in range(r0, r1, step):
+            b = min(r1, a + step)
+            g, u = gbuf[:T * (b - a)].reshape(T, b - a), ubuf[:T * (b - a)].reshape(T, b - a)
+            gate.tile_rows(x, a, b, g)
+            up.tile_rows(x, a, b, u)
+            h = act(g)
+            h *= u
+            hidden[:, a:b] = h
 
-    run_parts(part, max(1, n))
+    run_parts(part, n)
     return hidden

@@ -129,7 +129,7 @@ def k4_scales(k: Block):
     (two byte shuffles, a few masks: about half the operations of decoding in 32-bit lanes)."""
     b = k.b
     i8x16 = vec(I8, 16)
-    s = k._load(k.wb, 4, i8x16, 1)  # bytes 4..19: the 12 scale bytes (and 4 code bytes, unused)
+    s = k.load(k.wb, 4, i8x16, 1)  # bytes 4..19: the 12 scale bytes (and 4 code bytes, unused)
     # scale j < 4: s[j] & 63; j >= 4: (s[j+4] & 15) | (s[j-4] >> 6) << 4
     # min j < 4: s[j+4] & 63; j >= 4: (s[j+4] >> 4) | (s[j] >> 6) << 4
     low = b.shuffle_vector(s, b.lshr(s, isplat(4, 16, I8)),
@@ -139,7 +139,7 @@ def k4_scales(k: Block):
     high = b.shuffle_vector(ir.Constant(i8x16, [0] * 16), top,
                             ivec([0, 0, 0, 0, 16, 17, 18, 19, 0, 0, 0, 0, 20, 21, 22, 23]))
     codes = b.uitofp(b.zext(b.or_(low, high), vec(I32, 16)), vec(F32, 16))
-    dd = b.fpext(k._load(k.wb, 0, vec(ir.HalfType(), 2), 1), vec(F32, 2))
+    dd = b.fpext(k.load(k.wb, 0, vec(ir.HalfType(), 2), 1), vec(F32, 2))
     return k.fmul(codes, k.shuffle(dd, [0] * 8 + [1] * 8))
 
 

@@ -58,7 +58,7 @@ class Block:
     def __init__(self, builder: ir.IRBuilder, wb, xb, sb):
         self.b, self.wb, self.xb, self.sb = builder, wb, xb, sb
 
-    def _load(self, base, off: int, typ: ir.Type, align: int):
+    def load(self, base, off: int, typ: ir.Type, align: int):
         b = self.b
         p = b.gep(base, [ir.Constant(I64, off)])
         if getattr(p.type, "is_opaque", False):
@@ -67,48 +67,48 @@ class Block:
 
     def bytes(self, off: int, n: int):
         """``n`` bytes at byte ``off`` of the block, as ``<n x i32>`` (zero-extended)."""
-        return self.b.zext(self._load(self.wb, off, vec(I8, n), 1), vec(I32, n))
+        return self.b.zext(self.load(self.wb, off, vec(I8, n), 1), vec(I32, n))
 
     def sbytes(self, off: int, n: int):
         """``n`` signed bytes at ``off`` as ``<n x i32>``."""
-        return self.b.sext(self._load(self.wb, off, vec(I8, n), 1), vec(I32, n))
+        return self.b.sext(self.load(self.wb, off, vec(I8, n), 1), vec(I32, n))
 
     def floats(self, off: int, n: int = 16):
         """``n`` float32 at byte ``off`` of the block (an F32 row's weights)."""
-        return self._load(self.wb, off, vec(F32, n), 4)
+        return self.load(self.wb, off, vec(F32, n), 4)
 
     def halves(self, off: int, n: int = 16):
         """``n`` float16 at byte ``off`` as ``<n x float>`` (exact: ``fpext``)."""
-        h = self._load(self.wb, off, vec(ir.HalfType(), n), 2)
+        h = self.load(self.wb, off, vec(ir.HalfType(), n), 2)
         return self.b.fpext(h, vec(F32, n))
 
     def u16(self, off: int):
         """The little-endian uint16 at ``off``, zero-extended to i32."""
-        return self.b.zext(self._load(self.wb, off, I16, 1), I32)
+        return self.b.zext(self.load(self.wb, off, I16, 1), I32)
 
     def u32(self, off: int):
         """The little-endian uint32 at ``off``."""
-        return self._load(self.wb, off, I32, 1)
+        return self.load(self.wb, off, I32, 1)
 
     def half(self, off: int):
         """The float16 at byte ``off`` as a float32."""
-        h = self._load(self.wb, off, I16, 1)
+        h = self.load(self.wb, off, I16, 1)
         return self.b.fpext(self.b.bitcast(h, ir.HalfType()), F32)
 
     def x(self, col: int, n: int = 16):
         """Activations ``col..col + n`` of the block as ``<n x float>``."""
-        return self._load(self.xb, col, vec(F32, n), 4)
+        return self.load(self.xb, col, vec(F32, n), 4)
 
     def xsum(self, first16: int, count: int = 2):
         """Sum of ``x`` over ``count`` consecutive 16-column groups from group ``first16``."""
-        s = self._load(self.sb, first16, F32, 4)
+        s = self.load(self.sb, first16, F32, 4)
         for i in range(1, count):
-            s = self.b.fadd(s, self._load(self.sb, first16 + i, F32, 4), flags=FM)
+            s = self.b.fadd(s, self.load(self.sb, first16 + i, F32, 4), flags=FM)
         return s
 
     def xsums(self, first16: int, n: int):
         """``n`` consecutive 16-column sums as ``<n x float>``."""
-        return self._load(self.sb, first16, vec(F32, n), 4)
+        return self.load(self.sb, first16, vec(F32, n), 4)
 
     def splat(self, v, n: int = 16):
         b = self.b
@@ -158,7 +158,7 @@ class Block:
         return self.fadd(acc, self.fmul(a, c))
 
 
-def _reduce(builder: ir.IRBuilder, v):
+def hsum(builder: ir.IRBuilder, v):
     """The sum of a float vector's lanes (halving tree; a scalar is returned as is)."""
     if not isinstance(v.type, ir.VectorType):
         return v
@@ -219,7 +219,7 @@ def row_dot(block: int, block_bytes: int, accs: Sequence[int], body: Body, unrol
                 v = builder.load(slots[j])
                 for u in range(1, unroll):
                     v = builder.fadd(v, builder.load(slots[u * k + j]), flags=FM)
-                r = _reduce(builder, v)
+                r = hsum(builder, v)
                 total = r if total is None else builder.fadd(total, r, flags=FM)
             return total
 
