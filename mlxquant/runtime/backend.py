@@ -31,7 +31,6 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from ..errors import MlxquantError
-from .memory import fix_mmap_threshold
 from .numpy_model import NumpyModel
 from .spec import ModelSpec, model_spec
 from .tokenize import Tokenizer, load_tokenizer
@@ -201,5 +200,4 @@ def load_model(path: str | os.PathLike, backend: str = "auto", budget: int | Non
             raise BackendError(f"{weights.path}: the MLX backend runs HF/MLX folders (mlx-lm), not "
                                "GGUF files; use --backend numpy")
         return MlxModel(weights, spec, tok)
-    fix_mmap_threshold()  # freed activations go back to the OS (see runtime/memory.py)
     return NumpyModel(weights, spec, batch, tok)

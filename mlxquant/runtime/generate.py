@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .blas import ThreadChooser, thread_session
+from .memory import trim
 
 # GGUF keys of end-of-turn tokens that end a generation like EOS (llama.cpp's llama_vocab_is_eog)
 _GGUF_EOG_KEYS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
@@ -122,6 +123,8 @@ def generate_tokens(model: object, prompt: Sequence[int], max_tokens: int = 64, 
     with thread_session() if choosers else contextlib.nullcontext():
         _generate(model, prompt, max_tokens, temperature, top_p, rng, eos, cache, gen, choosers, on_token)
     if choosers:
+        del cache
+        trim()  # the prompt's freed activations back to the OS (runtime/memory.py)
         gen.blas_threads = f"prefill: {choosers['prefill'].summary()}; decode: {choosers['decode'].summary()}"
     return gen
 
