@@ -66,7 +66,8 @@ def read_bandwidth(mbytes: int, threads: int) -> float:
 def main() -> None:
     from mlxquant.quant import quantize
     from mlxquant.runtime.kernels import DOTS, QuantMatrix, set_kernel_threads
-    from mlxquant.runtime.kernels.matrix import FUSED_MAX_ROWS
+    from mlxquant.runtime.kernels import fused, idots
+    from mlxquant.runtime.kernels.matrix import FUSED_MAX_ROWS, launch, linear, row_chunk
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mbytes", type=int, default=96)
@@ -82,19 +83,33 @@ def main() -> None:
     cols = 4096
     slab = rng.standard_normal((1024, cols)).astype(np.float32)
     x = rng.standard_normal((1, cols)).astype(np.float32)
-    print(f"{'type':<8} {'MB':>6} " + " ".join(f"{f'{n} thr GB/s (frac)':>22}" for n in threads))
-    for t in args.types.split(","):
+    print(f"integer-dot K-quant kernels (runtime/kernels/idots.py): "
+          f"{'in use' if idots.AVAILABLE else 'not on this CPU'}; '(float)' rows: the float kernels they replace")
+    print(f"{'type':<12} {'MB':>6} " + " ".join(f"{f'{n} thr GB/s (frac)':>22}" for n in threads))
+    rows = [(t, None) for t in args.types.split(",")]
+    if idots.AVAILABLE:
+        rows += [(t, getattr(fused, f"fused_{t.lower()}")) for t in ("Q4_K", "Q6_K") if t in args.types.split(",")]
+    for t, kernel in rows:
         raw = np.asarray(quantize(slab, t)).reshape(slab.shape[0], -1)
         reps = max(1, -(-(args.mbytes << 20) // raw.nbytes))
         m = QuantMatrix(np.ascontiguousarray(np.tile(raw, (reps, 1))), t, cols, t)
+        y = np.empty((1, m.shape[0]), np.float32)
+        if t == "F32":  # the runtime keeps F32 weights as arrays: linear() takes them to fused_f32
+            w32 = m.raw.view(np.float32)
         cells = []
         for n in threads:
             old = set_kernel_threads(n)
-            dt = _median_time(lambda: m.matmul(x), args.repeats)
+            if t == "F32":
+                dt = _median_time(lambda: linear(x, w32), args.repeats)
+            elif kernel is None:
+                dt = _median_time(lambda: m.matmul(x), args.repeats)
+            else:
+                dt = _median_time(lambda: launch(kernel, m.raw, x, y, row_chunk(m.shape[0]), 16), args.repeats)
             set_kernel_threads(old)
             gbs = m.nbytes / dt
             cells.append(f"{gbs / 1e9:>13.2f} ({gbs / bw[n]:4.2f})")
-        print(f"{t:<8} {m.nbytes / 1e6:>6.0f} " + " ".join(f"{c:>22}" for c in cells), flush=True)
+        name = t if kernel is None else f"{t} (float)"
+        print(f"{name:<12} {m.nbytes / 1e6:>6.0f} " + " ".join(f"{c:>22}" for c in cells), flush=True)
     print(f"\nfused kernel vs decoded tiles + sgemm, ms per product ({threads[-1]} thread(s); "
           f"FUSED_MAX_ROWS = {FUSED_MAX_ROWS}); load {os.getloadavg()[0]:.2f}")
     for t in ("Q4_K", "Q8_0", "Q3_K"):

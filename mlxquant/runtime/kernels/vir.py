@@ -28,6 +28,10 @@ from numba.extending import intrinsic
 
 FM = ("reassoc", "contract", "nsz")
 UNROLL = 2
+# bytes ahead of the block in hand that each loop pass asks the cache for: the hardware
+# prefetcher alone left a float32 row at 32 of the 45 GB/s one core reads (68 of 92 on two);
+# 4 KB ahead, 44 and 96 (and 1.1-1.4x on the quantized types)
+PREFETCH = 4096
 F32 = ir.FloatType()
 I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 
@@ -171,6 +175,16 @@ def hsum(builder: ir.IRBuilder, v):
     return builder.extract_element(v, ir.Constant(I32, 0))
 
 
+def prefetch(builder: ir.IRBuilder, ptr) -> None:
+    """Ask for the cache line at ``ptr`` ahead of its use (``llvm.prefetch``: read, keep in all
+    levels; never faults, so it may point past the row)."""
+    mod = builder.module
+    name = "llvm.prefetch.p0"
+    fn = mod.globals.get(name) or ir.Function(
+        mod, ir.FunctionType(ir.VoidType(), [ptr.type, I32, I32, I32]), name)
+    builder.call(fn, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
+
 def row_dot(block: int, block_bytes: int, accs: Sequence[int], body: Body, unroll: int = UNROLL,
             x_stride: int = 0, s_stride: int = 0):
     """The intrinsic ``rowdot(w, x, xs, nb) -> float32`` of a type whose blocks hold ``block``
@@ -210,6 +224,10 @@ def row_dot(block: int, block_bytes: int, accs: Sequence[int], body: Body, unrol
             done = builder.mul(groups, ir.Constant(I64, unroll))
             with cgutils.for_range(builder, groups) as loop:
                 i0 = builder.mul(loop.index, ir.Constant(I64, unroll))
+                ahead = builder.gep(wp, [builder.add(builder.mul(i0, ir.Constant(I64, block_bytes)),
+                                                     ir.Constant(I64, PREFETCH))])
+                for off in range(0, unroll * block_bytes, 64):
+                    prefetch(builder, builder.gep(ahead, [ir.Constant(I64, off)]))
                 for u in range(unroll):
                     step(builder.add(i0, ir.Constant(I64, u)), slots[u * k:(u + 1) * k])
             with cgutils.for_range(builder, builder.sub(n, done)) as loop:
