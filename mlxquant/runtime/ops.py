@@ -30,7 +30,12 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 
 
 def silu(x: np.ndarray) -> np.ndarray:
-    return x / (np.float32(1.0) + np.exp(-x))
+    """``x / (1 + exp(-x))`` (one temporary, written in place: a prompt's MLP is memory passes)."""
+    t = np.negative(x)
+    np.exp(t, out=t)
+    t += np.float32(1.0)
+    np.divide(x, t, out=t)
+    return t
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -58,9 +63,13 @@ def rope_tables(inv_freq: np.ndarray, positions: np.ndarray) -> Rope:
 
 
 def apply_rope(x: np.ndarray, rope: Rope) -> np.ndarray:
-    """Rotate-half RoPE on ``x`` of shape ``(heads, T, head_dim)``."""
+    """Rotate-half RoPE on ``x`` of shape ``(heads, T, head_dim)``: ``x * cos + x[..., swap] *
+    sin``, the swapped halves taken as slices (the gather ``x[..., swap]`` took 3.4 ns an
+    element, half of a small model's prompt RoPE)."""
+    h = x.shape[-1] // 2
     y = x * rope.cos
-    y += x[..., rope.swap] * rope.sin
+    y[..., :h] += x[..., h:] * rope.sin[..., :h]
+    y[..., h:] += x[..., :h] * rope.sin[..., h:]
     return y
 
 

@@ -175,9 +175,9 @@ class QuantMatrix:
         """True when this type has a fused kernel (else every product goes through tiles)."""
         return self.kernel is not None
 
-    def decode(self, r0: int, r1: int) -> np.ndarray:
-        """Stored rows ``r0..r1`` as float32 ``(r1 - r0, cols)``."""
-        return dequantize(self.raw[r0:r1], self.qtype, (r1 - r0, self.shape[1]))
+    def decode(self, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Stored rows ``r0..r1`` as float32 ``(r1 - r0, cols)`` (into ``out`` when given)."""
+        return dequantize(self.raw[r0:r1], self.qtype, (r1 - r0, self.shape[1]), out=out)
 
     def dequantize(self) -> np.ndarray:
         """The whole matrix as float32 in HF row order."""
@@ -217,7 +217,8 @@ class QuantMatrix:
             step = max(16, TILE_BYTES // (4 * self.shape[1]))
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
-                np.matmul(x, self.decode(r0, r1).T, out=y[:, r0:r1])
+                tile = _scratch((r1 - r0) * self.shape[1]).reshape(r1 - r0, self.shape[1])
+                np.matmul(x, self.decode(r0, r1, tile).T, out=y[:, r0:r1])
             return y
         return _split_rows(x, (self,), n)[0]
 
@@ -231,8 +232,7 @@ class QuantMatrix:
         with on_this_thread():
             for a in range(r0, r1, step):
                 b = min(r1, a + step)
-                w = dequantize(self.raw[a:b], self.qtype, (b - a, cols),
-                               out=_scratch((b - a) * cols).reshape(b - a, cols))
+                w = self.decode(a, b, _scratch((b - a) * cols).reshape(b - a, cols))
                 np.matmul(x, w.T, out=out[:, a - r0:b - r0])
 
     def __repr__(self) -> str:
