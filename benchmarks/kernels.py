@@ -88,7 +88,7 @@ def main() -> None:
     print(f"{'type':<12} {'MB':>6} " + " ".join(f"{f'{n} thr GB/s (frac)':>22}" for n in threads))
     rows = [(t, None) for t in args.types.split(",")]
     if idots.AVAILABLE:
-        rows += [(t, getattr(fused, f"fused_{t.lower()}")) for t in ("Q4_K", "Q6_K") if t in args.types.split(",")]
+        rows += [(t, getattr(fused, f"fused_{t.lower()}")) for t in ("Q4_K", "Q5_K", "Q6_K") if t in args.types.split(",")]
     for t, kernel in rows:
         raw = np.asarray(quantize(slab, t)).reshape(slab.shape[0], -1)
         reps = max(1, -(-(args.mbytes << 20) // raw.nbytes))

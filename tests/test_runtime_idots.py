@@ -1,5 +1,5 @@
 """The integer-dot K-quant kernels (mlxquant.runtime.kernels.idots): the exact split of the
-activations into three signed bytes, and the Q4_K / Q6_K products on it against ``dequantize`` +
+activations into three signed bytes, and the Q4_K / Q5_K / Q6_K products on it against ``dequantize`` +
 a float64 product, within the float32 tolerance of tests/test_runtime_kernels.py. The float
 kernels they replace (Apple Silicon's path, and the fallback) are checked here alongside. The
 integer kernels need AVX-512 VNNI; where the CPU lacks it, the tests check that the float kernels
@@ -94,6 +94,7 @@ def test_available_follows_the_cpu():
         and os.environ.get("MLXQUANT_INT_DOTS", "1") != "0"
     assert idots.AVAILABLE == want
     assert fused.DOTS["Q4_K"][0] is (fused.fused_q4_k_int if want else fused.fused_q4_k)
+    assert fused.DOTS["Q5_K"][0] is (fused.fused_q5_k_int if want else fused.fused_q5_k)
     assert fused.DOTS["Q6_K"][0] is (fused.fused_q6_k_int if want else fused.fused_q6_k)
     assert fused.GROUPED["Q4_K"] is (fused.fused3_q4_k_int if want else fused.fused3_q4_k)
 
@@ -107,7 +108,7 @@ def _kernels(qtype: str):
     return out
 
 
-@pytest.mark.parametrize("qtype", ["Q4_K", "Q6_K"])
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K", "Q6_K"])
 @pytest.mark.parametrize("imatrix", [False, True])
 def test_kernels_match_dequantize(qtype, imatrix):
     rows, cols = 77, 4 * BLOCK
@@ -129,7 +130,7 @@ def test_kernels_match_dequantize(qtype, imatrix):
                 assert _close(y, x, w) < TOL, (name, kind, T)
 
 
-@pytest.mark.parametrize("qtype", ["Q4_K", "Q6_K"])
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K", "Q6_K"])
 def test_unsplittable_activations_take_the_float_kernel(qtype):
     raw, _ = _quantized(qtype, 40, 2 * BLOCK, seed=4)
     kernels = dict(_kernels(qtype))
@@ -145,7 +146,7 @@ def test_unsplittable_activations_take_the_float_kernel(qtype):
             assert np.isnan(ys["float"][1]).all() or np.isinf(ys["float"][1]).any()
 
 
-@pytest.mark.parametrize("qtype", ["Q4_K", "Q6_K"])
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K", "Q6_K"])
 def test_grouped_kernel_equals_the_single_one(qtype):
     """The kernels in use (integer ones where the CPU has them): one launch for three matrices
     gives each what its own launch gives, to float32 rounding (LLVM may contract the two copies

@@ -20,9 +20,14 @@ vectorizer on the loop over a block's weights (the block dot products; the vecto
 (FMA) and ``nsz``: no finite-math or reciprocal assumptions, so NaN and inf in the weights or
 activations propagate as in a float32 product.
 
+On a CPU with AVX-512 VNNI, Q4_K, Q5_K and Q6_K run ``fused_<type>_int`` instead (the names
+``Q4_K_KERNEL`` etc. say which is in use): the row dots of :mod:`.idots` on integer dot products,
+the activations split exactly into three bytes once per call; activations the split cannot hold
+(NaN, inf, magnitudes past 2^60) take the float kernel.
+
 Numba's disk cache of a ``fused_<type>`` is keyed on this file only: after editing :mod:`.dots`,
-:mod:`.kdots`, :mod:`.vdots`, :mod:`.vir` or :mod:`.layout`, delete ``__pycache__/fused.*`` (or
-touch this file), else the old compiled kernels are loaded.
+:mod:`.kdots`, :mod:`.vdots`, :mod:`.idots`, :mod:`.vir` or :mod:`.layout`, delete
+``__pycache__/fused.*`` (or touch this file), else the old compiled kernels are loaded.
 """
 
 from __future__ import annotations
@@ -254,6 +259,12 @@ def fused_q4_k_int(W, X, Y, chunk, n16):
 
 
 @njit(**OPTS)
+def fused_q5_k_int(W, X, Y, chunk, n16):
+    """Q5_K on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`)."""
+    _fused_int(idt.rowdot_q5_k, vd.rowdot_q5_k, idt.Q4_K_SLOTS, W, X, Y, chunk)
+
+
+@njit(**OPTS)
 def fused_q6_k_int(W, X, Y, chunk, n16):
     """Q6_K on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`)."""
     _fused_int(idt.rowdot_q6_k, vd.rowdot_q6_k, idt.Q6_K_SLOTS, W, X, Y, chunk)
@@ -275,7 +286,8 @@ def fused_tq2_0(W, X, Y, chunk, n16):
 
 
 # The kernels in use: on integer dot products where the CPU has them (:mod:`.idots`).
-Q4_K_KERNEL, Q6_K_KERNEL = (fused_q4_k_int, fused_q6_k_int) if idt.AVAILABLE else (fused_q4_k, fused_q6_k)
+Q4_K_KERNEL, Q5_K_KERNEL, Q6_K_KERNEL = ((fused_q4_k_int, fused_q5_k_int, fused_q6_k_int) if idt.AVAILABLE
+                                          else (fused_q4_k, fused_q5_k, fused_q6_k))
 
 # type name -> (kernel, weights per block, bytes per block); F16/BF16 rows are read 32 weights at
 # a time
@@ -284,7 +296,7 @@ DOTS: dict[str, tuple[Callable, int, int]] = {
     "Q5_1": (fused_q5_1, 32, 24), "Q8_0": (fused_q8_0, 32, 34), "IQ4_NL": (fused_iq4_nl, 32, 18),
     "MXFP4": (fused_mxfp4, 32, 17), "F16": (fused_f16, 32, 64), "BF16": (fused_bf16, 32, 64),
     "Q2_K": (fused_q2_k, 256, 84), "Q3_K": (fused_q3_k, 256, 110), "Q4_K": (Q4_K_KERNEL, 256, 144),
-    "Q5_K": (fused_q5_k, 256, 176), "Q6_K": (Q6_K_KERNEL, 256, 210),
+    "Q5_K": (Q5_K_KERNEL, 256, 176), "Q6_K": (Q6_K_KERNEL, 256, 210),
     "IQ4_XS": (fused_iq4_xs, 256, 136), "TQ1_0": (fused_tq1_0, 256, 54),
     "TQ2_0": (fused_tq2_0, 256, 66),
 }
@@ -343,16 +355,21 @@ def fused3_q4_k_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
 
 
 @njit(**OPTS)
+def fused3_q5_k_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
+    _fused_int3(idt.rowdot_q5_k, vd.rowdot_q5_k, idt.Q4_K_SLOTS, W0, W1, W2, X, Y0, Y1, Y2, chunk)
+
+
+@njit(**OPTS)
 def fused3_q6_k_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
     _fused_int3(idt.rowdot_q6_k, vd.rowdot_q6_k, idt.Q6_K_SLOTS, W0, W1, W2, X, Y0, Y1, Y2, chunk)
 
 
 # The grouped kernels in use: on integer dot products where the CPU has them (:mod:`.idots`).
-Q4_K_KERNEL3, Q6_K_KERNEL3 = ((fused3_q4_k_int, fused3_q6_k_int) if idt.AVAILABLE
-                              else (fused3_q4_k, fused3_q6_k))
+Q4_K_KERNEL3, Q5_K_KERNEL3, Q6_K_KERNEL3 = ((fused3_q4_k_int, fused3_q5_k_int, fused3_q6_k_int) if idt.AVAILABLE
+                                             else (fused3_q4_k, fused3_q5_k, fused3_q6_k))
 
 GROUPED: dict[str, Callable] = {
     "Q4_0": fused3_q4_0, "Q4_1": fused3_q4_1, "Q5_0": fused3_q5_0, "Q5_1": fused3_q5_1,
-    "Q8_0": fused3_q8_0, "Q4_K": Q4_K_KERNEL3, "Q5_K": fused3_q5_k, "Q6_K": Q6_K_KERNEL3,
+    "Q8_0": fused3_q8_0, "Q4_K": Q4_K_KERNEL3, "Q5_K": Q5_K_KERNEL3, "Q6_K": Q6_K_KERNEL3,
 }
 """Type name -> the kernel multiplying up to three matrices of that type in one launch."""

@@ -1,5 +1,5 @@
 """Row dot products on integer dot instructions (AVX-512 VNNI's ``vpdpbusd``) with float32
-activations kept exact to 21 bits: Q4_K and Q6_K, the types of a Q4_K_M file's large matrices.
+activations kept exact to 21 bits: Q4_K and Q6_K (a Q4_K_M file's large matrices) and Q5_K.
 
 Our float kernels (:mod:`.vdots`) turn every code into a float and multiply it: about 16 vector
 operations per 64 weights, which holds one core to ~30 G weights/s (17 GB/s of Q4_K) where it
@@ -41,7 +41,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .vdots import k4_scales
-from .vir import F32, I8, I32, I64, Block, isplat, ivec, row_dot, vec
+from .vir import F32, I8, I16, I32, I64, Block, isplat, ivec, row_dot, vec
 
 SPLIT = 127 * 2 ** 14  # |a1·2^14 + a2·2^7 + a3| ≤ SPLIT
 BLOCK = 256
@@ -180,10 +180,12 @@ def _bytes64(k: Block, off: int):
     return k.load(k.wb, off, vec(I8, 64), 1)
 
 
-def _q4_k(k: Block, accs):
-    """Q4_K: 64 code bytes at ``16 + 64h`` hold columns ``128h + 0..31`` and ``+64..95`` in their
-    low nibbles, ``+32..63`` and ``+96..127`` in the high ones (the parts in that order:
-    :data:`Q4_K_ORDER`); sub-block ``j`` (32 columns) has scale and min ``j`` (:func:`k4_scales`)."""
+def _k4(k: Block, accs, qs: int, qh: int | None):
+    """Q4_K (``qh`` None) and Q5_K: 64 code bytes at ``qs + 64h`` hold columns ``128h + 0..31``
+    and ``+64..95`` in their low nibbles, ``+32..63`` and ``+96..127`` in the high ones (the
+    parts in that order: :data:`Q4_K_ORDER`); sub-block ``j`` (32 columns) has scale and min
+    ``j`` (:func:`k4_scales`); Q5_K's fifth bit of column ``l`` of sub-block ``j`` is bit ``j`` of
+    ``qh[l]`` (32 bytes at ``qh``)."""
     b = k.b
     both = k4_scales(k)
     sx = k.load(k.sb, 0, vec(F32, 16), 4)
@@ -192,12 +194,27 @@ def _q4_k(k: Block, accs):
     acc = list(accs[:2])
     order = [int(g) for g in Q4_K_ORDER]
     fifteen = isplat(15, 64, I8)
+    if qh is not None:  # qh twice, as 16-bit words: one shift a half moves a bit of each byte
+        h32 = k.load(k.wb, qh, vec(I8, 32), 1)
+        hw = b.bitcast(b.shuffle_vector(h32, h32, ivec(list(range(32)) * 2)), vec(I16, 32))
     for h in range(2):
-        q = _bytes64(k, 16 + 64 * h)
+        q = _bytes64(k, qs + 64 * h)
         for n, codes in enumerate((b.and_(q, fifteen), b.and_(b.lshr(q, isplat(4, 64, I8)), fifteen))):
             v = 2 * h + n
+            if qh is not None:  # sub-blocks 4h + n (first 32 lanes) and 4h + n + 2 (last 32)
+                j = 4 * h + n
+                bit = b.and_(b.lshr(hw, ivec([j] * 16 + [j + 2] * 16, I16)), isplat(0x0101, 32, I16))
+                codes = b.or_(codes, b.bitcast(b.shl(bit, isplat(4, 32, I16)), vec(I8, 64)))
             acc[n] = k.fma(_lanes(ls, k, v, order), _codes_dot(k, codes, 64 * v), acc[n])
     return acc + [k.fsub(accs[2], k.fmul(k.shuffle(both, [8 + g // 2 for g in range(16)]), sums))]
+
+
+def _q4_k(k: Block, accs):
+    return _k4(k, accs, 16, None)
+
+
+def _q5_k(k: Block, accs):
+    return _k4(k, accs, 48, 16)
 
 
 def _q6_k(k: Block, accs):
@@ -225,4 +242,5 @@ def _q6_k(k: Block, accs):
 
 
 rowdot_q4_k = row_dot(256, 144, (16, 16, 16), _q4_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
+rowdot_q5_k = row_dot(256, 176, (16, 16, 16), _q5_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 rowdot_q6_k = row_dot(256, 210, (16, 16, 16), _q6_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)

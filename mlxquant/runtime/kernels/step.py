@@ -17,7 +17,7 @@ llama-style blocks (llama, qwen2's biases, gemma's GELU) without per-head q/k no
 sandwich norms; other blocks take the Python path.
 
 Numba's disk cache of :func:`decode_block` is keyed on this file only: after editing
-:mod:`.fused`, :mod:`.vdots` or :mod:`.attention`, delete ``__pycache__/step.*`` too.
+:mod:`.fused`, :mod:`.vdots`, :mod:`.idots` or :mod:`.attention`, delete ``__pycache__/step.*`` too.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def matvec(code, W, X, Y, chunk):
     elif code == 12:
         fu.Q4_K_KERNEL(W, X, Y, chunk, 16)
     elif code == 13:
-        fu.fused_q5_k(W, X, Y, chunk, 16)
+        fu.Q5_K_KERNEL(W, X, Y, chunk, 16)
     elif code == 14:
         fu.Q6_K_KERNEL(W, X, Y, chunk, 16)
     elif code == 15:
@@ -96,7 +96,7 @@ def matvec3(code, W0, W1, W2, X, Y0, Y1, Y2, chunk):
     elif code == 12:
         fu.Q4_K_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 13:
-        fu.fused3_q5_k(W0, W1, W2, X, Y0, Y1, Y2, chunk)
+        fu.Q5_K_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     else:
         fu.Q6_K_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
 
