@@ -282,6 +282,9 @@ def main() -> None:
     rss = {}
     for name, path in paths.items():
         ids, kv = _prompt(path, args.prompt, args.gen)
+        # one untimed NumPy process first: Numba compiles the kernels on a cold cache (once per
+        # machine and code version), and that compilation's memory would be the peak RSS measured
+        _run_child("numpy", path, ids[:16], 2, 1)
         res: dict[str, list[tuple[float, float]]] = {"llama.cpp": [], "numpy": []}
         loads = [_load()]
         threads = []
