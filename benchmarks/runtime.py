@@ -2,7 +2,7 @@
 tokens/s, generation tokens/s and their ratios, and each engine's peak resident memory.
 
     python benchmarks/runtime.py [--workdir DIR] [--prompt 256] [--gen 32] [--repeats 3] [--runs 2]
-                                 [--models F32,Q4_K_M,Q8_0,shakespeare-Q4_K_M[,random1b-Q4_K_M]]
+                                 [--models F32,Q4_K_M,Q8_0,shakespeare-Q4_K_M[,random1b-Q4_K_M,random3b-Q4_K_M]]
 
 Models: SmolLM2-135M F32 (its Q4_1 weights dequantized, mlxquant.testing.f32_gguf), and Q4_K_M
 and Q8_0 made from it by llama.cpp's own ``llama_model_quantize``; SmolLM2's 576 columns are not a
@@ -205,33 +205,38 @@ def _models(workdir: Path, names: list[str]) -> dict[str, Path]:
             if not sf32.exists():
                 convert(shakespeare_model_dir(), sf32, outtype="F32")
             out[name] = quantize(sf32, workdir / "shakespeare-Q4_K_M.gguf", 15)
-        elif name == "random1b-Q4_K_M":
-            rf32 = workdir / "random1b-f32.gguf"
+        elif name.endswith("-Q4_K_M") and name[:-len("-Q4_K_M")] in RANDOM_SHAPES:
+            base = name[:-len("-Q4_K_M")]
+            rf32 = workdir / f"{base}-f32.gguf"
             if not rf32.exists():
-                _random_1b(f32, rf32)
-            out[name] = quantize(rf32, workdir / "random1b-Q4_K_M.gguf", 15)
+                _random_llama(f32, rf32, RANDOM_SHAPES[base])
+            out[name] = quantize(rf32, workdir / f"{base}-Q4_K_M.gguf", 15)
         else:
             raise SystemExit(f"unknown model {name!r}")
     return out
 
 
-def _random_1b(smollm2_f32: Path, out: Path) -> None:
-    """A llama of TinyLlama-1.1B's shape (hidden 2048, 22 blocks, 32 heads / 4 KV heads, MLP 5632)
-    with SmolLM2's tokenizer and tied embeddings, random weights (normal, std 0.02; norms 1), as
-    a float32 GGUF (4.4 GB): what memory at file size means on a model whose weights dwarf the
-    interpreter (its outputs are noise; only speed and memory are measured on it)."""
+# random llamas: (hidden, MLP, blocks, heads, KV heads) of TinyLlama-1.1B and Llama-3.2-3B
+RANDOM_SHAPES = {"random1b": (2048, 5632, 22, 32, 4), "random3b": (3072, 8192, 28, 24, 8)}
+
+
+def _random_llama(smollm2_f32: Path, out: Path, shape: tuple[int, int, int, int, int]) -> None:
+    """A llama of ``shape`` (:data:`RANDOM_SHAPES`: TinyLlama-1.1B's, 4.4 GB as float32, or
+    Llama-3.2-3B's, 12 GB) with SmolLM2's tokenizer and tied embeddings, random weights (normal,
+    std 0.02; norms 1), as a float32 GGUF: what memory at file size means on a model whose weights
+    dwarf the interpreter (its outputs are noise; only speed and memory are measured on it)."""
     from mlxquant.formats.gguf_read import GGUFModel
     from mlxquant.formats.gguf_write import Metadata, TensorSpec, write_gguf
 
     g = GGUFModel(smollm2_f32)
     meta = Metadata()
     meta.update({k: v for k, v in g.metadata.items() if not k.startswith("mlxquant.")}, dict(g.value_types))
-    hidden, ff, blocks, heads, kv = 2048, 5632, 22, 32, 4
+    hidden, ff, blocks, heads, kv = shape
     for key, v in {"embedding_length": hidden, "feed_forward_length": ff, "block_count": blocks,
                    "attention.head_count": heads, "attention.head_count_kv": kv,
                    "rope.dimension_count": hidden // heads}.items():
         meta.set(f"llama.{key}", v, meta.type_of(f"llama.{key}"))
-    meta.set("general.name", "random-1.1b", meta.type_of("general.name"))
+    meta.set("general.name", f"random-{blocks}x{hidden}", meta.type_of("general.name"))
     vocab = len(g.get("tokenizer.ggml.tokens"))
     shapes = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,)}
     for i in range(blocks):
