@@ -7,6 +7,8 @@ divide among the threads, 1 and 2 threads, and the stored-to-HF row order."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -325,6 +327,40 @@ def test_gated_equals_the_plain_form(act, threads, one_thread_blas, monkeypatch)
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * float(np.abs(want).max()))
     finally:
         matrix.set_tile_threads(old)
+
+
+def test_gated_in_one_part_leaves_blas_its_threads(monkeypatch):
+    """Outside a split prompt (``eval``, ``imatrix``: tile threads 1), ``gated`` computes its tiles
+    with BLAS on its own threads, as a plain product would: it never pins BLAS to one thread;
+    split over tile threads it does, in each part. Tiles of several rows each (TILE_BYTES made
+    small) give the plain form's values."""
+    from mlxquant.runtime import ops
+    from mlxquant.runtime.kernels import matrix
+
+    pinned = []
+
+    @contextlib.contextmanager
+    def spy():
+        pinned.append(1)
+        yield
+
+    monkeypatch.setattr(matrix, "on_this_thread", spy)
+    monkeypatch.setattr(matrix, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(matrix, "TILE_BYTES", 64 * 4 * 256)  # 64 rows a tile: 5 tiles of 300 rows
+    rows, cols = 300, 256
+    gate = QuantMatrix(_quantized("Q4_K", rows, cols, seed=20)[0], "Q4_K", cols, "g")
+    up = QuantMatrix(_quantized("Q4_K", rows, cols, seed=21)[0], "Q4_K", cols, "u")
+    x = (0.1 * np.random.default_rng(22).standard_normal((40, cols))).astype(np.float32)
+    want = ops.silu(gate.matmul(x)) * up.matmul(x)
+    for threads, pins in ((1, 0), (2, 2 * 3 * 2)):  # 2 parts x 3 tiles x (gate, up)
+        old = matrix.set_tile_threads(threads)
+        try:
+            pinned.clear()
+            got = matrix.gated(x, gate, up, ops.silu)
+        finally:
+            matrix.set_tile_threads(old)
+        assert len(pinned) == pins, threads
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * float(np.abs(want).max()))
 
 
 def test_run_parts_waits_for_every_part_and_raises():

@@ -34,6 +34,7 @@ passes on several threads (imatrix).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any, Callable
@@ -222,14 +223,15 @@ class QuantMatrix:
             return y
         return _split_rows(x, (self,), n)[0]
 
-    def tile_rows(self, x: np.ndarray, r0: int, r1: int, out: np.ndarray) -> None:
-        """``out = x @ W[r0:r1].T`` (stored rows) on the calling thread alone: tiles decoded into
-        this thread's scratch buffer, multiplied by BLAS (one thread, see :func:`set_tile_threads`).
-        A prompt's tile threads each take their own rows: nothing one core writes was just read by
-        the other (see :class:`mlxquant.runtime.blas.ThreadChooser`)."""
+    def tile_rows(self, x: np.ndarray, r0: int, r1: int, out: np.ndarray, alone: bool = True) -> None:
+        """``out = x @ W[r0:r1].T`` (stored rows): tiles decoded into this thread's scratch buffer,
+        multiplied by BLAS, on the calling thread alone (``alone``: BLAS on one thread, see
+        :func:`set_tile_threads`) or with BLAS on its own threads. A prompt's tile threads each take
+        their own rows: nothing one core writes was just read by the other (see
+        :class:`mlxquant.runtime.blas.ThreadChooser`)."""
         cols = self.shape[1]
         step = max(16, TILE_BYTES // (4 * cols))
-        with on_this_thread():
+        with on_this_thread() if alone else contextlib.nullcontext():
             for a in range(r0, r1, step):
                 b = min(r1, a + step)
                 w = self.decode(a, b, _scratch((b - a) * cols).reshape(b - a, cols))
@@ -357,8 +359,8 @@ def gated(x: np.ndarray, gate: "np.ndarray | QuantMatrix", up: "np.ndarray | Qua
         for a in range(r0, r1, step):
             b = min(r1, a + step)
             g, u = gbuf[:T * (b - a)].reshape(T, b - a), ubuf[:T * (b - a)].reshape(T, b - a)
-            gate.tile_rows(x, a, b, g)
-            up.tile_rows(x, a, b, u)
+            gate.tile_rows(x, a, b, g, n > 1)  # one part: BLAS keeps its threads (eval, imatrix)
+            up.tile_rows(x, a, b, u, n > 1)
             h = act(g)
             h *= u
             hidden[:, a:b] = h
