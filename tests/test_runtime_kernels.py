@@ -360,7 +360,8 @@ def test_gated_in_one_part_leaves_blas_its_threads(monkeypatch):
         finally:
             matrix.set_tile_threads(old)
         assert len(pinned) == pins, threads
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * float(np.abs(want).max()))
+        # BLAS sums in its own order per thread count: float32 rounding apart
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
 
 
 def test_run_parts_waits_for_every_part_and_raises():
