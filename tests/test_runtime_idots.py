@@ -99,6 +99,20 @@ def test_available_follows_the_cpu():
     assert fused.GROUPED["Q4_K"] is (fused.fused3_q4_k_int if want else fused.fused3_q4_k)
 
 
+@pytest.mark.parametrize("env", [{"MLXQUANT_INT_DOTS": "0"}, {"NUMBA_CPU_NAME": "generic"}])
+def test_turned_off_or_compiled_for_another_cpu(env):
+    """``MLXQUANT_INT_DOTS=0``, and Numba compiling for a named CPU without listed features (whose
+    target may lack VNNI: the intrinsic would not compile), keep the float kernels."""
+    import subprocess
+    import sys
+
+    code = ("from mlxquant.runtime.kernels import fused, idots; "
+            "print(idots.AVAILABLE, fused.DOTS['Q4_K'][0] is fused.fused_q4_k)")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
 def _kernels(qtype: str):
     """(name, kernel) of the float kernel and, where the CPU runs it, the integer one."""
     low = qtype.lower()

@@ -50,10 +50,15 @@ S_STRIDE = 2 * (BLOCK // 16)  # float32 scales and sums per block
 
 
 def _host_has_vnni() -> bool:
+    """True when the CPU Numba compiles for has AVX-512 F, BW and VNNI: the host's features, or
+    those ``NUMBA_CPU_FEATURES`` names (a ``NUMBA_CPU_NAME`` without features, e.g. ``generic``
+    for portable caches, compiles for a CPU that may lack them: False)."""
     from numba.core import config
 
     feats = config.CPU_FEATURES
-    if feats is None or feats == "":
+    if not feats and config.CPU_NAME:
+        return False
+    if not feats:
         import llvmlite.binding as ll
 
         try:
