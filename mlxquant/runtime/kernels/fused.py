@@ -365,8 +365,9 @@ def fused3_q6_k_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
 
 
 # The grouped kernels in use: on integer dot products where the CPU has them (:mod:`.idots`).
-Q4_K_KERNEL3, Q5_K_KERNEL3, Q6_K_KERNEL3 = ((fused3_q4_k_int, fused3_q5_k_int, fused3_q6_k_int) if idt.AVAILABLE
-                                             else (fused3_q4_k, fused3_q5_k, fused3_q6_k))
+Q4_K_KERNEL3, Q5_K_KERNEL3, Q6_K_KERNEL3 = (
+    (fused3_q4_k_int, fused3_q5_k_int, fused3_q6_k_int) if idt.AVAILABLE
+    else (fused3_q4_k, fused3_q5_k, fused3_q6_k))
 
 GROUPED: dict[str, Callable] = {
     "Q4_0": fused3_q4_0, "Q4_1": fused3_q4_1, "Q5_0": fused3_q5_0, "Q5_1": fused3_q5_1,

@@ -8,7 +8,8 @@ adds each four products into 16 int32 lanes in one instruction. The codes are su
 bytes; the activations are not, and llama.cpp rounds them to 8 bits (Q8_K), which issue 16 rules
 out. So each group of 16 activations is written as ``x ≈ s·(a1·2^14 + a2·2^7 + a3)`` with
 ``a1, a2, a3`` signed bytes and ``s = max|x| / (127·2^14)`` (:func:`split_x`): every activation
-keeps 21 bits below its group's largest, its rounding error is ``≤ 2^-22·max|x|`` (float32
+keeps 21 bits below its group's largest: its rounding error is at most ``0.63·s`` (half a step
+from rounding to an integer, an eighth from scaling in float32), under ``2^-21·max|x|`` (float32
 keeps 24 bits of each product; the tests hold the results within 1e-5 of ``dequantize`` + a float32
 product). A vector of 64 codes takes three ``vpdpbusd`` with a shift of 7 bits between them
 (int32 cannot overflow: ``4·63·127·2^14 + ... < 2^31``), one conversion to float and one
@@ -16,15 +17,16 @@ multiply-add by its lanes' scales (the (sub-)block scale times ``s``): ~8 operat
 weights instead of ~16.
 
 The activations come prepared once per product (:func:`split_x`): per block of 256 columns, the
-three parts ``a1, a2, a3`` (256 bytes each, in column order), and the 16 scales ``s`` and 16 sums
-per 16 columns (float32; the sums take the mins and Q6_K's code offset, as in :mod:`.vdots`).
-The sums are of the split values, not of ``x``: the product is then ``Σ w·x̃`` exactly up to
-float rounding, its error ``Σ w·(x̃ - x)``; with the sums of ``x``, a min's term and the codes'
-term (each much larger than their difference ``w``) carried the split's error apart, and a
-group holding a 1000x outlier gave 1.1e-5 of ``|x|·|w|`` where float32 gives 4.6e-6.
-Groups whose largest magnitude is infinite, NaN or outside ``[2^-60, 2^60]`` (where ``s`` or the
-lane scales would leave float32's normal range) make :func:`split_x` refuse, and the product is
-computed by the float kernel instead, so NaN and inf propagate as they do there.
+three parts ``a1, a2, a3`` (256 bytes each, their 16-column groups in the order the type's code
+vectors hold them: :data:`Q4_K_ORDER`), and the 16 scales ``s`` and 16 sums per 16 columns (float32;
+the sums take the mins and Q6_K's code offset, as in :mod:`.vdots`). The sums are of the split
+values, not of ``x``: the product is then ``Σ w·x̃`` exactly up to float rounding, its error
+``Σ w·(x̃ - x)``; with the sums of ``x``, a min's term and the codes' term (each much larger than their
+difference ``w``) carried the split's error apart, and a group holding a 1000x outlier gave 1.1e-5
+of ``|x|·|w|`` where float32 gives 4.6e-6. Groups whose largest magnitude is infinite, NaN or
+outside ``[2^-60, 2^60]`` (where ``s`` or the lane scales would leave float32's normal range) make
+:func:`split_x` refuse, and the product is computed by the float kernel instead, so NaN and inf
+propagate as they do there.
 
 Only x86 CPUs with AVX-512 VNNI and BW take this path (:data:`AVAILABLE`); elsewhere (Apple
 Silicon's NEON among them) the float kernels of :mod:`.vdots` remain. ``MLXQUANT_INT_DOTS=0``
