@@ -384,7 +384,7 @@ class NumpyModel:
             for j, (r0, r1) in items:
                 qg = q[j * g:(j + 1) * g, r0:r1]
                 if n > 1:  # RoPE on the threads too
-                    qg = apply_rope(qg, Rope(rope.cos[r0:r1], rope.sin[r0:r1], rope.swap))
+                    qg = apply_rope(qg, Rope(rope.cos[r0:r1], rope.sin[r0:r1]))
                     qg *= scale
                 o = self._attend(i, j, qg.reshape(g * (r1 - r0), D), cache, p0 + r0, masks[r0])
                 out[r0:r1, j * g:(j + 1) * g] = o.reshape(g, r1 - r0, D).transpose(1, 0, 2)
@@ -429,7 +429,7 @@ class NumpyModel:
             if r is None or r.cos.shape[0] < end:
                 n = max(end, 2 * r.cos.shape[0] if r is not None else 256)
                 r = self._rope_tables[id(f)] = rope_tables(f, np.arange(n))
-            out.append(Rope(r.cos[p0:end], r.sin[p0:end], r.swap))
+            out.append(Rope(r.cos[p0:end], r.sin[p0:end]))
         return out
 
     def _block(self, i: int, h: np.ndarray, cache: KVCache, p0: int, rope: Rope,

@@ -43,7 +43,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .vdots import k4_scales
-from .vir import F32, I8, I16, I32, I64, Block, isplat, ivec, row_dot, vec
+from .vir import F32, I8, I16, I32, I64, Block, call_intrinsic, isplat, ivec, row_dot, vec
 
 SPLIT = 127 * 2 ** 14  # |a1·2^14 + a2·2^7 + a3| ≤ SPLIT
 BLOCK = 256
@@ -84,12 +84,6 @@ Q4_K_SLOTS, Q6_K_SLOTS = np.argsort(Q4_K_ORDER), np.argsort(Q6_K_ORDER)  # group
 SMALL_BITS, LARGE_BITS = 0x21800000, 0x5D800000  # float32 2^-60 and 2^60 as bits
 
 
-def _vcall(builder: ir.IRBuilder, name: str, ret: ir.Type, args: list):
-    mod = builder.module
-    fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(ret, [a.type for a in args]), name)
-    return builder.call(fn, args)
-
-
 @intrinsic
 def _split_group(typingctx, x, xq, xs, c0, q0, s0):
     """Split ``x[c0:c0 + 16]`` (see the module): parts at ``xq[q0]``, ``xq[q0 + 256]``, ``xq[q0 +
@@ -109,8 +103,8 @@ def _split_group(typingctx, x, xq, xs, c0, q0, s0):
             return b.bitcast(b.gep(base, [off]), typ.as_pointer())
 
         v = b.load(ptr(xp, c0, f16), align=4)
-        mag = b.bitcast(_vcall(b, "llvm.fabs.v16f32", f16, [v]), i16)
-        mb = _vcall(b, "llvm.vector.reduce.umax.v16i32", I32, [mag])
+        mag = b.bitcast(call_intrinsic(b, "llvm.fabs.v16f32", f16, [v]), i16)
+        mb = call_intrinsic(b, "llvm.vector.reduce.umax.v16i32", I32, [mag])
         zero = b.icmp_unsigned("==", mb, ir.Constant(I32, 0))
         ok = b.and_(b.icmp_unsigned("<=", mb, ir.Constant(I32, LARGE_BITS)),
                     b.or_(zero, b.icmp_unsigned(">=", mb, ir.Constant(I32, SMALL_BITS))))
@@ -122,10 +116,10 @@ def _split_group(typingctx, x, xq, xs, c0, q0, s0):
         scaled = b.fmul(v, b.shuffle_vector(b.insert_element(ir.Constant(f16, ir.Undefined), inv,
                                                               ir.Constant(I32, 0)),
                                              ir.Constant(f16, ir.Undefined), isplat(0)))
-        q = b.fptosi(_vcall(b, "llvm.rint.v16f32", f16, [scaled]), i16)
+        q = b.fptosi(call_intrinsic(b, "llvm.rint.v16f32", f16, [scaled]), i16)
         # the sum of the values the parts hold (not of x): the mins and offsets then cancel
         # against the same values the codes multiply, and the error stays Σ w·(x̃ - x)
-        total = _vcall(b, "llvm.vector.reduce.add.v16i32", I32, [q])
+        total = call_intrinsic(b, "llvm.vector.reduce.add.v16i32", I32, [q])
         b.store(b.fmul(step, b.sitofp(total, F32)), b.gep(sp, [b.add(s0, ir.Constant(I64, 16))]), align=4)
         a3 = b.sub(b.and_(b.add(q, isplat(64)), isplat(127)), isplat(64))
         q = b.ashr(b.sub(q, a3), isplat(7))
@@ -160,7 +154,7 @@ def split_x(X, slots, XQ, XS):
 def _dpbusd(k: Block, acc, codes, parts):
     """``acc`` (16 i32) plus, per lane, the four products of unsigned ``codes`` by signed
     ``parts`` (``<64 x i8>`` each)."""
-    return _vcall(k.b, "llvm.x86.avx512.vpdpbusd.512", vec(I32, 16), [acc, codes, parts])
+    return call_intrinsic(k.b, "llvm.x86.avx512.vpdpbusd.512", vec(I32, 16), [acc, codes, parts])
 
 
 def _parts(k: Block, col: int, part: int):

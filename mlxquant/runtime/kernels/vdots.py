@@ -16,9 +16,9 @@ Q8_0 3.5x and 1.4x, Q5_0 1.7x and 1.9x (``benchmarks/kernels.py`` measures the r
 
 from __future__ import annotations
 
-from .layout import IQ4NL_POLY
 from llvmlite import ir
 
+from .layout import IQ4NL_POLY
 from .vir import F32, I8, I32, Block, fsplat, isplat, ivec, row_dot, vec
 
 # Q5_0/Q5_1: bit j of qh is the 5th bit of weight j; rotating qh left by (4 - j) puts it at bit 4

@@ -55,6 +55,13 @@ def fsplat(value: float, n: int = 16) -> ir.Constant:
     return ir.Constant(vec(F32, n), [value] * n)
 
 
+def call_intrinsic(builder: ir.IRBuilder, name: str, ret: ir.Type, args: list):
+    """``name(*args) -> ret``: an LLVM intrinsic, declared in the builder's module on first use."""
+    mod = builder.module
+    fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
 class Block:
     """One block's IR context: ``b`` the builder, pointers to its bytes (``wb``), activations
     (``xb``) and their 16-column sums (``sb``), and small helpers over them."""
@@ -129,19 +136,12 @@ class Block:
     def rotl(self, v, amounts: Sequence[int]):
         """Each lane of the i32 vector ``v`` rotated left by its amount (``llvm.fshl``: one
         ``vprolvd`` with AVX-512, shifts and an or elsewhere)."""
-        n = v.type.count
-        name = f"llvm.fshl.v{n}i32"
-        mod = self.b.module
-        fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(v.type, [v.type] * 3), name)
-        return self.b.call(fn, [v, v, ivec([a % 32 for a in amounts])])
+        return call_intrinsic(self.b, f"llvm.fshl.v{v.type.count}i32", v.type,
+                              [v, v, ivec([a % 32 for a in amounts])])
 
     def rint(self, v):
         """Round each lane to the nearest integer, ties to even (``llvm.rint``)."""
-        n = v.type.count
-        name = f"llvm.rint.v{n}f32"
-        mod = self.b.module
-        fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(v.type, [v.type]), name)
-        return self.b.call(fn, [v])
+        return call_intrinsic(self.b, f"llvm.rint.v{v.type.count}f32", v.type, [v])
 
     def tofloat(self, v):
         """Signed i32 vector -> float vector."""
@@ -178,11 +178,8 @@ def hsum(builder: ir.IRBuilder, v):
 def prefetch(builder: ir.IRBuilder, ptr) -> None:
     """Ask for the cache line at ``ptr`` ahead of its use (``llvm.prefetch``: read, keep in all
     levels; never faults, so it may point past the row)."""
-    mod = builder.module
-    name = "llvm.prefetch.p0"
-    fn = mod.globals.get(name) or ir.Function(
-        mod, ir.FunctionType(ir.VoidType(), [ptr.type, I32, I32, I32]), name)
-    builder.call(fn, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+    call_intrinsic(builder, "llvm.prefetch.p0", ir.VoidType(),
+                   [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
 
 
 def row_dot(block: int, block_bytes: int, accs: Sequence[int], body: Body, unroll: int = UNROLL,
