@@ -5,7 +5,8 @@
    variables, the rest (norms, generated tensors) keep their type and bytes.
 2. Candidates per tensor (:func:`~.costs.candidates`: types that fit its rows, have a codec, and
    get an importance vector where ggml requires one), each with its exact bytes and an estimated
-   cost (:mod:`.costs`: imatrix-weighted distortion x a gain measured on calibration text).
+   cost (:mod:`.costs`: imatrix-weighted distortion x a gain measured on calibration text, plus
+   what llama.cpp's rounding of the product's activations adds for that type, :mod:`.activations`).
 3. The choice that minimizes the total cost within the budget (:func:`.solve.allocate`): tensor
    bytes <= ``target_bpw`` x weights / 8 (llama.cpp's BPW: tensor bytes over weights), never over.
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..errors import FormatError, MlxquantError
 from ..quant.types import get_type
+from .activations import rounding_errors, rounding_of
 from .costs import (GAIN_LAYERS, GainMeter, candidates, distortions, gain_layers, measure_gains,
                     probe_type, quantized_kl)
 from .solve import Option, allocate as solve, refine as refine_costs
@@ -56,7 +58,9 @@ class Allocation:
         tensor_bytes, weights: totals over every tensor of the file.
         predicted_kl: the summed estimated costs (KL units when gains were measured).
         measured: gains were measured on calibration text.
-        details: GGUF name -> {type, cost, gain, candidates: {type: [bytes, cost]}}.
+        details: GGUF name -> {type, cost, gain, rounding, candidates: {type: [bytes, cost]}};
+            ``rounding``: the part of ``cost`` that llama.cpp's rounding of the product's
+            activations adds (:mod:`.activations`; 0 without calibration text).
         seconds: wall time of the allocation.
         options: every variable tensor's options (for :meth:`within`); fixed: the bytes of the
             tensors that keep their type.
@@ -76,19 +80,21 @@ class Allocation:
     fixed: int = 0
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
     gains: dict[str, float] = field(default_factory=dict, repr=False)
+    rounding: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     def within(self, tensor_bytes: int) -> "Allocation":
         """The allocation for a smaller budget of ``tensor_bytes`` (all tensors), from the same
         costs: no measurement is repeated."""
         choice = solve(self.options, tensor_bytes - self.fixed)
-        return _result(choice, self.options, self.fixed, self.shapes, self.gains, self.target_bpw,
-                       self.weights, self.measured, self.seconds)
+        return _result(choice, self.options, self.fixed, self.shapes, self.gains, self.rounding,
+                       self.target_bpw, self.weights, self.measured, self.seconds)
 
     def recipe(self) -> dict[str, Any]:
         """The provenance entry: the budget, the result, every tensor's type, cost and gain."""
         return {"target_bpw": self.target_bpw, "bpw": round(self.bpw, 4), "preset": self.preset,
                 "predicted_kl": self.predicted_kl, "measured_gains": self.measured,
-                "tensors": {n: [d["type"], d["cost"], d["gain"]] for n, d in self.details.items()}}
+                "tensors": {n: [d["type"], d["cost"], d["gain"], d["rounding"]]
+                            for n, d in self.details.items()}}
 
 
 def _row_bytes(t: str, shape: tuple[int, ...]) -> int:
@@ -182,21 +188,29 @@ def allocate(src: str | os.PathLike, target_bpw: float | None = None,
                 probes[g] = min(lossy, key=lambda t: _row_bytes(t, shapes[g]))
     gains = {g: 1.0 for g in variables}
     meter = None
+    rounding: dict[str, dict[str, float]] = {}
     if calib_text is not None:
         meter = GainMeter(m, calibration_windows(m, calib_text, ctx, chunks))
+        rounding = rounding_errors(m, meter.windows, tensors)
         n_layers = int(m.spec.n_layers)
         measured = gain_layers(n_layers, layers)
         gains = measure_gains(meter, tensors, {g: dist[g][probes[g]] for g in variables}, probes,
                               None if progress is None else lambda i, n, g: progress(i, n, f"gain {g}"),
                               measured)
         refine = len(measured) == n_layers if refine is None else refine
+
+    def act(g: str, t: str) -> float:
+        return _rounding_cost(rounding, gains, g, t)
+
     for g in variables:  # the probe type is measured but may not be a candidate
-        options[g] = [Option(t, _row_bytes(t, shapes[g]), gains[g] * dist[g][t]) for t in cands[g]]
+        options[g] = [Option(t, _row_bytes(t, shapes[g]), gains[g] * dist[g][t] + act(g, t))
+                      for t in cands[g]]
     choice = solve(options, budget)
     if meter is not None and refine:
-        options = refine_costs(options, choice, lambda g, t: quantized_kl(meter, g, tensors[g], t))
+        options = refine_costs(options, choice,
+                               lambda g, t: quantized_kl(meter, g, tensors[g], t) + act(g, t))
         choice = solve(options, budget)
-    return _result(choice, options, fixed, shapes, gains, target_bpw, n_weights, calib_text is not None,
+    return _result(choice, options, fixed, shapes, gains, rounding, target_bpw, n_weights, calib_text is not None,
                    round(time.perf_counter() - t0, 2))
 
 
@@ -231,9 +245,17 @@ def _distortions(tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]],
                 f.cancel()
 
 
+def _rounding_cost(rounding: dict[str, dict[str, float]], gains: dict[str, float], g: str, t: str) -> float:
+    """What llama.cpp's rounding of tensor ``g``'s activations costs with weights of type ``t``,
+    in KL units (the tensor's gain times the rounding's error, :mod:`.activations`)."""
+    r = rounding_of(t)
+    return gains[g] * rounding.get(g, {}).get(r, 0.0) if r is not None else 0.0
+
+
 def _result(choice: dict[str, Option], options: dict[str, list[Option]], fixed: int,
-            shapes: dict[str, tuple[int, ...]], gains: dict[str, float], target_bpw: float,
-            n_weights: int, measured: bool, seconds: float) -> Allocation:
+            shapes: dict[str, tuple[int, ...]], gains: dict[str, float],
+            rounding: dict[str, dict[str, float]], target_bpw: float, n_weights: int,
+            measured: bool, seconds: float) -> Allocation:
     plan = {g: o.type for g, o in choice.items()}
     used = fixed + sum(o.nbytes for o in choice.values())
     by_type: dict[str, int] = {}
@@ -241,11 +263,12 @@ def _result(choice: dict[str, Option], options: dict[str, list[Option]], fixed: 
         by_type[t] = by_type.get(t, 0) + int(np.prod(shapes[g]))
     main = max(by_type, key=by_type.get) if by_type else "Q4_K"
     details = {g: {"type": o.type, "cost": float(f"{o.cost:.4g}"), "gain": float(f"{gains[g]:.4g}"),
+                   "rounding": float(f"{_rounding_cost(rounding, gains, g, o.type):.4g}"),
                    "candidates": {p.type: [p.nbytes, float(f"{p.cost:.4g}")] for p in options[g]}}
                for g, o in choice.items()}
     a = Allocation(plan, _PRESET_OF.get(main, "Q4_K_M"), target_bpw, used * 8 / n_weights, used,
                    n_weights, float(sum(o.cost for o in choice.values())), measured, details, seconds,
-                   options, fixed, shapes, gains)
+                   options, fixed, shapes, gains, rounding)
     log.info("allocation for %.3f bpw: %.4f bpw, predicted cost %.4g, %s", target_bpw, a.bpw,
              a.predicted_kl, ", ".join(f"{t} x{sum(1 for v in plan.values() if v == t)}"
                                        for t in sorted(by_type)))
