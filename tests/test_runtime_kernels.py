@@ -410,3 +410,40 @@ def test_split_group_equals_the_single_products(n, monkeypatch, one_thread_blas)
         matrix.set_tile_threads(old)
     for g, s in zip(got, single):
         np.testing.assert_allclose(g, s, rtol=0, atol=1e-6 * float(np.abs(s).max()))
+
+
+@pytest.mark.parametrize("qtype", CODEC_TYPES)
+def test_tile_decode_equals_dequantize(qtype):
+    """A prompt tile's decode (straight to the compiled decoder once it is loaded) gives
+    :func:`dequantize`'s values bit for bit, for every type; an ``out`` the decoder cannot take
+    goes through :func:`dequantize` and its checks."""
+    from mlxquant.quant.api import compiled_row_decoder
+
+    rows, cols = 40, 512
+    raw, w = _quantized(qtype, rows, cols, seed=4)
+    m = QuantMatrix(raw, qtype, cols, qtype)
+    for r0, r1 in ((0, rows), (3, 17), (39, 40)):
+        out = np.full((r1 - r0, cols), np.nan, np.float32)
+        got = m.decode(r0, r1, out)
+        assert got is out and np.array_equal(out.view(np.uint32), w[r0:r1].view(np.uint32)), (qtype, r0)
+    assert m._decoder is compiled_row_decoder(qtype)
+    if compiled_row_decoder(qtype) is not None:  # the compiled codec: it is the one used
+        assert m._decoder is not None
+    assert np.array_equal(m.decode(0, 5), w[:5])  # no out: a fresh array
+    with pytest.raises(Exception, match="out="):
+        m.decode(0, 5, np.empty((5, cols + 32), np.float32))
+
+
+def test_attention_masks_are_made_once_per_prompt():
+    from mlxquant.runtime import numpy_model as nm
+    from mlxquant.runtime.ops import attention_mask
+
+    a = nm._mask(0, 128, None)
+    assert a is nm._mask(0, 128, None) and not a.flags.writeable
+    assert np.array_equal(a, attention_mask(0, 128, None))
+    b = nm._mask(128, 128, 64)
+    assert np.array_equal(b, attention_mask(128, 128, 64)) and b is not a
+    for k in range(nm.MASKS_KEPT + 1):  # bounded: the oldest go
+        nm._mask(1000 + k, 4, None)
+    assert len(nm._MASKS.d) <= nm.MASKS_KEPT
+    assert np.array_equal(nm._mask(0, 128, None), a)

@@ -261,6 +261,24 @@ def _auto_codec(t: QuantType, backend: str, codec, requested: str, direction: st
     return "numpy", get_codec(t, "numpy")
 
 
+def compiled_row_decoder(qtype: str) -> Callable[[np.ndarray, np.ndarray], None] | None:
+    """The compiled decoder ``kernel(data, out)`` (uint8 ``(rows, row_bytes)`` -> float32
+    ``(rows, cols)``, releasing the GIL) that :func:`dequantize` with ``backend="auto"`` calls for
+    ``qtype`` on this machine, once it is compiled or cached on disk; else None (MLX, NumPy, or
+    not ready: use :func:`dequantize`). For callers that decode small tiles many times from
+    several threads (the runtime's prompt tiles), where the checks and dispatch of each
+    :func:`dequantize` call cost more than the decode and hold the GIL."""
+    fmt, t, backend, codec = _resolve(qtype, "auto")
+    kernel = getattr(codec, "dequantize_kernel", None)
+    if fmt is not None or backend != "numba" or kernel is None:
+        return None
+    if (codec, "dq") not in _READY:
+        if not _kernel_ready(kernel):
+            return None
+        _READY.add((codec, "dq"))
+    return kernel
+
+
 def _is_mx(a: object) -> bool:
     """True for an ``mlx.core.array`` (without importing MLX when it isn't loaded)."""
     mx = sys.modules.get("mlx.core")

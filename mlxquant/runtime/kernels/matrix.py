@@ -43,7 +43,7 @@ import numba
 import numpy as np
 
 from ...quant import dequantize
-from ...quant.api import on_this_thread
+from ...quant.api import compiled_row_decoder, on_this_thread
 from .fused import GROUPED, fused_f32, kernel_for
 
 # activation rows up to which the fused kernel beat decode + sgemm (benchmarks/kernels.py, 2 threads,
@@ -166,6 +166,7 @@ class QuantMatrix:
             self.kernel = None
         self.out_rows = None if out_rows is None or np.array_equal(out_rows, np.arange(len(out_rows))) \
             else np.ascontiguousarray(out_rows, dtype=np.intp)
+        self._decoder: Callable[[np.ndarray, np.ndarray], None] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -177,7 +178,19 @@ class QuantMatrix:
         return self.kernel is not None
 
     def decode(self, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Stored rows ``r0..r1`` as float32 ``(r1 - r0, cols)`` (into ``out`` when given)."""
+        """Stored rows ``r0..r1`` as float32 ``(r1 - r0, cols)`` (into ``out`` when given:
+        C-contiguous float32 of that shape). Straight to the compiled decoder once it is loaded
+        (:func:`~mlxquant.quant.api.compiled_row_decoder`): a prompt decodes a tile per product
+        and thread, and :func:`~mlxquant.quant.dequantize`'s checks held the GIL for as long as
+        the decode of a small tile took, so two tile threads waited on each other."""
+        if out is not None and out.shape == (r1 - r0, self.shape[1]) and out.dtype == np.float32 \
+                and out.flags.c_contiguous and out.flags.writeable:
+            dq = self._decoder
+            if dq is None:
+                dq = self._decoder = compiled_row_decoder(self.qtype)
+            if dq is not None:
+                dq(self.raw[r0:r1], out)
+                return out
         return dequantize(self.raw[r0:r1], self.qtype, (r1 - r0, self.shape[1]), out=out)
 
     def dequantize(self) -> np.ndarray:
