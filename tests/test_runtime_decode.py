@@ -239,6 +239,11 @@ def test_compiled_decode_block_equals_the_python_path(shakespeare, tmp_path, mon
     assert (model._held().typed is not None) == covered  # every block in one call (decode_step)
     tokens = np.random.default_rng(4).integers(0, model.spec.vocab, 20)
     compiled = _decoded(model, tokens, 4, 2)
+    if covered:  # the step's IR for linking was let go after its first call; it kept decoding
+        from mlxquant.runtime.kernels.step import decode_step
+
+        assert decode_step.overloads and all(getattr(c.library, "_shared_module", None) is None
+                                             for c in decode_step.overloads.values())
     if covered:  # one call a block: the same arithmetic (LLVM may order a sum differently)
         model._held_parts = model._held()._replace(typed=None)
         per_block = _decoded(model, tokens, 4, 2)
@@ -341,7 +346,8 @@ def test_blocks_of_different_types_keep_one_call_a_block():
     ro = w.copy()
     ro.flags.writeable = False
     norm = np.ones(8, np.float32)
-    assert _typed_list([(norm, w), (norm, w.copy())]) is not None
+    typed = _typed_list([(norm, w), (norm, w.copy()), (norm * 2, w)])
+    assert len(typed) == 3 and np.array_equal(typed[2][0], norm * 2) and typed[1][1].shape == (4, 8)
     assert _typed_list([(norm, w), (norm, ro)]) is None
     assert _typed_list([]) is None and _typed_list(None) is None
 

@@ -43,7 +43,7 @@ from .kernels.attention import attend_one, attend_one_serial, rms_norm_row
 from .kernels.matrix import (SPLIT_MIN_MACS, gated, kernel_rows, kernel_threads, launch, linear_group, run_parts,
                              tile_threads)
 from .kernels.step import CODES as STEP_CODES
-from .kernels.step import decode_block, decode_step
+from .kernels.step import decode_block, decode_step, plan_list, plan_push, release_ir
 from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
 from .spec import ModelSpec
 from .weights import Weights
@@ -135,6 +135,7 @@ _EMPTY_F32 = np.zeros(0, np.float32)
 _EMPTY_ORDER = np.zeros(0, np.intp)
 
 
+_STEP_VERSIONS = [0]  # decode_step's compiled versions when its IR was last released
 _MASKS = threading.local()  # each thread's recent attention masks (the same for every block)
 MASKS_KEPT = 8
 
@@ -162,16 +163,15 @@ def _typed_list(plans: list[tuple] | None) -> Any:
         return None
     from numba import typeof
     from numba.core.errors import NumbaError
-    from numba.typed import List
 
     try:
         # one type for all, exactly: a typed list would cast a read-only block's arrays to the
         # first block's writable type (a swapped-in tensor) instead of refusing
         if len({typeof(p) for p in plans}) != 1:
             return None
-        typed = List()
-        for p in plans:
-            typed.append(p)
+        typed = plan_list(plans[0])
+        for p in plans[1:]:
+            plan_push(typed, p)
     except (NumbaError, TypeError, ValueError):
         return None
     return typed
@@ -481,8 +481,12 @@ class NumpyModel:
         if held.typed is not None:
             cos = np.stack([r.cos[0] for r in ropes])
             sin = np.stack([r.sin[0] for r in ropes])
-            return launch(decode_step, x, held.typed, s.n_heads, s.n_kv_heads, cos, sin, cache.all_k,
-                          cache.all_v, p0, np.array(starts, np.int64), scale, eps, gelu, threads)[None]
+            x = launch(decode_step, x, held.typed, s.n_heads, s.n_kv_heads, cos, sin, cache.all_k,
+                       cache.all_v, p0, np.array(starts, np.int64), scale, eps, gelu, threads)
+            if len(decode_step.overloads) != _STEP_VERSIONS[0]:  # a version loaded or compiled
+                release_ir(decode_step)
+                _STEP_VERSIONS[0] = len(decode_step.overloads)
+            return x[None]
         for i, plan in enumerate(held.plans):
             x = launch(decode_block, x, *plan, s.n_heads, s.n_kv_heads, ropes[i].cos[0], ropes[i].sin[0],
                        cache.k[i], cache.v[i], p0, starts[i], scale, eps, gelu, threads)
