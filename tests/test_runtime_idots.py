@@ -1,5 +1,5 @@
-"""The integer-dot K-quant kernels (mlxquant.runtime.kernels.idots): the exact split of the
-activations into three signed bytes, and the Q4_K / Q5_K / Q6_K products on it against ``dequantize`` +
+"""The integer-dot kernels (mlxquant.runtime.kernels.idots): the exact split of the activations into
+three signed bytes, and the Q4_K / Q5_K / Q6_K / Q4_0 / Q5_0 / Q8_0 products on it against ``dequantize`` +
 a float64 product, within the float32 tolerance of tests/test_runtime_kernels.py. The float
 kernels they replace (Apple Silicon's path, and the fallback) are checked here alongside. The
 integer kernels need AVX-512 VNNI; where the CPU lacks it, the tests check that the float kernels
@@ -17,6 +17,7 @@ from mlxquant.runtime.kernels import fused, idots
 
 BLOCK = 256
 KINDS = ["normal", "heavy", "outliers", "tiny", "zero groups", "huge"]
+INT_TYPES = ["Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q5_0", "Q8_0"]
 
 
 def _x(kind: str, T: int, cols: int, seed: int = 0) -> np.ndarray:
@@ -74,6 +75,26 @@ def test_split_is_exact_to_21_bits(kind, slots):
     assert np.all(np.abs(got - sums) <= 2 ** -23 * np.abs(back).reshape(3, -1, 16).sum(axis=2))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_pair_split_is_the_same_split_by_64_columns(kind):
+    """The 32-weight types' split (64 columns at a time, parts and groups in column order) holds
+    exactly the parts, scales and sums of the K-quants' split, laid out by 64 columns."""
+    cols = 3 * BLOCK
+    x = _x(kind, 3, cols, seed=9)
+    ok, xq, xs = _split(x, idots.Q6_K_SLOTS)  # Q6_K's groups are in column order
+    xq64 = np.full((3, 3 * cols), 99, np.int8)
+    xs64 = np.full((3, cols // 8), np.nan, np.float32)
+    assert ok and idots.split_x64(x, xq64, xs64)
+    by256 = xq.reshape(3, cols // BLOCK, 3, BLOCK).transpose(0, 2, 1, 3).reshape(3, 3, cols)
+    by64 = xq64.reshape(3, cols // 64, 3, 64).transpose(0, 2, 1, 3).reshape(3, 3, cols)
+    assert np.array_equal(by256, by64)
+    assert np.array_equal(xs.reshape(3, -1, 2, 16).transpose(0, 2, 1, 3).reshape(3, 2, -1),
+                          xs64.reshape(3, -1, 2, 4).transpose(0, 2, 1, 3).reshape(3, 2, -1))
+    bad = x.copy()
+    bad[1, 100] = np.inf
+    assert not idots.split_x64(bad, xq64, xs64)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 2.0 ** 61, 2.0 ** -61])
 def test_split_refuses_what_it_cannot_hold(bad):
     x = _x("normal", 2, 2 * BLOCK)
@@ -97,6 +118,9 @@ def test_available_follows_the_cpu():
     assert fused.DOTS["Q5_K"][0] is (fused.fused_q5_k_int if want else fused.fused_q5_k)
     assert fused.DOTS["Q6_K"][0] is (fused.fused_q6_k_int if want else fused.fused_q6_k)
     assert fused.GROUPED["Q4_K"] is (fused.fused3_q4_k_int if want else fused.fused3_q4_k)
+    for t in ("q4_0", "q5_0", "q8_0"):
+        assert fused.DOTS[t.upper()][0] is getattr(fused, f"fused_{t}_int" if want else f"fused_{t}")
+        assert fused.GROUPED[t.upper()] is getattr(fused, f"fused3_{t}_int" if want else f"fused3_{t}")
 
 
 @pytest.mark.parametrize("env", [{"MLXQUANT_INT_DOTS": "0"}, {"NUMBA_CPU_NAME": "generic"}])
@@ -122,7 +146,7 @@ def _kernels(qtype: str):
     return out
 
 
-@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("qtype", INT_TYPES)
 @pytest.mark.parametrize("imatrix", [False, True])
 def test_kernels_match_dequantize(qtype, imatrix):
     rows, cols = 77, 4 * BLOCK
@@ -144,7 +168,7 @@ def test_kernels_match_dequantize(qtype, imatrix):
                 assert _close(y, x, w) < TOL, (name, kind, T)
 
 
-@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("qtype", INT_TYPES)
 def test_unsplittable_activations_take_the_float_kernel(qtype):
     raw, _ = _quantized(qtype, 40, 2 * BLOCK, seed=4)
     kernels = dict(_kernels(qtype))
@@ -160,7 +184,7 @@ def test_unsplittable_activations_take_the_float_kernel(qtype):
             assert np.isnan(ys["float"][1]).all() or np.isinf(ys["float"][1]).any()
 
 
-@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("qtype", INT_TYPES)
 def test_grouped_kernel_equals_the_single_one(qtype):
     """The kernels in use (integer ones where the CPU has them): one launch for three matrices
     gives each what its own launch gives, to float32 rounding (LLVM may contract the two copies
@@ -176,3 +200,23 @@ def test_grouped_kernel_equals_the_single_one(qtype):
         assert _close(y, x, w) < TOL
         bound = np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64)
         assert np.all(np.abs(y - want) <= 1e-6 * bound)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_0", "Q8_0"])
+@pytest.mark.parametrize("cols", [64, 576, 96])
+def test_pair_kernels_on_narrow_and_odd_rows(qtype, cols):
+    """Rows of 64 columns (one pair), of SmolLM2's 576 (an odd number of pairs: the unrolled loop's
+    remainder), and of 96 (not a multiple of 64: the float kernel) match ``dequantize``; the
+    integer kernel's result equals the float one's within float32 rounding."""
+    raw, w = _quantized(qtype, 33, cols, seed=cols)
+    kernels = dict(_kernels(qtype))
+    ys = {}
+    for name, kernel in kernels.items():
+        for kind in KINDS:
+            x = _x(kind, 3, cols, seed=1)
+            y = np.full((3, 33), np.nan, np.float32)
+            kernel(raw, x, y, 8, 16)
+            assert _close(y, x, w) < TOL, (name, kind)
+            ys[name, kind] = y
+    if "int" in kernels and cols % 64:  # not taken by the integer path: the float kernel's bits
+        assert all(np.array_equal(ys["int", k], ys["float", k]) for k in KINDS)

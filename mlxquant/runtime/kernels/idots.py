@@ -1,5 +1,7 @@
 """Row dot products on integer dot instructions (AVX-512 VNNI's ``vpdpbusd``) with float32
-activations kept exact to 21 bits: Q4_K and Q6_K (a Q4_K_M file's large matrices) and Q5_K.
+activations kept exact to 21 bits: Q4_K and Q6_K (a Q4_K_M file's large matrices), Q5_K, and the
+32-weight Q4_0, Q5_0 (a Q4_K_M file's fallback for rows that are not a multiple of 256) and Q8_0,
+two blocks (64 columns) at a time.
 
 Our float kernels (:mod:`.vdots`) turn every code into a float and multiply it: about 16 vector
 operations per 64 weights, which holds one core to ~30 G weights/s (17 GB/s of Q4_K) where it
@@ -49,6 +51,7 @@ SPLIT = 127 * 2 ** 14  # |a1·2^14 + a2·2^7 + a3| ≤ SPLIT
 BLOCK = 256
 X_STRIDE = 3 * BLOCK  # int8 parts per block
 S_STRIDE = 2 * (BLOCK // 16)  # float32 scales and sums per block
+PAIR = 64  # the 32-weight types are taken two blocks (64 columns) at a time: 64 code bytes
 
 
 def _host_has_vnni() -> bool:
@@ -84,12 +87,22 @@ Q4_K_SLOTS, Q6_K_SLOTS = np.argsort(Q4_K_ORDER), np.argsort(Q6_K_ORDER)  # group
 SMALL_BITS, LARGE_BITS = 0x21800000, 0x5D800000  # float32 2^-60 and 2^60 as bits
 
 
-@intrinsic
-def _split_group(typingctx, x, xq, xs, c0, q0, s0):
-    """Split ``x[c0:c0 + 16]`` (see the module): parts at ``xq[q0]``, ``xq[q0 + 256]``, ``xq[q0 +
-    512]``, scale ``s`` at ``xs[s0]``, the sum of the values the parts hold (``s·Σ(a1·2^14 + a2·2^7 +
-    a3)``) at ``xs[s0 + 16]``; False when the group's largest magnitude
-    (compared as the integer bits of ``|x|``: NaN above inf) is outside what the split takes."""
+def _group_splitter(part_stride: int, sum_offset: int):
+    """The intrinsic ``split(x, xq, xs, c0, q0, s0) -> bool`` of a layout whose parts are
+    ``part_stride`` bytes apart and whose sums follow the scales by ``sum_offset``: it splits
+    ``x[c0:c0 + 16]`` (see the module), parts at ``xq[q0]``, ``xq[q0 + part_stride]``, ``xq[q0 +
+    2·part_stride]``, scale ``s`` at ``xs[s0]``, the sum of the values the parts hold (``s·Σ(a1·2^14 +
+    a2·2^7 + a3)``) at ``xs[s0 + sum_offset]``; False when the group's largest magnitude (compared
+    as the integer bits of ``|x|``: NaN above inf) is outside what the split takes."""
+
+    @intrinsic
+    def split_group(typingctx, x, xq, xs, c0, q0, s0):
+        return _split_typing(part_stride, sum_offset, x, xq, xs, c0, q0, s0)
+
+    return split_group
+
+
+def _split_typing(part_stride, sum_offset, x, xq, xs, c0, q0, s0):
     if not all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" for a in (x, xq, xs)):
         return None
 
@@ -120,17 +133,22 @@ def _split_group(typingctx, x, xq, xs, c0, q0, s0):
         # the sum of the values the parts hold (not of x): the mins and offsets then cancel
         # against the same values the codes multiply, and the error stays Σ w·(x̃ - x)
         total = call_intrinsic(b, "llvm.vector.reduce.add.v16i32", I32, [q])
-        b.store(b.fmul(step, b.sitofp(total, F32)), b.gep(sp, [b.add(s0, ir.Constant(I64, 16))]), align=4)
+        b.store(b.fmul(step, b.sitofp(total, F32)), b.gep(sp, [b.add(s0, ir.Constant(I64, sum_offset))]),
+                align=4)
         a3 = b.sub(b.and_(b.add(q, isplat(64)), isplat(127)), isplat(64))
         q = b.ashr(b.sub(q, a3), isplat(7))
         a2 = b.sub(b.and_(b.add(q, isplat(64)), isplat(127)), isplat(64))
         a1 = b.ashr(b.sub(q, a2), isplat(7))
         for k, part in enumerate((a1, a2, a3)):
-            off = b.add(q0, ir.Constant(I64, k * BLOCK))
+            off = b.add(q0, ir.Constant(I64, k * part_stride))
             b.store(b.trunc(part, vec(I8, 16)), ptr(qp, off, vec(I8, 16)), align=1)
         return ok
 
     return types.boolean(x, xq, xs, c0, q0, s0), codegen
+
+
+_split_group = _group_splitter(BLOCK, 16)  # the K-quants' 256-column blocks
+_split_group64 = _group_splitter(PAIR, 4)  # two 32-weight blocks
 
 
 @njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
@@ -151,23 +169,39 @@ def split_x(X, slots, XQ, XS):
     return True
 
 
+@njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def split_x64(X, XQ, XS):
+    """:func:`split_x` for the 32-weight types, by 64 columns (``cols`` a multiple of 64): the
+    parts of each 64 columns in column order (``XQ``: 192 bytes), their 4 scales then 4 sums
+    (``XS``: 8 floats)."""
+    T, cols = X.shape
+    for t in range(T):
+        x, xq, xs = X[t], XQ[t], XS[t]
+        for g in range(cols // 16):
+            blk, gi = g // 4, g % 4
+            if not _split_group64(x, xq, xs, 16 * g, 3 * PAIR * blk + 16 * gi, 8 * blk + gi):
+                return False
+    return True
+
+
 def _dpbusd(k: Block, acc, codes, parts):
     """``acc`` (16 i32) plus, per lane, the four products of unsigned ``codes`` by signed
     ``parts`` (``<64 x i8>`` each)."""
     return call_intrinsic(k.b, "llvm.x86.avx512.vpdpbusd.512", vec(I32, 16), [acc, codes, parts])
 
 
-def _parts(k: Block, col: int, part: int):
-    """Split-activation part ``part`` (0: ``a1``) of columns ``col..col + 63`` as ``<64 x i8>``."""
-    return k.load(k.xb, part * BLOCK + col, vec(I8, 64), 1)
+def _parts(k: Block, col: int, part: int, stride: int = BLOCK):
+    """Split-activation part ``part`` (0: ``a1``) of columns ``col..col + 63`` as ``<64 x i8>``
+    (parts ``stride`` bytes apart)."""
+    return k.load(k.xb, part * stride + col, vec(I8, 64), 1)
 
 
-def _codes_dot(k: Block, codes, col: int):
+def _codes_dot(k: Block, codes, col: int, stride: int = BLOCK):
     """``Σ codes·(a1·2^14 + a2·2^7 + a3)`` per 4 columns from ``col``: ``<16 x float>``."""
     b = k.b
-    t = _dpbusd(k, isplat(0), codes, _parts(k, col, 0))
-    t = _dpbusd(k, b.shl(t, isplat(7)), codes, _parts(k, col, 1))
-    t = _dpbusd(k, b.shl(t, isplat(7)), codes, _parts(k, col, 2))
+    t = _dpbusd(k, isplat(0), codes, _parts(k, col, 0, stride))
+    t = _dpbusd(k, b.shl(t, isplat(7)), codes, _parts(k, col, 1, stride))
+    t = _dpbusd(k, b.shl(t, isplat(7)), codes, _parts(k, col, 2, stride))
     return k.tofloat(t)
 
 
@@ -245,3 +279,55 @@ def _q6_k(k: Block, accs):
 rowdot_q4_k = row_dot(256, 144, (16, 16, 16), _q4_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 rowdot_q5_k = row_dot(256, 176, (16, 16, 16), _q5_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 rowdot_q6_k = row_dot(256, 210, (16, 16, 16), _q6_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
+
+
+def _pair32(k: Block, accs, codes, d0, d1, offset: int):
+    """Two 32-weight blocks (scales ``d0``, ``d1``; ``codes`` <64 x i8>, unsigned: the stored code
+    plus ``offset``): ``accs[0]`` (16 lanes) += the codes' dot products by their lane scales,
+    ``accs[1]`` (4 lanes, one per 16 columns) -= ``offset·d·(sum of the group's split values)``."""
+    b = k.b
+    sx = k.load(k.sb, 0, vec(F32, 4), 4)
+    sums = k.load(k.sb, 4, vec(F32, 4), 4)
+    dd = b.shuffle_vector(k.splat(d0, 4), k.splat(d1, 4), ivec([0, 0, 4, 4]))  # per 16 columns
+    ls = k.shuffle(k.fmul(dd, sx), [g // 4 for g in range(16)])
+    acc = k.fma(ls, _codes_dot(k, codes, 0, PAIR), accs[0])
+    return [acc, k.fsub(accs[1], k.fmul(k.fmul(dd, sums), k.splat(ir.Constant(F32, float(offset)), 4)))]
+
+
+def _nibbles64(k: Block, off0: int, off1: int):
+    """The 16 code bytes of two blocks (at ``off0``, ``off1``) as 64 codes in column order: each
+    block's low nibbles (its columns 0-15), then its high ones (16-31)."""
+    b = k.b
+    q = b.shuffle_vector(k.load(k.wb, off0, vec(I8, 16), 1), k.load(k.wb, off1, vec(I8, 16), 1), ivec(range(32)))
+    lo, hi = b.and_(q, isplat(15, 32, I8)), b.lshr(q, isplat(4, 32, I8))
+    return b.shuffle_vector(lo, hi, ivec([*range(16), *range(32, 48), *range(16, 32), *range(48, 64)]))
+
+
+def _q8_0_pair(k: Block, accs):
+    """Q8_0, two blocks of 34 bytes: ``d`` then 32 signed codes (offset 128 makes them unsigned)."""
+    b = k.b
+    c = b.shuffle_vector(k.load(k.wb, 2, vec(I8, 32), 1), k.load(k.wb, 36, vec(I8, 32), 1), ivec(range(64)))
+    return _pair32(k, accs, b.xor(c, isplat(-128, 64, I8)), k.half(0), k.half(34), 128)
+
+
+def _q4_0_pair(k: Block, accs):
+    """Q4_0, two blocks of 18 bytes: ``d`` then 16 bytes of nibbles (codes 0-15 for -8..7)."""
+    return _pair32(k, accs, _nibbles64(k, 2, 20), k.half(0), k.half(18), 8)
+
+
+def _q5_0_pair(k: Block, accs):
+    """Q5_0, two blocks of 22 bytes: ``d``, ``qh`` (bit j: the 5th bit of column j), 16 bytes of
+    nibbles (codes 0-31 for -16..15)."""
+    b = k.b
+    # byte j // 8 of each block's qh in lane j, tested against bit j % 8: 16 where it is set
+    qh = b.shuffle_vector(k.load(k.wb, 2, vec(I8, 4), 1), k.load(k.wb, 24, vec(I8, 4), 1),
+                          ivec([j // 8 for j in range(32)] + [4 + j // 8 for j in range(32)]))
+    set_ = b.icmp_unsigned("!=", b.and_(qh, ivec([1 << (j % 8) for j in range(32)] * 2, I8)), isplat(0, 64, I8))
+    fifth = b.select(set_, isplat(16, 64, I8), isplat(0, 64, I8))
+    return _pair32(k, accs, b.or_(_nibbles64(k, 6, 28), fifth), k.half(0), k.half(22), 16)
+
+
+PAIR_X_STRIDE, PAIR_S_STRIDE = 3 * PAIR, 8
+rowdot_q8_0 = row_dot(PAIR, 68, (16, 4), _q8_0_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
+rowdot_q4_0 = row_dot(PAIR, 36, (16, 4), _q4_0_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
+rowdot_q5_0 = row_dot(PAIR, 44, (16, 4), _q5_0_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)

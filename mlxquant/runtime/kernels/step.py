@@ -46,15 +46,15 @@ def matvec(code, W, X, Y, chunk):
     if code == 0:
         fu.fused_f32(W, X, Y, chunk, 16)
     elif code == 1:
-        fu.fused_q4_0(W, X, Y, chunk, 16)
+        fu.Q4_0_KERNEL(W, X, Y, chunk, 16)
     elif code == 2:
         fu.fused_q4_1(W, X, Y, chunk, 16)
     elif code == 3:
-        fu.fused_q5_0(W, X, Y, chunk, 16)
+        fu.Q5_0_KERNEL(W, X, Y, chunk, 16)
     elif code == 4:
         fu.fused_q5_1(W, X, Y, chunk, 16)
     elif code == 5:
-        fu.fused_q8_0(W, X, Y, chunk, 16)
+        fu.Q8_0_KERNEL(W, X, Y, chunk, 16)
     elif code == 6:
         fu.fused_iq4_nl(W, X, Y, chunk, 16)
     elif code == 7:
@@ -85,15 +85,15 @@ def matvec(code, W, X, Y, chunk):
 def matvec3(code, W0, W1, W2, X, Y0, Y1, Y2, chunk):
     """Three products of one grouped type (:data:`GROUPED`) in one launch."""
     if code == 1:
-        fu.fused3_q4_0(W0, W1, W2, X, Y0, Y1, Y2, chunk)
+        fu.Q4_0_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 2:
         fu.fused3_q4_1(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 3:
-        fu.fused3_q5_0(W0, W1, W2, X, Y0, Y1, Y2, chunk)
+        fu.Q5_0_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 4:
         fu.fused3_q5_1(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 5:
-        fu.fused3_q8_0(W0, W1, W2, X, Y0, Y1, Y2, chunk)
+        fu.Q8_0_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 12:
         fu.Q4_K_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 13:
