@@ -1,7 +1,8 @@
 """Row dot products on integer dot instructions (AVX-512 VNNI's ``vpdpbusd``) with float32
-activations kept exact to 21 bits: Q4_K and Q6_K (a Q4_K_M file's large matrices), Q5_K, and the
-32-weight Q4_0, Q5_0 (a Q4_K_M file's fallback for rows that are not a multiple of 256) and Q8_0,
-two blocks (64 columns) at a time.
+activations kept exact to 21 bits: Q4_K and Q6_K (a Q4_K_M file's large matrices), Q5_K, IQ4_XS,
+and the 32-weight Q4_0, Q5_0 (a Q4_K_M file's fallback for rows that are not a multiple of 256),
+Q8_0 and IQ4_NL, two blocks (64 columns) at a time. IQ4's values come from a byte shuffle of
+their 16-entry table.
 
 Our float kernels (:mod:`.vdots`) turn every code into a float and multiply it: about 16 vector
 operations per 64 weights, which holds one core to ~30 G weights/s (17 GB/s of Q4_K) where it
@@ -81,7 +82,14 @@ AVAILABLE = _host_has_vnni() and os.environ.get("MLXQUANT_INT_DOTS", "1") != "0"
 # hold columns 0-31 and 64-95 of 128 in their low nibbles, 32-63 and 96-127 in the high ones.
 Q4_K_ORDER = np.array([0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15], np.int64)
 Q6_K_ORDER = np.arange(16, dtype=np.int64)
+# IQ4_XS: 64 code bytes hold 4 sub-blocks of 32 columns, each sub-block's first 16 columns in its
+# 16 bytes' low nibbles and its last 16 in the high ones
+IQ4_XS_ORDER = np.array([0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15], np.int64)
 Q4_K_SLOTS, Q6_K_SLOTS = np.argsort(Q4_K_ORDER), np.argsort(Q6_K_ORDER)  # group -> its place
+IQ4_XS_SLOTS = np.argsort(IQ4_XS_ORDER)
+# IQ4_NL's and IQ4_XS's 16 values plus 128 (unsigned bytes for vpdpbusd), four times: vpshufb
+# looks a nibble up within each 16-byte lane
+_IQ4_TABLE = [int(v) + 128 for v in (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)] * 4
 
 
 SMALL_BITS, LARGE_BITS = 0x21800000, 0x5D800000  # float32 2^-60 and 2^60 as bits
@@ -276,9 +284,38 @@ def _q6_k(k: Block, accs):
     return acc + [k.fsub(accs[2], k.fmul(k.fmul(sc, sums), k.splat(ir.Constant(F32, 32.0))))]
 
 
+def _iq4_codes(k: Block, nibbles):
+    """IQ4's values of 64 nibbles (``<64 x i8>``, 0-15) plus 128, by a byte shuffle."""
+    table = ir.Constant(vec(I8, 64), [ir.Constant(I8, v) for v in _IQ4_TABLE])
+    return call_intrinsic(k.b, "llvm.x86.avx512.pshuf.b.512", vec(I8, 64), [table, nibbles])
+
+
+def _iq4_xs(k: Block, accs):
+    """IQ4_XS: ``d`` at 0, 8 sub-blocks of 32 columns with 6-bit scales minus 32 (low 4 bits in
+    bytes 4..7, high 2 in the uint16 at 2), codes from byte 8 (:data:`IQ4_XS_ORDER`), values
+    ``kvalues_iq4nl`` (plus 128 here, taken back with the group sums)."""
+    b = k.b
+    low = b.lshr(k.shuffle(k.bytes(4, 4), [0, 0, 1, 1, 2, 2, 3, 3]), ivec([0, 4] * 4))
+    high = b.lshr(k.splat(k.u16(2), 8), ivec(range(0, 16, 2)))
+    six = b.or_(b.and_(low, isplat(15, 8)), b.shl(b.and_(high, isplat(3, 8)), isplat(4, 8)))
+    sc8 = k.fmul(k.splat(k.half(0), 8), k.tofloat(b.sub(six, isplat(32, 8))))
+    sc = k.shuffle(sc8, [g // 2 for g in range(16)])  # per 16 columns, in column order
+    ls = k.fmul(sc, k.load(k.sb, 0, vec(F32, 16), 4))
+    sums = k.load(k.sb, 16, vec(F32, 16), 4)
+    order = [int(g) for g in IQ4_XS_ORDER]
+    acc = list(accs[:2])
+    for h in range(2):
+        q = _bytes64(k, 8 + 64 * h)
+        for n, nib in enumerate((b.and_(q, isplat(15, 64, I8)), b.lshr(q, isplat(4, 64, I8)))):
+            v = 2 * h + n
+            acc[n] = k.fma(_lanes(ls, k, v, order), _codes_dot(k, _iq4_codes(k, nib), 64 * v), acc[n])
+    return acc + [k.fsub(accs[2], k.fmul(k.fmul(sc, sums), k.splat(ir.Constant(F32, 128.0))))]
+
+
 rowdot_q4_k = row_dot(256, 144, (16, 16, 16), _q4_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 rowdot_q5_k = row_dot(256, 176, (16, 16, 16), _q5_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 rowdot_q6_k = row_dot(256, 210, (16, 16, 16), _q6_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
+rowdot_iq4_xs = row_dot(256, 136, (16, 16, 16), _iq4_xs, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 
 
 def _pair32(k: Block, accs, codes, d0, d1, offset: int):
@@ -315,6 +352,11 @@ def _q4_0_pair(k: Block, accs):
     return _pair32(k, accs, _nibbles64(k, 2, 20), k.half(0), k.half(18), 8)
 
 
+def _iq4_nl_pair(k: Block, accs):
+    """IQ4_NL, two blocks of 18 bytes: ``d`` then 16 bytes of nibbles indexing ``kvalues_iq4nl``."""
+    return _pair32(k, accs, _iq4_codes(k, _nibbles64(k, 2, 20)), k.half(0), k.half(18), 128)
+
+
 def _q5_0_pair(k: Block, accs):
     """Q5_0, two blocks of 22 bytes: ``d``, ``qh`` (bit j: the 5th bit of column j), 16 bytes of
     nibbles (codes 0-31 for -16..15)."""
@@ -331,3 +373,4 @@ PAIR_X_STRIDE, PAIR_S_STRIDE = 3 * PAIR, 8
 rowdot_q8_0 = row_dot(PAIR, 68, (16, 4), _q8_0_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
 rowdot_q4_0 = row_dot(PAIR, 36, (16, 4), _q4_0_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
 rowdot_q5_0 = row_dot(PAIR, 44, (16, 4), _q5_0_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
+rowdot_iq4_nl = row_dot(PAIR, 36, (16, 4), _iq4_nl_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)

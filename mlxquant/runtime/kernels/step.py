@@ -56,7 +56,7 @@ def matvec(code, W, X, Y, chunk):
     elif code == 5:
         fu.Q8_0_KERNEL(W, X, Y, chunk, 16)
     elif code == 6:
-        fu.fused_iq4_nl(W, X, Y, chunk, 16)
+        fu.IQ4_NL_KERNEL(W, X, Y, chunk, 16)
     elif code == 7:
         fu.fused_mxfp4(W, X, Y, chunk, 16)
     elif code == 8:
@@ -74,7 +74,7 @@ def matvec(code, W, X, Y, chunk):
     elif code == 14:
         fu.Q6_K_KERNEL(W, X, Y, chunk, 16)
     elif code == 15:
-        fu.fused_iq4_xs(W, X, Y, chunk, 16)
+        fu.IQ4_XS_KERNEL(W, X, Y, chunk, 16)
     elif code == 16:
         fu.fused_tq1_0(W, X, Y, chunk, 16)
     else:
