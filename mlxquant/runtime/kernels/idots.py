@@ -1,6 +1,6 @@
 """Row dot products on integer dot instructions (AVX-512 VNNI's ``vpdpbusd``) with float32
-activations kept exact to 21 bits: Q4_K and Q6_K (a Q4_K_M file's large matrices), Q5_K, IQ4_XS,
-and the 32-weight Q4_0, Q5_0 (a Q4_K_M file's fallback for rows that are not a multiple of 256),
+activations kept exact to 21 bits: Q4_K and Q6_K (a Q4_K_M file's large matrices), Q5_K, Q3_K,
+Q2_K, IQ4_XS, and the 32-weight Q4_0, Q5_0 (a Q4_K_M file's fallback for rows that are not a multiple of 256),
 Q8_0 and IQ4_NL, two blocks (64 columns) at a time. IQ4's values come from a byte shuffle of
 their 16-entry table.
 
@@ -45,7 +45,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .vdots import k4_scales
+from .vdots import k4_scales, q2_k_scales, q3_k_scales
 from .vir import F32, I8, I16, I32, I64, Block, call_intrinsic, isplat, ivec, row_dot, vec
 
 SPLIT = 127 * 2 ** 14  # |a1·2^14 + a2·2^7 + a3| ≤ SPLIT
@@ -312,10 +312,56 @@ def _iq4_xs(k: Block, accs):
     return acc + [k.fsub(accs[2], k.fmul(k.fmul(sc, sums), k.splat(ir.Constant(F32, 128.0))))]
 
 
+def _two_bit(k: Block, accs, scale, qs: int, hmask: int | None):
+    """Q2_K (``hmask`` None) and Q3_K: half ``n`` (128 columns) is 32 code bytes at ``qs + 32n``,
+    2-bit field ``j`` of byte ``l`` column ``128n + 32j + l``, so two fields of the 32 bytes are
+    64 columns in order; Q3_K's third bit (set: the code as is; clear: minus 4) is bit ``4n + j``
+    of ``hmask[l]``, made here the unsigned code ``field + 4·bit`` (offset 4). ``scale``: per 16
+    columns (lane ``i``: columns ``16i..``). Returns the two code accumulators."""
+    b = k.b
+    ls = k.fmul(scale, k.load(k.sb, 0, vec(F32, 16), 4))
+    three = isplat(3, 32, I8)
+    hm = None if hmask is None else k.load(k.wb, hmask, vec(I8, 32), 1)
+    acc = list(accs[:2])
+    for n in range(2):
+        q = k.load(k.wb, qs + 32 * n, vec(I8, 32), 1)
+        for jj in range(2):
+            j = 2 * jj
+            first = b.and_(b.lshr(q, isplat(2 * j, 32, I8)), three)
+            second = b.and_(b.lshr(q, isplat(2 * j + 2, 32, I8)), three)
+            codes = b.shuffle_vector(first, second, ivec(range(64)))
+            if hm is not None:
+                bits = b.shuffle_vector(b.and_(hm, isplat(1 << (4 * n + j), 32, I8)),
+                                        b.and_(hm, isplat(1 << (4 * n + j + 1), 32, I8)), ivec(range(64)))
+                codes = b.or_(codes, b.select(b.icmp_unsigned("!=", bits, isplat(0, 64, I8)),
+                                              isplat(4, 64, I8), isplat(0, 64, I8)))
+            v = 2 * n + jj
+            acc[jj] = k.fma(_lanes(ls, k, v), _codes_dot(k, codes, 64 * v), acc[jj])
+    return acc
+
+
+def _q2_k(k: Block, accs):
+    """Q2_K: codes 0..3 times 4-bit scales, minus 4-bit mins times the group sums."""
+    scale, mins = q2_k_scales(k)
+    sums = k.load(k.sb, 16, vec(F32, 16), 4)
+    return _two_bit(k, accs, scale, 16, None) + [k.fsub(accs[2], k.fmul(mins, sums))]
+
+
+def _q3_k(k: Block, accs):
+    """Q3_K: codes -4..3 (unsigned here: plus 4, taken back with the group sums) times 6-bit
+    scales."""
+    scale = q3_k_scales(k)
+    sums = k.load(k.sb, 16, vec(F32, 16), 4)
+    return _two_bit(k, accs, scale, 32, 0) + [
+        k.fsub(accs[2], k.fmul(k.fmul(scale, sums), k.splat(ir.Constant(F32, 4.0))))]
+
+
 rowdot_q4_k = row_dot(256, 144, (16, 16, 16), _q4_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 rowdot_q5_k = row_dot(256, 176, (16, 16, 16), _q5_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 rowdot_q6_k = row_dot(256, 210, (16, 16, 16), _q6_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 rowdot_iq4_xs = row_dot(256, 136, (16, 16, 16), _iq4_xs, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
+rowdot_q2_k = row_dot(256, 84, (16, 16, 16), _q2_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
+rowdot_q3_k = row_dot(256, 110, (16, 16, 16), _q3_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 
 
 def _pair32(k: Block, accs, codes, d0, d1, offset: int):

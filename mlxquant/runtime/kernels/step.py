@@ -64,9 +64,9 @@ def matvec(code, W, X, Y, chunk):
     elif code == 9:
         fu.fused_bf16(W, X, Y, chunk, 16)
     elif code == 10:
-        fu.fused_q2_k(W, X, Y, chunk, 16)
+        fu.Q2_K_KERNEL(W, X, Y, chunk, 16)
     elif code == 11:
-        fu.fused_q3_k(W, X, Y, chunk, 16)
+        fu.Q3_K_KERNEL(W, X, Y, chunk, 16)
     elif code == 12:
         fu.Q4_K_KERNEL(W, X, Y, chunk, 16)
     elif code == 13:

@@ -201,12 +201,29 @@ def _two_bit(k: Block, accs, scale, qs: int, high):
     return acc
 
 
-def _q2_k(k: Block, accs):
-    """Q2_K: 16 sub-blocks of 16, 4-bit scales and mins (byte i: scale low, min high)."""
+def q2_k_scales(k: Block):
+    """Q2_K's 16 sub-block scales and mins (byte i: scale low, min high) times ``d``, ``dmin``:
+    two ``<16 x float>``, sub-block ``i`` (columns ``16i..16i + 15``) in lane ``i``."""
     b = k.b
     s = k.bytes(0, 16)
     scale = k.fmul(k.splat(k.half(80)), k.tofloat(b.and_(s, isplat(15))))
-    mins = k.fmul(k.splat(k.half(82)), k.tofloat(b.lshr(s, isplat(4))))
+    return scale, k.fmul(k.splat(k.half(82)), k.tofloat(b.lshr(s, isplat(4))))
+
+
+def q3_k_scales(k: Block):
+    """Q3_K's 16 sub-block scales (6 bits minus 32: low 4 bits in bytes 0..7 of the scales at 96,
+    high 2 in bytes 8..11) times ``d``: ``<16 x float>``, sub-block ``i`` in lane ``i``."""
+    b = k.b
+    s = k.bytes(96, 12)
+    low = b.and_(b.lshr(k.shuffle(s, list(range(8)) * 2), ivec([0] * 8 + [4] * 8)), isplat(15))
+    shifts = ivec([0] * 4 + [2] * 4 + [4] * 4 + [6] * 4)
+    high = b.and_(b.lshr(k.shuffle(s, [8, 9, 10, 11] * 4), shifts), isplat(3))
+    return k.fmul(k.splat(k.half(108)), k.tofloat(b.sub(b.or_(low, b.shl(high, isplat(4))), isplat(32))))
+
+
+def _q2_k(k: Block, accs):
+    """Q2_K: 16 sub-blocks of 16, 4-bit scales and mins (byte i: scale low, min high)."""
+    scale, mins = q2_k_scales(k)
     acc = _two_bit(k, accs, scale, 16, lambda n, j, h: None)
     return acc + [k.fsub(accs[2], k.fmul(mins, k.xsums(0, 16)))]
 
@@ -216,11 +233,7 @@ def _q3_k(k: Block, accs):
     high 2 in bytes 8..11), codes of 2 bits plus a high bit from ``hmask`` (bit ``4n + j`` of
     byte ``16h + l``), minus 4: taken out through the activation sums."""
     b = k.b
-    s = k.bytes(96, 12)
-    low = b.and_(b.lshr(k.shuffle(s, list(range(8)) * 2), ivec([0] * 8 + [4] * 8)), isplat(15))
-    shifts = ivec([0] * 4 + [2] * 4 + [4] * 4 + [6] * 4)
-    high = b.and_(b.lshr(k.shuffle(s, [8, 9, 10, 11] * 4), shifts), isplat(3))
-    scale = k.fmul(k.splat(k.half(108)), k.tofloat(b.sub(b.or_(low, b.shl(high, isplat(4))), isplat(32))))
+    scale = q3_k_scales(k)
     hm = (k.bytes(0, 16), k.bytes(16, 16))
 
     def third(n, j, h):  # bit 4n + j of hmask -> bit 2
