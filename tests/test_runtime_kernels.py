@@ -447,3 +447,21 @@ def test_attention_masks_are_made_once_per_prompt():
         nm._mask(1000 + k, 4, None)
     assert len(nm._MASKS.d) <= nm.MASKS_KEPT
     assert np.array_equal(nm._mask(0, 128, None), a)
+
+
+@pytest.mark.parametrize("qtype", [t for t in DOTS if t != "F32"])
+def test_decode_step_dispatch_reaches_the_kernel_in_use(qtype):
+    """The compiled decode step picks a matrix's kernel by type code (step.matvec): for every
+    type, the values of that type's kernel in use (fused.DOTS: the integer one where the CPU has
+    it) called directly, to float32 rounding (compiled into the step, LLVM may order a sum
+    differently)."""
+    from mlxquant.runtime.kernels import step
+
+    rows, cols = 24, 512
+    raw, w = _quantized(qtype, rows, cols, seed=8)
+    x = np.random.default_rng(9).standard_normal((1, cols)).astype(np.float32)
+    want, got = np.empty((1, rows), np.float32), np.empty((1, rows), np.float32)
+    DOTS[qtype][0](raw, x, want, 8, 16)
+    step.matvec(step.CODES[qtype], raw, x, got, 8)
+    bound = np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64)
+    assert np.all(np.abs(got - want) <= 1e-6 * bound) and _close(got, x, w) < TOL
