@@ -1,5 +1,5 @@
 """The integer-dot kernels (mlxquant.runtime.kernels.idots): the exact split of the activations into
-three signed bytes, and the K-quant, IQ4_XS, Q4_0, Q5_0, Q8_0 and IQ4_NL products on it against ``dequantize`` +
+three signed bytes, and the K-quant, IQ4_XS, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and IQ4_NL products on it against ``dequantize`` +
 a float64 product, within the float32 tolerance of tests/test_runtime_kernels.py. The float
 kernels they replace (Apple Silicon's path, and the fallback) are checked here alongside. The
 integer kernels need AVX-512 VNNI; where the CPU lacks it, the tests check that the float kernels
@@ -17,7 +17,7 @@ from mlxquant.runtime.kernels import fused, idots
 
 BLOCK = 256
 KINDS = ["normal", "heavy", "outliers", "tiny", "zero groups", "huge"]
-INT_TYPES = ["Q4_K", "Q5_K", "Q6_K", "Q3_K", "Q2_K", "IQ4_XS", "Q4_0", "Q5_0", "Q8_0", "IQ4_NL"]
+INT_TYPES = ["Q4_K", "Q5_K", "Q6_K", "Q3_K", "Q2_K", "IQ4_XS", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"]
 GROUPED_INT = [t for t in INT_TYPES if t in fused.GROUPED]
 
 
@@ -119,7 +119,7 @@ def test_available_follows_the_cpu():
     assert fused.DOTS["Q5_K"][0] is (fused.fused_q5_k_int if want else fused.fused_q5_k)
     assert fused.DOTS["Q6_K"][0] is (fused.fused_q6_k_int if want else fused.fused_q6_k)
     assert fused.GROUPED["Q4_K"] is (fused.fused3_q4_k_int if want else fused.fused3_q4_k)
-    for t in ("q4_0", "q5_0", "q8_0", "iq4_nl", "iq4_xs", "q2_k", "q3_k"):
+    for t in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl", "iq4_xs", "q2_k", "q3_k"):
         assert fused.DOTS[t.upper()][0] is getattr(fused, f"fused_{t}_int" if want else f"fused_{t}")
         if t.upper() in fused.GROUPED:
             assert fused.GROUPED[t.upper()] is getattr(fused, f"fused3_{t}_int" if want else f"fused3_{t}")
@@ -204,7 +204,7 @@ def test_grouped_kernel_equals_the_single_one(qtype):
         assert np.all(np.abs(y - want) <= 1e-6 * bound)
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_0", "Q8_0", "IQ4_NL"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"])
 @pytest.mark.parametrize("cols", [64, 576, 96])
 def test_pair_kernels_on_narrow_and_odd_rows(qtype, cols):
     """Rows of 64 columns (one pair), of SmolLM2's 576 (an odd number of pairs: the unrolled loop's

@@ -20,7 +20,8 @@ vectorizer on the loop over a block's weights (the block dot products; the vecto
 (FMA) and ``nsz``: no finite-math or reciprocal assumptions, so NaN and inf in the weights or
 activations propagate as in a float32 product.
 
-On a CPU with AVX-512 VNNI, the K-quants, IQ4_XS, Q4_0, Q5_0, Q8_0 and IQ4_NL run ``fused_<type>_int``
+On a CPU with AVX-512 VNNI, the K-quants, IQ4_XS, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and IQ4_NL run
+``fused_<type>_int``
 instead (the names ``Q4_K_KERNEL`` etc. say which is in use): the row dots of :mod:`.idots` on integer dot products,
 the activations split exactly into three bytes once per call; activations the split cannot hold
 (NaN, inf, magnitudes past 2^60) take the float kernel.
@@ -174,10 +175,11 @@ def _fused_int3(rowdot, fallback, slots, W0, W1, W2, X, Y0, Y1, Y2, chunk):
 
 
 @njit(inline="always")
-def _fused_int64(rowdot, fallback, W, X, Y, chunk):
-    """A 32-weight type (Q4_0, Q5_0, Q8_0) on integer dot products, two blocks at a time
+def _fused_int64(rowdot, fallback, W, X, Y, chunk, mins=False):
+    """A 32-weight type (Q4_0 ... Q8_0, IQ4_NL) on integer dot products, two blocks at a time
     (:data:`.idots.PAIR`), when its rows are a multiple of 64 and the activations split; else on
-    the float ``fallback`` row dot."""
+    the float ``fallback`` row dot (``mins``: a type with a min, whose float kernel takes the
+    sums of ``X``)."""
     T, cols = X.shape
     if cols % idt.PAIR == 0:
         XQ = np.empty((T, 3 * cols), np.int8)
@@ -185,11 +187,11 @@ def _fused_int64(rowdot, fallback, W, X, Y, chunk):
         if idt.split_x64(X, XQ, XS):
             _prange_rows(rowdot, W, XQ, XS, Y, chunk, cols // idt.PAIR)
             return
-    _fused_rows(fallback, 32, False, W, X, Y, chunk)
+    _fused_rows(fallback, 32, mins, W, X, Y, chunk)
 
 
 @njit(inline="always")
-def _fused_int64_3(rowdot, fallback, W0, W1, W2, X, Y0, Y1, Y2, chunk):
+def _fused_int64_3(rowdot, fallback, W0, W1, W2, X, Y0, Y1, Y2, chunk, mins=False):
     """:func:`_fused_int64` for three matrices sharing ``X``."""
     T, cols = X.shape
     if cols % idt.PAIR == 0:
@@ -198,7 +200,7 @@ def _fused_int64_3(rowdot, fallback, W0, W1, W2, X, Y0, Y1, Y2, chunk):
         if idt.split_x64(X, XQ, XS):
             _prange_rows3(rowdot, W0, W1, W2, XQ, XS, Y0, Y1, Y2, chunk, cols // idt.PAIR)
             return
-    _fused_rows3(fallback, 32, False, W0, W1, W2, X, Y0, Y1, Y2, chunk)
+    _fused_rows3(fallback, 32, mins, W0, W1, W2, X, Y0, Y1, Y2, chunk)
 
 
 # One module-level function per type (not made by a factory: Numba's disk cache cannot key
@@ -320,6 +322,18 @@ def fused_q4_0_int(W, X, Y, chunk, n16):
 
 
 @njit(**OPTS)
+def fused_q4_1_int(W, X, Y, chunk, n16):
+    """Q4_1 on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`)."""
+    _fused_int64(idt.rowdot_q4_1, vd.rowdot_q4_1, W, X, Y, chunk, True)
+
+
+@njit(**OPTS)
+def fused_q5_1_int(W, X, Y, chunk, n16):
+    """Q5_1 on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`)."""
+    _fused_int64(idt.rowdot_q5_1, vd.rowdot_q5_1, W, X, Y, chunk, True)
+
+
+@njit(**OPTS)
 def fused_q5_0_int(W, X, Y, chunk, n16):
     """Q5_0 on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`)."""
     _fused_int64(idt.rowdot_q5_0, vd.rowdot_q5_0, W, X, Y, chunk)
@@ -363,12 +377,13 @@ Q4_0_KERNEL, Q5_0_KERNEL, Q8_0_KERNEL = ((fused_q4_0_int, fused_q5_0_int, fused_
 IQ4_NL_KERNEL, IQ4_XS_KERNEL = ((fused_iq4_nl_int, fused_iq4_xs_int) if idt.AVAILABLE
                                 else (fused_iq4_nl, fused_iq4_xs))
 Q2_K_KERNEL, Q3_K_KERNEL = (fused_q2_k_int, fused_q3_k_int) if idt.AVAILABLE else (fused_q2_k, fused_q3_k)
+Q4_1_KERNEL, Q5_1_KERNEL = (fused_q4_1_int, fused_q5_1_int) if idt.AVAILABLE else (fused_q4_1, fused_q5_1)
 
 # type name -> (kernel, weights per block, bytes per block); F16/BF16 rows are read 32 weights at
 # a time
 DOTS: dict[str, tuple[Callable, int, int]] = {
-    "Q4_0": (Q4_0_KERNEL, 32, 18), "Q4_1": (fused_q4_1, 32, 20), "Q5_0": (Q5_0_KERNEL, 32, 22),
-    "Q5_1": (fused_q5_1, 32, 24), "Q8_0": (Q8_0_KERNEL, 32, 34), "IQ4_NL": (IQ4_NL_KERNEL, 32, 18),
+    "Q4_0": (Q4_0_KERNEL, 32, 18), "Q4_1": (Q4_1_KERNEL, 32, 20), "Q5_0": (Q5_0_KERNEL, 32, 22),
+    "Q5_1": (Q5_1_KERNEL, 32, 24), "Q8_0": (Q8_0_KERNEL, 32, 34), "IQ4_NL": (IQ4_NL_KERNEL, 32, 18),
     "MXFP4": (fused_mxfp4, 32, 17), "F16": (fused_f16, 32, 64), "BF16": (fused_bf16, 32, 64),
     "Q2_K": (Q2_K_KERNEL, 256, 84), "Q3_K": (Q3_K_KERNEL, 256, 110), "Q4_K": (Q4_K_KERNEL, 256, 144),
     "Q5_K": (Q5_K_KERNEL, 256, 176), "Q6_K": (Q6_K_KERNEL, 256, 210),
@@ -445,6 +460,16 @@ def fused3_q4_0_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
 
 
 @njit(**OPTS)
+def fused3_q4_1_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
+    _fused_int64_3(idt.rowdot_q4_1, vd.rowdot_q4_1, W0, W1, W2, X, Y0, Y1, Y2, chunk, True)
+
+
+@njit(**OPTS)
+def fused3_q5_1_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
+    _fused_int64_3(idt.rowdot_q5_1, vd.rowdot_q5_1, W0, W1, W2, X, Y0, Y1, Y2, chunk, True)
+
+
+@njit(**OPTS)
 def fused3_q5_0_int(W0, W1, W2, X, Y0, Y1, Y2, chunk):
     _fused_int64_3(idt.rowdot_q5_0, vd.rowdot_q5_0, W0, W1, W2, X, Y0, Y1, Y2, chunk)
 
@@ -461,9 +486,11 @@ Q4_K_KERNEL3, Q5_K_KERNEL3, Q6_K_KERNEL3 = (
 Q4_0_KERNEL3, Q5_0_KERNEL3, Q8_0_KERNEL3 = (
     (fused3_q4_0_int, fused3_q5_0_int, fused3_q8_0_int) if idt.AVAILABLE
     else (fused3_q4_0, fused3_q5_0, fused3_q8_0))
+Q4_1_KERNEL3, Q5_1_KERNEL3 = ((fused3_q4_1_int, fused3_q5_1_int) if idt.AVAILABLE
+                              else (fused3_q4_1, fused3_q5_1))
 
 GROUPED: dict[str, Callable] = {
-    "Q4_0": Q4_0_KERNEL3, "Q4_1": fused3_q4_1, "Q5_0": Q5_0_KERNEL3, "Q5_1": fused3_q5_1,
+    "Q4_0": Q4_0_KERNEL3, "Q4_1": Q4_1_KERNEL3, "Q5_0": Q5_0_KERNEL3, "Q5_1": Q5_1_KERNEL3,
     "Q8_0": Q8_0_KERNEL3, "Q4_K": Q4_K_KERNEL3, "Q5_K": Q5_K_KERNEL3, "Q6_K": Q6_K_KERNEL3,
 }
 """Type name -> the kernel multiplying up to three matrices of that type in one launch."""

@@ -1,7 +1,7 @@
 """Row dot products on integer dot instructions (AVX-512 VNNI's ``vpdpbusd``) with float32
 activations kept exact to 21 bits: Q4_K and Q6_K (a Q4_K_M file's large matrices), Q5_K, Q3_K,
-Q2_K, IQ4_XS, and the 32-weight Q4_0, Q5_0 (a Q4_K_M file's fallback for rows that are not a multiple of 256),
-Q8_0 and IQ4_NL, two blocks (64 columns) at a time. IQ4's values come from a byte shuffle of
+Q2_K, IQ4_XS, and the 32-weight Q4_0, Q4_1, Q5_0 (a Q4_K_M file's fallback for rows that are not a multiple of
+256), Q5_1, Q8_0 and IQ4_NL, two blocks (64 columns) at a time. IQ4's values come from a byte shuffle of
 their 16-entry table.
 
 Our float kernels (:mod:`.vdots`) turn every code into a float and multiply it: about 16 vector
@@ -364,16 +364,20 @@ rowdot_q2_k = row_dot(256, 84, (16, 16, 16), _q2_k, unroll=1, x_stride=X_STRIDE,
 rowdot_q3_k = row_dot(256, 110, (16, 16, 16), _q3_k, unroll=1, x_stride=X_STRIDE, s_stride=S_STRIDE)
 
 
-def _pair32(k: Block, accs, codes, d0, d1, offset: int):
+def _pair32(k: Block, accs, codes, d0, d1, offset: int, m0=None, m1=None):
     """Two 32-weight blocks (scales ``d0``, ``d1``; ``codes`` <64 x i8>, unsigned: the stored code
     plus ``offset``): ``accs[0]`` (16 lanes) += the codes' dot products by their lane scales,
-    ``accs[1]`` (4 lanes, one per 16 columns) -= ``offset·d·(sum of the group's split values)``."""
+    ``accs[1]`` (4 lanes, one per 16 columns) -= ``offset·d·(sum of the group's split values)``,
+    or, for the types with a min (``m0``, ``m1``: Q4_1, Q5_1, codes without offset), += the min
+    times that sum."""
     b = k.b
     sx = k.load(k.sb, 0, vec(F32, 4), 4)
     sums = k.load(k.sb, 4, vec(F32, 4), 4)
     dd = b.shuffle_vector(k.splat(d0, 4), k.splat(d1, 4), ivec([0, 0, 4, 4]))  # per 16 columns
     ls = k.shuffle(k.fmul(dd, sx), [g // 4 for g in range(16)])
     acc = k.fma(ls, _codes_dot(k, codes, 0, PAIR), accs[0])
+    if m0 is not None:
+        return [acc, k.fma(b.shuffle_vector(k.splat(m0, 4), k.splat(m1, 4), ivec([0, 0, 4, 4])), sums, accs[1])]
     return [acc, k.fsub(accs[1], k.fmul(k.fmul(dd, sums), k.splat(ir.Constant(F32, float(offset)), 4)))]
 
 
@@ -403,16 +407,32 @@ def _iq4_nl_pair(k: Block, accs):
     return _pair32(k, accs, _iq4_codes(k, _nibbles64(k, 2, 20)), k.half(0), k.half(18), 128)
 
 
-def _q5_0_pair(k: Block, accs):
-    """Q5_0, two blocks of 22 bytes: ``d``, ``qh`` (bit j: the 5th bit of column j), 16 bytes of
-    nibbles (codes 0-31 for -16..15)."""
+def _five_bits64(k: Block, qh0: int, qs0: int, size: int):
+    """Q5_0/Q5_1's 64 codes (0-31) of two blocks of ``size`` bytes: nibbles at ``qs0`` (and
+    ``qs0 + size``), the 5th bit of column j in bit j of the uint32 at ``qh0``."""
     b = k.b
     # byte j // 8 of each block's qh in lane j, tested against bit j % 8: 16 where it is set
-    qh = b.shuffle_vector(k.load(k.wb, 2, vec(I8, 4), 1), k.load(k.wb, 24, vec(I8, 4), 1),
+    qh = b.shuffle_vector(k.load(k.wb, qh0, vec(I8, 4), 1), k.load(k.wb, qh0 + size, vec(I8, 4), 1),
                           ivec([j // 8 for j in range(32)] + [4 + j // 8 for j in range(32)]))
     set_ = b.icmp_unsigned("!=", b.and_(qh, ivec([1 << (j % 8) for j in range(32)] * 2, I8)), isplat(0, 64, I8))
     fifth = b.select(set_, isplat(16, 64, I8), isplat(0, 64, I8))
-    return _pair32(k, accs, b.or_(_nibbles64(k, 6, 28), fifth), k.half(0), k.half(22), 16)
+    return b.or_(_nibbles64(k, qs0, qs0 + size), fifth)
+
+
+def _q5_0_pair(k: Block, accs):
+    """Q5_0, two blocks of 22 bytes: ``d``, ``qh`` (bit j: the 5th bit of column j), 16 bytes of
+    nibbles (codes 0-31 for -16..15)."""
+    return _pair32(k, accs, _five_bits64(k, 2, 6, 22), k.half(0), k.half(22), 16)
+
+
+def _q4_1_pair(k: Block, accs):
+    """Q4_1, two blocks of 20 bytes: ``d``, ``m``, 16 bytes of nibbles (value ``d·q + m``)."""
+    return _pair32(k, accs, _nibbles64(k, 4, 24), k.half(0), k.half(20), 0, k.half(2), k.half(22))
+
+
+def _q5_1_pair(k: Block, accs):
+    """Q5_1, two blocks of 24 bytes: ``d``, ``m``, ``qh``, 16 bytes of nibbles."""
+    return _pair32(k, accs, _five_bits64(k, 4, 8, 24), k.half(0), k.half(24), 0, k.half(2), k.half(26))
 
 
 PAIR_X_STRIDE, PAIR_S_STRIDE = 3 * PAIR, 8
@@ -420,3 +440,5 @@ rowdot_q8_0 = row_dot(PAIR, 68, (16, 4), _q8_0_pair, x_stride=PAIR_X_STRIDE, s_s
 rowdot_q4_0 = row_dot(PAIR, 36, (16, 4), _q4_0_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
 rowdot_q5_0 = row_dot(PAIR, 44, (16, 4), _q5_0_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
 rowdot_iq4_nl = row_dot(PAIR, 36, (16, 4), _iq4_nl_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
+rowdot_q4_1 = row_dot(PAIR, 40, (16, 4), _q4_1_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
+rowdot_q5_1 = row_dot(PAIR, 48, (16, 4), _q5_1_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)

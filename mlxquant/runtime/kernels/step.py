@@ -48,11 +48,11 @@ def matvec(code, W, X, Y, chunk):
     elif code == 1:
         fu.Q4_0_KERNEL(W, X, Y, chunk, 16)
     elif code == 2:
-        fu.fused_q4_1(W, X, Y, chunk, 16)
+        fu.Q4_1_KERNEL(W, X, Y, chunk, 16)
     elif code == 3:
         fu.Q5_0_KERNEL(W, X, Y, chunk, 16)
     elif code == 4:
-        fu.fused_q5_1(W, X, Y, chunk, 16)
+        fu.Q5_1_KERNEL(W, X, Y, chunk, 16)
     elif code == 5:
         fu.Q8_0_KERNEL(W, X, Y, chunk, 16)
     elif code == 6:
@@ -87,11 +87,11 @@ def matvec3(code, W0, W1, W2, X, Y0, Y1, Y2, chunk):
     if code == 1:
         fu.Q4_0_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 2:
-        fu.fused3_q4_1(W0, W1, W2, X, Y0, Y1, Y2, chunk)
+        fu.Q4_1_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 3:
         fu.Q5_0_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 4:
-        fu.fused3_q5_1(W0, W1, W2, X, Y0, Y1, Y2, chunk)
+        fu.Q5_1_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 5:
         fu.Q8_0_KERNEL3(W0, W1, W2, X, Y0, Y1, Y2, chunk)
     elif code == 12:
