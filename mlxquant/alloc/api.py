@@ -90,7 +90,8 @@ class Allocation:
                        self.target_bpw, self.weights, self.measured, self.seconds)
 
     def recipe(self) -> dict[str, Any]:
-        """The provenance entry: the budget, the result, every tensor's type, cost and gain."""
+        """The provenance entry: the budget, the result, every tensor's type, cost, gain and
+        rounding cost (``[type, cost, gain, rounding]``)."""
         return {"target_bpw": self.target_bpw, "bpw": round(self.bpw, 4), "preset": self.preset,
                 "predicted_kl": self.predicted_kl, "measured_gains": self.measured,
                 "tensors": {n: [d["type"], d["cost"], d["gain"], d["rounding"]]
