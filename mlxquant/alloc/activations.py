@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..calib.collect import OBSERVED_INPUTS
 from .costs import sample_rows
 
 # weight type -> how ggml's CPU backend rounds its activations (ggml-cpu.c's vec_dot_type; Q8_1
@@ -73,15 +74,6 @@ def _roundings_for(ncols: int) -> list[str]:
     return [r for r, block in (("Q8_K", 256), ("Q8_0", 32)) if ncols % block == 0]
 
 
-# the runtime's observer roles (NumpyModel.observer) -> HF tensor names reading that input
-_ROLES = {
-    "attn_qkv": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
-    "attn_output": ("self_attn.o_proj.weight",),
-    "ffn_gate_up": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
-    "ffn_down": ("mlp.down_proj.weight",),
-}
-
-
 def rounding_errors(model: Any, windows: list[np.ndarray],
                     tensors: dict[str, tuple[str, np.ndarray, np.ndarray | None]]) -> dict[str, dict[str, float]]:
     """``A_r`` (module docstring) of every tensor of ``tensors`` (GGUF name -> (HF name, float32
@@ -100,7 +92,8 @@ def rounding_errors(model: Any, windows: list[np.ndarray],
     power: dict[str, float] = {}  # summed mean squared activation of each token
 
     def observe(layer: int, role: str, x: np.ndarray) -> None:
-        hfs = (head,) if role == "output" else [f"model.layers.{layer}.{n}" for n in _ROLES.get(role, ())]
+        hfs = (head,) if role == "output" else [f"model.layers.{layer}.{n}"
+                                                for n in OBSERVED_INPUTS.get(role, ())]
         gs = [by_hf[h] for h in hfs if h in by_hf]
         if not gs:
             return

@@ -62,8 +62,9 @@ Score = Callable[[np.ndarray, np.ndarray], float]
 Progress = Callable[[int, int, str], None]
 """``progress(done_chunks, total_chunks, label)`` after each chunk."""
 
-# role the runtime reports (NumpyModel.observer) -> the HF tensors that read that input
-_ROLES = {
+# role the runtime reports (NumpyModel.observer) -> the HF tensors that read that input (also
+# the allocator's: mlxquant.alloc.activations)
+OBSERVED_INPUTS = {
     "attn_qkv": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
     "attn_output": ("self_attn.o_proj.weight",),
     "ffn_gate_up": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
@@ -143,7 +144,7 @@ class _Collector:
         w = model.weights
         self._names: dict[tuple[int, str], list[str]] = {}
         for i in range(model.spec.n_layers):
-            for role, hf in _ROLES.items():
+            for role, hf in OBSERVED_INPUTS.items():
                 self._names[(i, role)] = self._keep(w, [f"model.layers.{i}.{n}" for n in hf], False)
         out = "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight"
         self._names[(-1, "output")] = self._keep(w, [out], process_output)

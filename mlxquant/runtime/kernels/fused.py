@@ -153,6 +153,16 @@ def _split(X, slots):
 
 
 @njit(inline="always")
+def _split64(X):
+    """:func:`_split` by 64 columns (:func:`.idots.split_x64`; ``ok`` False also for rows that
+    are not a multiple of 64)."""
+    T, cols = X.shape
+    XQ = np.empty((T, 3 * cols), np.int8)
+    XS = np.empty((T, cols // 8), F32)
+    return cols % idt.PAIR == 0 and idt.split_x64(X, XQ, XS), XQ, XS
+
+
+@njit(inline="always")
 def _fused_int(rowdot, fallback, slots, W, X, Y, chunk):
     """A K-quant kernel on integer dot products (:mod:`.idots`), or on the float ``fallback``
     row dot when the activations do not split; ``slots``: the type's column groups in the split
@@ -180,27 +190,21 @@ def _fused_int64(rowdot, fallback, W, X, Y, chunk, mins=False):
     (:data:`.idots.PAIR`), when its rows are a multiple of 64 and the activations split; else on
     the float ``fallback`` row dot (``mins``: a type with a min, whose float kernel takes the
     sums of ``X``)."""
-    T, cols = X.shape
-    if cols % idt.PAIR == 0:
-        XQ = np.empty((T, 3 * cols), np.int8)
-        XS = np.empty((T, cols // 8), F32)
-        if idt.split_x64(X, XQ, XS):
-            _prange_rows(rowdot, W, XQ, XS, Y, chunk, cols // idt.PAIR)
-            return
-    _fused_rows(fallback, 32, mins, W, X, Y, chunk)
+    ok, XQ, XS = _split64(X)
+    if ok:
+        _prange_rows(rowdot, W, XQ, XS, Y, chunk, X.shape[1] // idt.PAIR)
+    else:
+        _fused_rows(fallback, 32, mins, W, X, Y, chunk)
 
 
 @njit(inline="always")
 def _fused_int64_3(rowdot, fallback, W0, W1, W2, X, Y0, Y1, Y2, chunk, mins=False):
     """:func:`_fused_int64` for three matrices sharing ``X``."""
-    T, cols = X.shape
-    if cols % idt.PAIR == 0:
-        XQ = np.empty((T, 3 * cols), np.int8)
-        XS = np.empty((T, cols // 8), F32)
-        if idt.split_x64(X, XQ, XS):
-            _prange_rows3(rowdot, W0, W1, W2, XQ, XS, Y0, Y1, Y2, chunk, cols // idt.PAIR)
-            return
-    _fused_rows3(fallback, 32, mins, W0, W1, W2, X, Y0, Y1, Y2, chunk)
+    ok, XQ, XS = _split64(X)
+    if ok:
+        _prange_rows3(rowdot, W0, W1, W2, XQ, XS, Y0, Y1, Y2, chunk, X.shape[1] // idt.PAIR)
+    else:
+        _fused_rows3(fallback, 32, mins, W0, W1, W2, X, Y0, Y1, Y2, chunk)
 
 
 # One module-level function per type (not made by a factory: Numba's disk cache cannot key
