@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..calib.collect import OBSERVED_INPUTS
+from ..models.base import OBSERVED_INPUTS
 from .costs import sample_rows
 
 # weight type -> how ggml's CPU backend rounds its activations (ggml-cpu.c's vec_dot_type; Q8_1

@@ -48,6 +48,7 @@ from ..errors import MlxquantError
 from ..formats.atomic import check_output
 from ..formats.imatrix import ImatrixData
 from ..formats.imatrix_write import entries_from, format_for, write_imatrix
+from ..models.base import OBSERVED_INPUTS
 from .reduce import Totals, init_group, reduce_totals
 from .stats import ImatrixStats
 
@@ -61,15 +62,6 @@ Score = Callable[[np.ndarray, np.ndarray], float]
 """``score(logits, window)``: a chunk's summed NLL (:func:`_nll` on the scored positions)."""
 Progress = Callable[[int, int, str], None]
 """``progress(done_chunks, total_chunks, label)`` after each chunk."""
-
-# role the runtime reports (NumpyModel.observer) -> the HF tensors that read that input (also
-# the allocator's: mlxquant.alloc.activations)
-OBSERVED_INPUTS = {
-    "attn_qkv": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
-    "attn_output": ("self_attn.o_proj.weight",),
-    "ffn_gate_up": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
-    "ffn_down": ("mlp.down_proj.weight",),
-}
 
 
 class ImatrixError(MlxquantError, ValueError):

@@ -28,6 +28,16 @@ from .hparams import check_gguf_hparams, require_hparams, text_config
 
 log = logging.getLogger(__name__)
 
+# role the NumPy runtime's observer reports (NumpyModel.observer) -> the HF tensors of a block that
+# read that input (the imatrix's statistics, mlxquant.calib.collect; the allocator's rounding
+# errors, mlxquant.alloc.activations)
+OBSERVED_INPUTS = {
+    "attn_qkv": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "attn_output": ("self_attn.o_proj.weight",),
+    "ffn_gate_up": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    "ffn_down": ("mlp.down_proj.weight",),
+}
+
 _LAYER_HF = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _LAYER_GGUF = re.compile(r"^blk\.(\d+)\.(.+)$")
 
