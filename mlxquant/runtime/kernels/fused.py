@@ -21,9 +21,9 @@ vectorizer on the loop over a block's weights (the block dot products; the vecto
 activations propagate as in a float32 product.
 
 On a CPU with AVX-512 VNNI, the K-quants, IQ4_XS, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and IQ4_NL run
-``fused_<type>_int``
-instead (the names ``Q4_K_KERNEL`` etc. say which is in use): the row dots of :mod:`.idots` on integer dot products,
-the activations split exactly into three bytes once per call; activations the split cannot hold
+``fused_<type>_int`` instead (the names ``Q4_K_KERNEL`` etc. say which is in use): the row dots
+of :mod:`.idots` on integer dot products, the activations split exactly into three bytes once per
+call; activations the split cannot hold
 (NaN, inf, magnitudes past 2^60) take the float kernel.
 
 Numba's disk cache of a ``fused_<type>`` is keyed on this file only: after editing :mod:`.dots`,

@@ -1,8 +1,8 @@
 """Row dot products on integer dot instructions (AVX-512 VNNI's ``vpdpbusd``) with float32
 activations kept exact to 21 bits: Q4_K and Q6_K (a Q4_K_M file's large matrices), Q5_K, Q3_K,
-Q2_K, IQ4_XS, and the 32-weight Q4_0, Q4_1, Q5_0 (a Q4_K_M file's fallback for rows that are not a multiple of
-256), Q5_1, Q8_0 and IQ4_NL, two blocks (64 columns) at a time. IQ4's values come from a byte shuffle of
-their 16-entry table.
+Q2_K, IQ4_XS, and the 32-weight Q4_0, Q4_1, Q5_0 (a Q4_K_M file's fallback for rows that are not
+a multiple of 256), Q5_1, Q8_0 and IQ4_NL, two blocks (64 columns) at a time. IQ4's values come
+from a byte shuffle of their 16-entry table.
 
 Our float kernels (:mod:`.vdots`) turn every code into a float and multiply it: about 16 vector
 operations per 64 weights, which holds one core to ~30 G weights/s (17 GB/s of Q4_K) where it
@@ -45,7 +45,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .vdots import k4_scales, q2_k_scales, q3_k_scales
+from .layout import KVALUES_IQ4NL
+from .vdots import iq4_xs_scales, k4_scales, q2_k_scales, q3_k_scales
 from .vir import F32, I8, I16, I32, I64, Block, call_intrinsic, isplat, ivec, row_dot, vec
 
 SPLIT = 127 * 2 ** 14  # |a1·2^14 + a2·2^7 + a3| ≤ SPLIT
@@ -89,7 +90,7 @@ Q4_K_SLOTS, Q6_K_SLOTS = np.argsort(Q4_K_ORDER), np.argsort(Q6_K_ORDER)  # group
 IQ4_XS_SLOTS = np.argsort(IQ4_XS_ORDER)
 # IQ4_NL's and IQ4_XS's 16 values plus 128 (unsigned bytes for vpdpbusd), four times: vpshufb
 # looks a nibble up within each 16-byte lane
-_IQ4_TABLE = [int(v) + 128 for v in (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)] * 4
+_IQ4_TABLE = [int(v) + 128 for v in KVALUES_IQ4NL] * 4
 
 
 SMALL_BITS, LARGE_BITS = 0x21800000, 0x5D800000  # float32 2^-60 and 2^60 as bits
@@ -295,11 +296,7 @@ def _iq4_xs(k: Block, accs):
     bytes 4..7, high 2 in the uint16 at 2), codes from byte 8 (:data:`IQ4_XS_ORDER`), values
     ``kvalues_iq4nl`` (plus 128 here, taken back with the group sums)."""
     b = k.b
-    low = b.lshr(k.shuffle(k.bytes(4, 4), [0, 0, 1, 1, 2, 2, 3, 3]), ivec([0, 4] * 4))
-    high = b.lshr(k.splat(k.u16(2), 8), ivec(range(0, 16, 2)))
-    six = b.or_(b.and_(low, isplat(15, 8)), b.shl(b.and_(high, isplat(3, 8)), isplat(4, 8)))
-    sc8 = k.fmul(k.splat(k.half(0), 8), k.tofloat(b.sub(six, isplat(32, 8))))
-    sc = k.shuffle(sc8, [g // 2 for g in range(16)])  # per 16 columns, in column order
+    sc = k.shuffle(iq4_xs_scales(k), [g // 2 for g in range(16)])  # per 16 columns, in column order
     ls = k.fmul(sc, k.load(k.sb, 0, vec(F32, 16), 4))
     sums = k.load(k.sb, 16, vec(F32, 16), 4)
     order = [int(g) for g in IQ4_XS_ORDER]

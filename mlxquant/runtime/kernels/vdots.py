@@ -108,15 +108,19 @@ def _iq4_nl(k: Block, accs):
     return [k.fma(k.splat(k.half(0)), _iq4_pair(k, 2, 0), accs[0])]
 
 
-def _iq4_xs(k: Block, accs):
-    """IQ4_XS: 8 sub-blocks of 32, 6-bit scales (low 4 bits in bytes 4..7, high 2 in the uint16 at
-    2) minus 32."""
+def iq4_xs_scales(k: Block):
+    """IQ4_XS's 8 sub-block scales (6 bits minus 32: low 4 bits in bytes 4..7, high 2 in the
+    uint16 at 2) times ``d``: ``<8 x float>``, sub-block ``i`` (columns ``32i..``) in lane ``i``."""
     b = k.b
     low = b.lshr(k.shuffle(k.bytes(4, 4), [0, 0, 1, 1, 2, 2, 3, 3]), ivec([0, 4] * 4))
     high = b.lshr(k.splat(k.u16(2), 8), ivec(range(0, 16, 2)))
     six = b.or_(b.and_(low, isplat(15, 8)), b.shl(b.and_(high, isplat(3, 8)), isplat(4, 8)))
-    sc = b.sub(six, isplat(32, 8))
-    scale = k.fmul(k.splat(k.half(0), 8), k.tofloat(sc))
+    return k.fmul(k.splat(k.half(0), 8), k.tofloat(b.sub(six, isplat(32, 8))))
+
+
+def _iq4_xs(k: Block, accs):
+    """IQ4_XS: 8 sub-blocks of 32, 6-bit scales (:func:`iq4_xs_scales`)."""
+    scale = iq4_xs_scales(k)
     acc = list(accs)
     for i in range(8):
         acc[i % 2] = k.fma(k.splat(k.lane(scale, i)), _iq4_pair(k, 8 + 16 * i, 32 * i), acc[i % 2])
