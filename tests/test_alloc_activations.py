@@ -111,6 +111,20 @@ def test_rounding_errors_of_the_float_base_model(shakespeare):
             tensors[g] = (hf, arr, imp)
     rng = np.random.default_rng(0)
     windows = [rng.integers(0, 4000, 64), rng.integers(0, 4000, 48)]
+    # the activations the observer saw, for the checks by hand below: the same arrays (a second
+    # forward pass may run on another BLAS thread count, whose last bits move values across a
+    # rounding step)
+    seen: dict[tuple[int, str], list[np.ndarray]] = {}
+    forward = m.forward
+
+    def recording(tokens, cache=None, logits_from=0, observer=None):
+        def observe(layer, role, x):
+            seen.setdefault((layer, role), []).append(x.copy())
+            observer(layer, role, x)
+
+        return forward(tokens, cache, logits_from, observe)
+
+    m.forward = recording
     got = rounding_errors(m, windows, tensors)
     assert set(got) == set(tensors)
     for g, r in got.items():
@@ -120,10 +134,7 @@ def test_rounding_errors_of_the_float_base_model(shakespeare):
         assert d["Q8_K"] > 2 * d["Q8_0"], (i, d)
 
     # blk.1.ffn_down by hand: its input is what the observer sees for (1, "ffn_down")
-    seen = []
-    for win in windows:
-        m.forward(win, observer=lambda layer, role, x: seen.append(x.copy()) if (layer, role) == (1, "ffn_down") else None)
-    x = np.concatenate(seen)
+    x = np.concatenate(seen[1, "ffn_down"])
     rows, scale = sample_rows(tensors["blk.1.ffn_down.weight"][1])  # the estimate's rows
     assert scale == 2.0
     for r in ("Q8_K", "Q8_0"):
@@ -132,10 +143,7 @@ def test_rounding_errors_of_the_float_base_model(shakespeare):
         assert got["blk.1.ffn_down.weight"][r] == pytest.approx(want, rel=1e-4)
 
     # the head has no importance vector: its errors are in units of its activations' mean square
-    xs = []
-    for win in windows:
-        m.forward(win, observer=lambda layer, role, x: xs.append(x.copy()) if role == "output" else None)
-    h = np.concatenate(xs)
+    h = np.concatenate(seen[-1, "output"])
     rows, scale = sample_rows(tensors["token_embd.weight"][1])
     e = (h - round_activations(h, "Q8_0")).astype(np.float64) @ rows.T.astype(np.float64)
     want = float((e * e).sum()) * scale / len(h) / float((h.astype(np.float64) ** 2).mean())
