@@ -120,6 +120,8 @@ def generate_tokens(model: object, prompt: Sequence[int], max_tokens: int = 64, 
     if max_tokens <= 0:
         return gen
     choosers = getattr(model, "blas_threads", None)  # NumPy backend: {"prefill": .., "decode": ..}
+    if max_tokens > 1 and hasattr(model, "prepare_decode"):
+        model.prepare_decode()  # the decode step's compiled code, before the prompt's weights
     with thread_session() if choosers else contextlib.nullcontext():
         _generate(model, prompt, max_tokens, temperature, top_p, rng, eos, cache, gen, choosers, on_token)
     if choosers:

@@ -43,7 +43,8 @@ from .kernels.attention import attend_one, attend_one_serial, rms_norm_row
 from .kernels.matrix import (SPLIT_MIN_MACS, gated, kernel_rows, kernel_threads, launch, linear_group, run_parts,
                              tile_threads)
 from .kernels.step import CODES as STEP_CODES
-from .kernels.step import decode_block, decode_step, plan_list, plan_push, release_ir
+from .kernels.step import decode_block, decode_step, plan_empty, plan_list, plan_push, release_ir
+from .memory import release_compiler_if_used
 from .ops import Rope, apply_rope, attention_mask, gelu_tanh, rms_norm, rope_tables, silu
 from .spec import ModelSpec
 from .weights import Weights
@@ -218,6 +219,21 @@ class NumpyModel:
 
     def new_cache(self, capacity: int = 256) -> KVCache:
         return KVCache(self.spec, capacity)
+
+    def prepare_decode(self) -> None:
+        """Load the compiled code a generation runs after its prompt's blocks: the decode step
+        (:func:`~mlxquant.runtime.kernels.step.decode_step`, run on no block) and the output
+        head's one-row product (run once on zeros); then give the compiler's pages back
+        (:mod:`~mlxquant.runtime.memory`). A generation calls this before its prompt, so that
+        loading them (~60 MB of LLVM's pages for the step) does not come on top of every weight
+        page the prompt made resident: the peak is then the weights'."""
+        held = self._held()
+        zero = np.zeros((1, self.spec.hidden), np.float32)
+        if held is not None and held.typed is not None:
+            self._decode_blocks(held._replace(typed=plan_empty(held.plans[0])), zero, self.new_cache(1), 0,
+                                self._ropes(0, 1))
+        self._head(zero)
+        release_compiler_if_used()
 
     # -- weights ---------------------------------------------------------------------------
     def _norm_w(self, name: str) -> np.ndarray:
@@ -514,11 +530,14 @@ class NumpyModel:
         else:
             for i in range(self.spec.n_layers):
                 h = self._block(i, h, cache, p0, ropes[i], obs)
+                release_compiler_if_used()  # the block's kernels are loaded: LLVM's pages go
         cache.offset = p0 + len(tokens)
         h = h[want]
         if h.shape[0] == 0:
             return np.zeros((0, self._output().shape[0]), np.float32)
-        return self._head(h, obs)
+        logits = self._head(h, obs)
+        release_compiler_if_used()
+        return logits
 
     def _embed(self, tokens: np.ndarray) -> np.ndarray:
         """The hidden states ``(T, hidden)`` float32 of token ids (checked against the table)."""

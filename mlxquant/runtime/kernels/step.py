@@ -219,6 +219,16 @@ def plan_list(p):
 
 
 @njit(cache=True)
+def plan_empty(p):
+    """An empty list of :func:`plan_list`'s type for ``p``: :func:`decode_step` called with it
+    runs no block, so it loads (or compiles) the step without reading a weight."""
+    out = List()
+    out.append(p)
+    out.pop()
+    return out
+
+
+@njit(cache=True)
 def plan_push(plans, p):
     """Append ``p`` to a list of :func:`plan_list` (of ``p``'s type)."""
     plans.append(p)
