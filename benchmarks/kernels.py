@@ -65,6 +65,7 @@ def read_bandwidth(mbytes: int, threads: int) -> float:
 
 def main() -> None:
     from mlxquant.quant import quantize
+    from mlxquant.quant.types import TYPES
     from mlxquant.runtime.kernels import DOTS, QuantMatrix, set_kernel_threads
     from mlxquant.runtime.kernels import fused, idots
     from mlxquant.runtime.kernels.matrix import FUSED_MAX_ROWS, launch, linear, row_chunk
@@ -91,7 +92,8 @@ def main() -> None:
         rows += [(t, getattr(fused, f"fused_{t.lower()}")) for t in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL")
                  if t in args.types.split(",")]
     for t, kernel in rows:
-        raw = np.asarray(quantize(slab, t)).reshape(slab.shape[0], -1)
+        imatrix = np.ones(cols, np.float32) if TYPES[t].requires_imatrix else None  # IQ1_S, IQ2_XXS/XS
+        raw = np.asarray(quantize(slab, t, imatrix=imatrix)).reshape(slab.shape[0], -1)
         reps = max(1, -(-(args.mbytes << 20) // raw.nbytes))
         m = QuantMatrix(np.ascontiguousarray(np.tile(raw, (reps, 1))), t, cols, t)
         y = np.empty((1, m.shape[0]), np.float32)

@@ -18,9 +18,10 @@ from mlxquant.quant.types import TYPES
 from mlxquant.runtime.kernels import DOTS, FUSED_MAX_ROWS, QuantMatrix, kernel_for, set_kernel_threads
 
 TOL = 1e-5
-# every type with a codec: the fused ones plus the tiled-only ones (i-quant grids, NVFP4)
+# every type with a codec (each has a fused kernel; prompts take the tiles for all)
 CODEC_TYPES = [t for t, q in TYPES.items() if q.codecs and t != "F32"]
-TILED_ONLY = [t for t in CODEC_TYPES if t not in DOTS]
+# the i-quant grids and NVFP4: each row decoded by the codec, then dotted (fused._decoded)
+DECODED = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "NVFP4"]
 
 
 def _close(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> float:
@@ -38,8 +39,9 @@ def _quantized(qtype: str, rows: int, cols: int, seed: int = 0) -> tuple[np.ndar
     return raw, dequantize(raw, qtype, (rows, cols))
 
 
-def test_every_codec_type_has_a_path():
-    assert set(DOTS) <= set(CODEC_TYPES)
+def test_every_codec_type_has_a_fused_kernel():
+    assert set(DOTS) == set(CODEC_TYPES)
+    assert set(DECODED) <= set(DOTS)
     assert {"Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q4_1", "Q5_1", "Q3_K", "Q2_K", "IQ4_NL",
             "IQ4_XS", "F16", "BF16"} <= set(DOTS)
 
@@ -108,16 +110,39 @@ def test_iq4nl_value_is_the_table():
     assert [value(np.int32(q)) for q in range(16)] == KVALUES_IQ4NL.tolist()
 
 
-@pytest.mark.parametrize("qtype", TILED_ONLY)
-def test_tiled_types_match_dequantize(qtype):
+@pytest.mark.parametrize("qtype", DECODED)
+def test_tiles_match_dequantize_for_few_rows_too(qtype):
+    """The tile path (a prompt's, for every type) on few rows as well, where the fused kernel
+    would run: a matrix without a kernel (rows it cannot take) still multiplies right."""
     rows, cols = 70, 512
     raw, w = _quantized(qtype, rows, cols, seed=2)
     m = QuantMatrix(raw, qtype, cols, qtype)
+    m.kernel = None
     assert not m.fused
     rng = np.random.default_rng(3)
     for T in (1, 5):
         x = rng.standard_normal((T, cols)).astype(np.float32)
         assert _close(m.matmul(x), x, w) < TOL
+
+
+@pytest.mark.parametrize("qtype", DECODED)
+def test_decoded_kernels_equal_the_codec_rows(qtype):
+    """A decoded-row kernel multiplies exactly the codec's values: against float64 products of
+    :func:`dequantize`'s rows, to float32 summation, on rows that hold several blocks, one
+    block, all-zero blocks, and with activations that hold NaN (propagated to every output)."""
+    rng = np.random.default_rng(11)
+    cols = 3 * 256
+    raw, w = _quantized(qtype, 37, cols, seed=12)
+    zero = np.zeros_like(raw[:2])  # all-zero bytes: a zero scale
+    raw = np.ascontiguousarray(np.concatenate([raw, zero]))
+    w = np.concatenate([w, np.zeros((2, cols), np.float32)])
+    x = rng.standard_normal((3, cols)).astype(np.float32) * np.float32(1e-3)
+    y = np.full((3, raw.shape[0]), np.nan, np.float32)
+    DOTS[qtype][0](raw, x, y, 5, 16)
+    assert _close(y, x, w) < TOL and not y[:, -2:].any()
+    x[1, 7] = np.nan
+    DOTS[qtype][0](raw, x, y, 5, 16)
+    assert np.isnan(y[1]).all() and not np.isnan(y[0]).any()
 
 
 def test_many_tiles_and_output_order(monkeypatch):
@@ -158,7 +183,7 @@ def test_no_fused_kernel_for_odd_rows():
     assert not m.fused
     x = rng.standard_normal((1, 40)).astype(np.float32)
     assert _close(m.matmul(x), x, w.astype(np.float32)) < TOL
-    assert kernel_for("IQ2_XXS") is None
+    assert kernel_for("Q8_K") is None  # an activation type: no weights of it to multiply
 
 
 def test_real_smollm2_tensors():
@@ -449,7 +474,7 @@ def test_attention_masks_are_made_once_per_prompt():
     assert np.array_equal(nm._mask(0, 128, None), a)
 
 
-@pytest.mark.parametrize("qtype", [t for t in DOTS if t != "F32"])
+@pytest.mark.parametrize("qtype", [t for t in DOTS if t != "F32" and t not in DECODED])
 def test_decode_step_dispatch_reaches_the_kernel_in_use(qtype):
     """The compiled decode step picks a matrix's kernel by type code (step.matvec): for every
     type, the values of that type's kernel in use (fused.DOTS: the integer one where the CPU has

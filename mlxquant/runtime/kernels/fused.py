@@ -5,7 +5,8 @@ file), ``X`` float32 ``(T, cols)`` with few rows (decoding). For every type with
 in vector IR (:mod:`.vdots`: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K..Q6_K, IQ4_XS)
 or a block dot product (:mod:`.dots`, :mod:`.kdots`: MXFP4, BF16, TQ1_0, TQ2_0) there is one
 compiled ``fused_<type>(W, X, Y, chunk, n16)`` (cached on disk like the codecs; :func:`kernel_for`
-finds it): each output row walks its blocks once per row of ``X``, the block's codes unpacked in
+finds it; the i-quant grids IQ1_S ... IQ3_S and NVFP4, which have no dot product here, decode
+each row with their codec into a row buffer and dot that, :func:`_decoded`): each output row walks its blocks once per row of ``X``, the block's codes unpacked in
 registers and multiplied into float32 sums (the scale applied once per sub-block; the vector-IR
 rows keep their sums in vector registers across the whole row). The sums of ``X`` per 16
 columns, needed by the types with a min or a code offset, are taken once per call. Rows are split
@@ -38,6 +39,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from ...quant.jit import fp4, iq1, iq2, iq2s, iq3
 from . import dots as ld
 from . import idots as idt
 from . import kdots as kd
@@ -92,6 +94,30 @@ def _fused(dot, bs, tsize, W, X, Y, chunk, n16):
                 acc = F32(0)
                 for b in range(nb):
                     acc += dot(w, b * tsize, x, b * bs, xs, b * (bs // 16), n16)
+                Y[t, r] = acc
+
+
+@njit(inline="always")
+def _decoded(decode, W, X, Y, chunk):
+    """The kernel's body for a type without a dot product here (the i-quant grids, NVFP4; one
+    compiled function per type, below): each row decoded by the type's compiled codec
+    (:mod:`mlxquant.quant.jit`, ``decode(data, out)``) into one row of floats per chunk, then
+    dotted with every row of ``X``. The values :func:`~mlxquant.quant.dequantize` gives, never
+    more than a row of them at a time."""
+    rows = W.shape[0]
+    T = X.shape[0]
+    cols = X.shape[1]
+    nch = (rows + chunk - 1) // chunk
+    for c in prange(nch):
+        buf = np.empty((1, cols), F32)
+        row = buf[0]
+        for r in range(c * chunk, min(rows, (c + 1) * chunk)):
+            decode(W[r:r + 1], buf)
+            for t in range(T):
+                x = X[t]
+                acc = F32(0)
+                for j in range(cols):
+                    acc += row[j] * x[j]
                 Y[t, r] = acc
 
 
@@ -373,6 +399,46 @@ def fused_iq4_xs_int(W, X, Y, chunk, n16):
     _fused_int(idt.rowdot_iq4_xs, vd.rowdot_iq4_xs, idt.IQ4_XS_SLOTS, W, X, Y, chunk)
 
 
+@njit(**OPTS)
+def fused_iq2_xxs(W, X, Y, chunk, n16):
+    _decoded(iq2.dequantize_iq2_xxs, W, X, Y, chunk)
+
+
+@njit(**OPTS)
+def fused_iq2_xs(W, X, Y, chunk, n16):
+    _decoded(iq2.dequantize_iq2_xs, W, X, Y, chunk)
+
+
+@njit(**OPTS)
+def fused_iq2_s(W, X, Y, chunk, n16):
+    _decoded(iq2s.dequantize_iq2_s, W, X, Y, chunk)
+
+
+@njit(**OPTS)
+def fused_iq3_xxs(W, X, Y, chunk, n16):
+    _decoded(iq3.dequantize_iq3_xxs, W, X, Y, chunk)
+
+
+@njit(**OPTS)
+def fused_iq3_s(W, X, Y, chunk, n16):
+    _decoded(iq3.dequantize_iq3_s, W, X, Y, chunk)
+
+
+@njit(**OPTS)
+def fused_iq1_s(W, X, Y, chunk, n16):
+    _decoded(iq1.dequantize_iq1_s, W, X, Y, chunk)
+
+
+@njit(**OPTS)
+def fused_iq1_m(W, X, Y, chunk, n16):
+    _decoded(iq1.dequantize_iq1_m, W, X, Y, chunk)
+
+
+@njit(**OPTS)
+def fused_nvfp4(W, X, Y, chunk, n16):
+    _decoded(fp4.dequantize_nvfp4, W, X, Y, chunk)
+
+
 # The kernels in use: on integer dot products where the CPU has them (:mod:`.idots`).
 Q4_K_KERNEL, Q5_K_KERNEL, Q6_K_KERNEL = ((fused_q4_k_int, fused_q5_k_int, fused_q6_k_int) if idt.AVAILABLE
                                           else (fused_q4_k, fused_q5_k, fused_q6_k))
@@ -393,6 +459,10 @@ DOTS: dict[str, tuple[Callable, int, int]] = {
     "Q5_K": (Q5_K_KERNEL, 256, 176), "Q6_K": (Q6_K_KERNEL, 256, 210),
     "IQ4_XS": (IQ4_XS_KERNEL, 256, 136), "TQ1_0": (fused_tq1_0, 256, 54),
     "TQ2_0": (fused_tq2_0, 256, 66),
+    # each row decoded by its codec, then dotted (:func:`_decoded`)
+    "IQ2_XXS": (fused_iq2_xxs, 256, 66), "IQ2_XS": (fused_iq2_xs, 256, 74), "IQ2_S": (fused_iq2_s, 256, 82),
+    "IQ3_XXS": (fused_iq3_xxs, 256, 98), "IQ3_S": (fused_iq3_s, 256, 110), "IQ1_S": (fused_iq1_s, 256, 50),
+    "IQ1_M": (fused_iq1_m, 256, 56), "NVFP4": (fused_nvfp4, 64, 36),
 }
 def kernel_for(qtype: str) -> Kernel | None:
     """The fused kernel of GGML type ``qtype`` (None: none here, use tiles); compiled, or loaded

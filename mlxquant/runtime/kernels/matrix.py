@@ -15,8 +15,9 @@ GGUF file, so resident memory is the file's pages, shared with the page cache):
   decoding its own tiles into its own reused scratch buffer and calling one-thread BLAS
   (:meth:`QuantMatrix.tile_rows`); :func:`gated` does a gated MLP's two products and its
   activation that way;
-- types without a fused kernel here (the IQ1/IQ2/IQ3 grids, NVFP4, ...): the tile path for any
-  ``T``.
+- every type with a codec has a fused kernel; the IQ1/IQ2/IQ3 grids and NVFP4 have no dot
+  product here, so theirs decodes each row with the codec and dots it (:func:`.fused._decoded`);
+  rows a kernel cannot take (not a multiple of its block) go through the tiles for any ``T``.
 
 GGUF may store rows in another order than HF (llama's Q/K heads are interleaved,
 :func:`mlxquant.models.llama.permute_qk`): ``out_rows[i]`` is the stored row holding HF row ``i``;
