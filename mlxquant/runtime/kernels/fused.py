@@ -21,7 +21,7 @@ vectorizer on the loop over a block's weights (the block dot products; the vecto
 (FMA) and ``nsz``: no finite-math or reciprocal assumptions, so NaN and inf in the weights or
 activations propagate as in a float32 product.
 
-On a CPU with AVX-512 VNNI, the K-quants, IQ4_XS, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and IQ4_NL run
+On a CPU with AVX-512 VNNI, the K-quants, IQ4_XS, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL and MXFP4 run
 ``fused_<type>_int`` instead (the names ``Q4_K_KERNEL`` etc. say which is in use): the row dots
 of :mod:`.idots` on integer dot products, the activations split exactly into three bytes once per
 call; activations the split cannot hold
@@ -394,6 +394,17 @@ def fused_iq4_nl_int(W, X, Y, chunk, n16):
 
 
 @njit(**OPTS)
+def fused_mxfp4_int(W, X, Y, chunk, n16):
+    """MXFP4 on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`); rows
+    that are not a multiple of 64 and activations the split refuses take the block dots."""
+    ok, XQ, XS = _split64(X)
+    if ok:
+        _prange_rows(idt.rowdot_mxfp4, W, XQ, XS, Y, chunk, X.shape[1] // idt.PAIR)
+    else:
+        _fused(ld.dot_mxfp4, 32, 17, W, X, Y, chunk, n16)
+
+
+@njit(**OPTS)
 def fused_iq4_xs_int(W, X, Y, chunk, n16):
     """IQ4_XS on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`)."""
     _fused_int(idt.rowdot_iq4_xs, vd.rowdot_iq4_xs, idt.IQ4_XS_SLOTS, W, X, Y, chunk)
@@ -448,13 +459,14 @@ IQ4_NL_KERNEL, IQ4_XS_KERNEL = ((fused_iq4_nl_int, fused_iq4_xs_int) if idt.AVAI
                                 else (fused_iq4_nl, fused_iq4_xs))
 Q2_K_KERNEL, Q3_K_KERNEL = (fused_q2_k_int, fused_q3_k_int) if idt.AVAILABLE else (fused_q2_k, fused_q3_k)
 Q4_1_KERNEL, Q5_1_KERNEL = (fused_q4_1_int, fused_q5_1_int) if idt.AVAILABLE else (fused_q4_1, fused_q5_1)
+MXFP4_KERNEL = fused_mxfp4_int if idt.AVAILABLE else fused_mxfp4
 
 # type name -> (kernel, weights per block, bytes per block); F16/BF16 rows are read 32 weights at
 # a time
 DOTS: dict[str, tuple[Callable, int, int]] = {
     "Q4_0": (Q4_0_KERNEL, 32, 18), "Q4_1": (Q4_1_KERNEL, 32, 20), "Q5_0": (Q5_0_KERNEL, 32, 22),
     "Q5_1": (Q5_1_KERNEL, 32, 24), "Q8_0": (Q8_0_KERNEL, 32, 34), "IQ4_NL": (IQ4_NL_KERNEL, 32, 18),
-    "MXFP4": (fused_mxfp4, 32, 17), "F16": (fused_f16, 32, 64), "BF16": (fused_bf16, 32, 64),
+    "MXFP4": (MXFP4_KERNEL, 32, 17), "F16": (fused_f16, 32, 64), "BF16": (fused_bf16, 32, 64),
     "Q2_K": (Q2_K_KERNEL, 256, 84), "Q3_K": (Q3_K_KERNEL, 256, 110), "Q4_K": (Q4_K_KERNEL, 256, 144),
     "Q5_K": (Q5_K_KERNEL, 256, 176), "Q6_K": (Q6_K_KERNEL, 256, 210),
     "IQ4_XS": (IQ4_XS_KERNEL, 256, 136), "TQ1_0": (fused_tq1_0, 256, 54),

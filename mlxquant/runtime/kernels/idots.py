@@ -45,7 +45,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .layout import KVALUES_IQ4NL
+from .layout import KVALUES_FP4, KVALUES_IQ4NL
 from .vdots import iq4_xs_scales, k4_scales, q2_k_scales, q3_k_scales
 from .vir import F32, I8, I16, I32, I64, Block, call_intrinsic, isplat, ivec, row_dot, vec
 
@@ -91,6 +91,10 @@ IQ4_XS_SLOTS = np.argsort(IQ4_XS_ORDER)
 # IQ4_NL's and IQ4_XS's 16 values plus 128 (unsigned bytes for vpdpbusd), four times: vpshufb
 # looks a nibble up within each 16-byte lane
 _IQ4_TABLE = [int(v) + 128 for v in KVALUES_IQ4NL] * 4
+# MXFP4's (doubled) E2M1 values, -12..12, plus 12: the smallest offset keeps the cancelling group
+# sums small (with 128, outlier activations lost 3e-5 of the product's scale)
+FP4_OFFSET = 12
+_FP4_TABLE = [int(v) + FP4_OFFSET for v in KVALUES_FP4] * 4
 
 
 SMALL_BITS, LARGE_BITS = 0x21800000, 0x5D800000  # float32 2^-60 and 2^60 as bits
@@ -285,9 +289,10 @@ def _q6_k(k: Block, accs):
     return acc + [k.fsub(accs[2], k.fmul(k.fmul(sc, sums), k.splat(ir.Constant(F32, 32.0))))]
 
 
-def _iq4_codes(k: Block, nibbles):
-    """IQ4's values of 64 nibbles (``<64 x i8>``, 0-15) plus 128, by a byte shuffle."""
-    table = ir.Constant(vec(I8, 64), [ir.Constant(I8, v) for v in _IQ4_TABLE])
+def _iq4_codes(k: Block, nibbles, values=_IQ4_TABLE):
+    """IQ4's values of 64 nibbles (``<64 x i8>``, 0-15) plus 128, by a byte shuffle (``values``:
+    another type's 16 values plus its offset, four times)."""
+    table = ir.Constant(vec(I8, 64), [ir.Constant(I8, v) for v in values])
     return call_intrinsic(k.b, "llvm.x86.avx512.pshuf.b.512", vec(I8, 64), [table, nibbles])
 
 
@@ -404,6 +409,23 @@ def _iq4_nl_pair(k: Block, accs):
     return _pair32(k, accs, _iq4_codes(k, _nibbles64(k, 2, 20)), k.half(0), k.half(18), 128)
 
 
+def _e8m0_half(k: Block, off: int):
+    """ggml_e8m0_to_fp32_half of the byte at ``off``: 2^(e - 128) as float32, by its bits
+    (``0x00200000 << e`` for the subnormals e < 2, else ``(e - 1) << 23``)."""
+    b = k.b
+    e = b.zext(k.load(k.wb, off, I8, 1), I32)
+    bits = b.select(b.icmp_unsigned("<", e, ir.Constant(I32, 2)), b.shl(ir.Constant(I32, 0x00200000), e),
+                    b.shl(b.sub(e, ir.Constant(I32, 1)), ir.Constant(I32, 23)))
+    return b.bitcast(bits, F32)
+
+
+def _mxfp4_pair(k: Block, accs):
+    """MXFP4, two blocks of 17 bytes: an E8M0 exponent, then 16 bytes of nibbles indexing
+    ``kvalues_mxfp4`` (E2M1 values doubled; the scale is half the exponent's power of two)."""
+    codes = _iq4_codes(k, _nibbles64(k, 1, 18), _FP4_TABLE)
+    return _pair32(k, accs, codes, _e8m0_half(k, 0), _e8m0_half(k, 17), FP4_OFFSET)
+
+
 def _five_bits64(k: Block, qh0: int, qs0: int, size: int):
     """Q5_0/Q5_1's 64 codes (0-31) of two blocks of ``size`` bytes: nibbles at ``qs0`` (and
     ``qs0 + size``), the 5th bit of column j in bit j of the uint32 at ``qh0``."""
@@ -439,3 +461,4 @@ rowdot_q5_0 = row_dot(PAIR, 44, (16, 4), _q5_0_pair, x_stride=PAIR_X_STRIDE, s_s
 rowdot_iq4_nl = row_dot(PAIR, 36, (16, 4), _iq4_nl_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
 rowdot_q4_1 = row_dot(PAIR, 40, (16, 4), _q4_1_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
 rowdot_q5_1 = row_dot(PAIR, 48, (16, 4), _q5_1_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)
+rowdot_mxfp4 = row_dot(PAIR, 34, (16, 4), _mxfp4_pair, x_stride=PAIR_X_STRIDE, s_stride=PAIR_S_STRIDE)

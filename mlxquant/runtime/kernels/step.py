@@ -58,7 +58,7 @@ def matvec(code, W, X, Y, chunk):
     elif code == 6:
         fu.IQ4_NL_KERNEL(W, X, Y, chunk, 16)
     elif code == 7:
-        fu.fused_mxfp4(W, X, Y, chunk, 16)
+        fu.MXFP4_KERNEL(W, X, Y, chunk, 16)
     elif code == 8:
         fu.fused_f16(W, X, Y, chunk, 16)
     elif code == 9:
