@@ -84,12 +84,13 @@ def main() -> None:
     cols = 4096
     slab = rng.standard_normal((1024, cols)).astype(np.float32)
     x = rng.standard_normal((1, cols)).astype(np.float32)
-    print(f"integer-dot kernels (runtime/kernels/idots.py: Q2_K-Q6_K, IQ4_XS, Q4_0-Q8_0, IQ4_NL): "
+    print(f"integer-dot kernels (runtime/kernels/idots.py: Q2_K-Q6_K, IQ4_XS, Q4_0-Q8_0, IQ4_NL, MXFP4): "
           f"{'in use' if idots.AVAILABLE else 'not on this CPU'}; '(float)' rows: the float kernels they replace")
     print(f"{'type':<12} {'MB':>6} " + " ".join(f"{f'{n} thr GB/s (frac)':>22}" for n in threads))
     rows = [(t, None) for t in args.types.split(",")]
     if idots.AVAILABLE:
-        rows += [(t, getattr(fused, f"fused_{t.lower()}")) for t in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL")
+        rows += [(t, getattr(fused, f"fused_{t.lower()}")) for t in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL",
+                                                                   "MXFP4")
                  if t in args.types.split(",")]
     for t, kernel in rows:
         imatrix = np.ones(cols, np.float32) if TYPES[t].requires_imatrix else None  # IQ1_S, IQ2_XXS/XS
