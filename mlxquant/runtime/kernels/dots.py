@@ -1,4 +1,5 @@
-"""Block dot products of the 32-weight types without a vector-IR row product (MXFP4, BF16):
+"""Block dot products of the 32-weight types without a vector-IR row product (MXFP4, the float
+kernel behind its integer one):
 ``Σ w·x`` over one block, straight from the codes (the fused decode kernels' inner step). The
 other 32-weight types are in :mod:`.vdots`.
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ...quant.jit.numeric import bits_f32
 from .layout import KVALUES_FP4, e8m0_half
 
 F32 = np.float32
@@ -26,11 +26,3 @@ def dot_mxfp4(w, p, x, xo, xs, so, n16):
         q = w[p + 1 + j]
         s += KVALUES_FP4[q & 15] * x[xo + j] + KVALUES_FP4[q >> 4] * x[xo + 16 + j]
     return e8m0_half(w[p]) * s
-
-
-@njit(inline="always")
-def dot_bf16(w, p, x, xo, xs, so, n16):
-    s = F32(0)
-    for j in range(2 * n16):
-        s += bits_f32((np.int64(w[p + 2 * j]) << 16) | (np.int64(w[p + 2 * j + 1]) << 24)) * x[xo + j]
-    return s

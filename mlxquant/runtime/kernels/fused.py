@@ -2,8 +2,8 @@
 
 ``W`` is the tensor's bytes as uint8 rows (``(rows, row_bytes)``, e.g. a slice of the memory-mapped
 file), ``X`` float32 ``(T, cols)`` with few rows (decoding). For every type with a row dot product
-in vector IR (:mod:`.vdots`: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K..Q6_K, IQ4_XS)
-or a block dot product (:mod:`.dots`, :mod:`.kdots`: MXFP4, BF16, TQ1_0, TQ2_0) there is one
+in vector IR (:mod:`.vdots`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K..Q6_K,
+IQ4_XS) or a block dot product (:mod:`.dots`, :mod:`.kdots`: MXFP4, TQ1_0, TQ2_0) there is one
 compiled ``fused_<type>(W, X, Y, chunk, n16)`` (cached on disk like the codecs; :func:`kernel_for`
 finds it; the i-quant grids IQ1_S ... IQ3_S and NVFP4, which have no dot product here, decode
 each row with their codec into a row buffer and dot that, :func:`_decoded`): each output row walks its blocks once per row of ``X``, the block's codes unpacked in
@@ -284,7 +284,7 @@ def fused_f16(W, X, Y, chunk, n16):
 
 @njit(**OPTS)
 def fused_bf16(W, X, Y, chunk, n16):
-    _fused(ld.dot_bf16, 32, 64, W, X, Y, chunk, n16)
+    _fused_rows(vd.rowdot_bf16, 32, False, W, X, Y, chunk)
 
 
 @njit(**OPTS)

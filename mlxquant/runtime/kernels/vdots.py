@@ -1,5 +1,5 @@
 """Row dot products of the decode kernels' main types in LLVM vector IR (:mod:`.vir`): F32, F16,
-Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS, the types
+BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS, the types
 llama.cpp's presets write.
 
 Each ``rowdot_<type>(w, x, xs, nb)`` is ``Σ w·x`` over one row of ``nb`` blocks (see
@@ -84,6 +84,11 @@ def _f32(k: Block, accs):
 def _f16(k: Block, accs):
     """A float16 row, 32 weights (64 bytes) a block."""
     return [k.fma(k.halves(0), k.x(0), accs[0]), k.fma(k.halves(32), k.x(16), accs[1])]
+
+
+def _bf16(k: Block, accs):
+    """A bfloat16 row, 32 weights (64 bytes) a block."""
+    return [k.fma(k.bfloats(0), k.x(0), accs[0]), k.fma(k.bfloats(32), k.x(16), accs[1])]
 
 
 def _iq4(k: Block, q):
@@ -272,6 +277,7 @@ def _q6_k(k: Block, accs):
 
 rowdot_f32 = row_dot(32, 128, (16, 16), _f32)
 rowdot_f16 = row_dot(32, 64, (16, 16), _f16)
+rowdot_bf16 = row_dot(32, 64, (16, 16), _bf16)
 rowdot_iq4_nl = row_dot(32, 18, (16,), _iq4_nl)
 rowdot_iq4_xs = row_dot(256, 136, (16, 16), _iq4_xs, unroll=1)
 rowdot_q4_0 = row_dot(32, 18, (16,), _q4_0)

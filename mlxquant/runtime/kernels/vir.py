@@ -93,6 +93,12 @@ class Block:
         h = self.load(self.wb, off, vec(ir.HalfType(), n), 2)
         return self.b.fpext(h, vec(F32, n))
 
+    def bfloats(self, off: int, n: int = 16):
+        """``n`` bfloat16 at byte ``off`` as ``<n x float>`` (exact: the bits moved up 16)."""
+        b = self.b
+        h = b.zext(self.load(self.wb, off, vec(I16, n), 2), vec(I32, n))
+        return b.bitcast(b.shl(h, ir.Constant(vec(I32, n), [ir.Constant(I32, 16)] * n)), vec(F32, n))
+
     def u16(self, off: int):
         """The little-endian uint16 at ``off``, zero-extended to i32."""
         return self.b.zext(self.load(self.wb, off, I16, 1), I32)
