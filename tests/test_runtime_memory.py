@@ -76,8 +76,8 @@ print(json.dumps({"loaded": loaded, "runs": runs, "prepared": prepared, "blocks"
 
 
 def test_a_generation_loads_its_decode_code_before_the_prompt(shakespeare, tmp_path):
-    """In a fresh process: :meth:`prepare_decode` loads the decode step and the head's kernel,
-    so the generation's decode steps run the compiler no more (the compiler's pages, given back
+    """In a fresh process: :meth:`prepare_decode` loads the decode step and the head's kernel
+    (once for these weights), so the generation's decode steps run the compiler no more (the compiler's pages, given back
     after the prompt's blocks, stay out while every weight is resident); the tokens are those of
     a second generation (everything loaded)."""
     from mlxquant.convert import convert
@@ -90,10 +90,10 @@ def test_a_generation_loads_its_decode_code_before_the_prompt(shakespeare, tmp_p
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["loaded"] >= 1 and got["clean_maps"] >= 1
     runs, blocks = got["runs"], got["blocks"]
-    # each generation: its prepare_decode (already done: nothing to load), a check after each
-    # prompt block and after the head, then one after each of the 5 decode steps' heads
-    assert len(runs) == got["prepared"] + 2 * (1 + blocks + 1 + 5)
-    first = runs[got["prepared"]:got["prepared"] + 1 + blocks + 1 + 5]
+    # each generation (its prepare_decode returns at once: done for these weights): a check after
+    # each prompt block and after the head, then one after each of the 5 decode steps' heads
+    assert len(runs) == got["prepared"] + 2 * (blocks + 1 + 5)
+    first = runs[got["prepared"]:got["prepared"] + blocks + 1 + 5]
     assert first[-5:] == [first[-6]] * 5  # the compiler ran in none of the decode steps
-    assert runs[-(blocks + 7):] == [first[-1]] * (blocks + 7)  # nor in the second generation
+    assert runs[-(blocks + 6):] == [first[-1]] * (blocks + 6)  # nor in the second generation
     assert got["tokens"] == got["again"]

@@ -215,6 +215,7 @@ class NumpyModel:
                                                       split=bool(weights.quantized)),
                              "decode": ThreadChooser()}
         self._held_parts: _Held | None = None
+        self._decode_prepared = -1  # the weights' version prepare_decode last loaded code for
         self._rope_tables: dict[int, Rope] = {}  # by id() of a spec.inv_freq array (see _ropes)
 
     def new_cache(self, capacity: int = 256) -> KVCache:
@@ -226,14 +227,18 @@ class NumpyModel:
         head's one-row product (run once on zeros); then give the compiler's pages back
         (:mod:`~mlxquant.runtime.memory`). A generation calls this before its prompt, so that
         loading them (~60 MB of LLVM's pages for the step) does not come on top of every weight
-        page the prompt made resident: the peak is then the weights'."""
+        page the prompt made resident: the peak is then the weights'. Once per version of the
+        weights held in memory; nothing when they are decoded per use (a ``--memory`` budget)."""
         held = self._held()
+        if held is None or self._decode_prepared == held.version:
+            return
         zero = np.zeros((1, self.spec.hidden), np.float32)
-        if held is not None and held.typed is not None:
+        if held.typed is not None:
             self._decode_blocks(held._replace(typed=plan_empty(held.plans[0])), zero, self.new_cache(1), 0,
                                 self._ropes(0, 1))
         self._head(zero)
         release_compiler_if_used()
+        self._decode_prepared = held.version
 
     # -- weights ---------------------------------------------------------------------------
     def _norm_w(self, name: str) -> np.ndarray:
