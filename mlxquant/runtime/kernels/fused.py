@@ -211,15 +211,22 @@ def _fused_int3(rowdot, fallback, slots, W0, W1, W2, X, Y0, Y1, Y2, chunk):
 
 
 @njit(inline="always")
-def _fused_int64(rowdot, fallback, W, X, Y, chunk, mins=False):
-    """A 32-weight type (Q4_0 ... Q8_0, IQ4_NL) on integer dot products, two blocks at a time
-    (:data:`.idots.PAIR`), when its rows are a multiple of 64 and the activations split; else on
-    the float ``fallback`` row dot (``mins``: a type with a min, whose float kernel takes the
-    sums of ``X``)."""
+def _int64(rowdot, W, X, Y, chunk):
+    """A 32-weight type on integer dot products, two blocks at a time (:data:`.idots.PAIR`), when
+    its rows are a multiple of 64 and the activations split: True; else False, ``Y`` untouched
+    (the caller's float kernel takes it)."""
     ok, XQ, XS = _split64(X)
     if ok:
         _prange_rows(rowdot, W, XQ, XS, Y, chunk, X.shape[1] // idt.PAIR)
-    else:
+    return ok
+
+
+@njit(inline="always")
+def _fused_int64(rowdot, fallback, W, X, Y, chunk, mins=False):
+    """A 32-weight type (Q4_0 ... Q8_0, IQ4_NL) on integer dot products (:func:`_int64`), else
+    on the float ``fallback`` row dot (``mins``: a type with a min, whose float kernel takes the
+    sums of ``X``)."""
+    if not _int64(rowdot, W, X, Y, chunk):
         _fused_rows(fallback, 32, mins, W, X, Y, chunk)
 
 
@@ -397,10 +404,7 @@ def fused_iq4_nl_int(W, X, Y, chunk, n16):
 def fused_mxfp4_int(W, X, Y, chunk, n16):
     """MXFP4 on integer dot products (:mod:`.idots`; only where :data:`.idots.AVAILABLE`); rows
     that are not a multiple of 64 and activations the split refuses take the block dots."""
-    ok, XQ, XS = _split64(X)
-    if ok:
-        _prange_rows(idt.rowdot_mxfp4, W, XQ, XS, Y, chunk, X.shape[1] // idt.PAIR)
-    else:
+    if not _int64(idt.rowdot_mxfp4, W, X, Y, chunk):
         _fused(ld.dot_mxfp4, 32, 17, W, X, Y, chunk, n16)
 
 
