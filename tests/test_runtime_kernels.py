@@ -128,8 +128,8 @@ def test_tiles_match_dequantize_for_few_rows_too(qtype):
 @pytest.mark.parametrize("qtype", DECODED)
 def test_decoded_kernels_equal_the_codec_rows(qtype):
     """A decoded-row kernel multiplies exactly the codec's values: against float64 products of
-    :func:`dequantize`'s rows, to float32 summation, on rows that hold several blocks, one
-    block, all-zero blocks, and with activations that hold NaN (propagated to every output)."""
+    :func:`dequantize`'s rows, to float32 summation, on rows of three blocks, rows of all-zero
+    blocks, and with activations that hold NaN (propagated to every output)."""
     rng = np.random.default_rng(11)
     cols = 3 * 256
     raw, w = _quantized(qtype, 37, cols, seed=12)
